@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import tf_admm
+from tests.conftest import small_model
+
+
+@pytest.mark.parametrize('target, keep', [
+    (tf_admm.Sparsity(0.9), 0.1), (tf_admm.KeepRatio(0.25), 0.25),
+    (tf_admm.CompressionRate(20), 0.05), (tf_admm.Sparsity(0.0), 1.0)])
+def test_target_kinds_agree_on_keep_ratio(target, keep):
+  assert target.keep_ratio == pytest.approx(keep)
+
+
+@pytest.mark.parametrize('make, value', [
+    (tf_admm.Sparsity, 1.0), (tf_admm.Sparsity, -0.1),
+    (tf_admm.KeepRatio, 0.0), (tf_admm.KeepRatio, 1.5),
+    (tf_admm.CompressionRate, 0.5), (tf_admm.CompressionRate, float('nan'))])
+def test_out_of_range_targets_are_rejected(make, value):
+  with pytest.raises(ValueError, match=make.__name__):
+    make(value)
+
+
+def test_per_layer_targets_by_name_and_type():
+  model = small_model()  # conv kernel 36 weights, dense kernel 192
+  counts = tf_admm.keep_counts(model, per_layer={
+      keras.layers.Dense: tf_admm.CompressionRate(4),
+      'conv': tf_admm.KeepRatio(0.5)})
+  assert counts == {'conv': 18, 'dense': 48}
+  # A name beats a type whatever the order.
+  counts = tf_admm.keep_counts(model, per_layer={
+      'dense': tf_admm.Sparsity(0.5), keras.layers.Dense: tf_admm.KeepRatio(
+          0.25)})
+  assert counts == {'dense': 96}
+
+
+def numpy_global_allocation(kernels, keep_ratio, min_keep_ratio):
+  """Reference: reserve each layer's floor, then threshold the rest."""
+  sizes = [k.size for k in kernels]
+  budget = int(round(sum(sizes) * keep_ratio))
+  floors = [max(1, int(np.ceil(s * min_keep_ratio))) for s in sizes]
+  pool = []
+  for i, (k, f) in enumerate(zip(kernels, floors)):
+    mags = sorted(np.abs(k).ravel(), reverse=True)
+    pool += [(m, i) for m in mags[f:]]
+  pool.sort(key=lambda item: -item[0])
+  counts = list(floors)
+  for _, i in pool[:budget - sum(floors)]:
+    counts[i] += 1
+  return counts
+
+
+@pytest.mark.parametrize('rate', [1, 2, 10, 40])
+def test_global_target_is_one_threshold_with_floor(rate):
+  model = small_model()
+  dense = model.get_layer('dense')
+  dense.kernel.assign(dense.kernel * 0.01)  # tiny dense
+  kernels = [l.kernel.numpy() for l in tf_admm.prunable_layers(model)]
+  counts = tf_admm.keep_counts(model, tf_admm.CompressionRate(rate),
+                               min_keep_ratio=0.02)
+  assert list(counts.values()) == numpy_global_allocation(
+      kernels, 1 / rate, 0.02)
+  assert counts['dense'] >= 4  # the floor saved the small-weight layer
+
+
+def test_global_and_per_layer_together():
+  model = small_model()
+  counts = tf_admm.keep_counts(model, tf_admm.CompressionRate(2),
+                               per_layer={'conv': tf_admm.KeepRatio(1.0)})
+  assert counts == {'conv': 36, 'dense': 96}
+
+
+def test_unknown_layer_name_lists_the_prunable_layers():
+  with pytest.raises(ValueError, match=r"'convv'.*conv \(Conv2D\), dense"):
+    tf_admm.keep_counts(small_model(), per_layer={
+        'convv': tf_admm.Sparsity(0.5)})
+
+
+def test_unmatched_type_is_rejected():
+  with pytest.raises(ValueError, match='Conv3D'):
+    tf_admm.keep_counts(small_model(), per_layer={
+        keras.layers.Conv3D: tf_admm.Sparsity(0.5)})
+
+
+def test_model_without_prunable_layers_is_rejected():
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Flatten()])
+  with pytest.raises(ValueError, match='no prunable layer'):
+    tf_admm.keep_counts(model, tf_admm.Sparsity(0.5))
+
+
+def test_missing_target_and_bad_target_type_are_rejected():
+  with pytest.raises(ValueError, match='Give a global'):
+    tf_admm.keep_counts(small_model())
+  with pytest.raises(ValueError, match='expected tf_admm.Sparsity'):
+    tf_admm.keep_counts(small_model(), 0.9)
+
+
+def test_floor_larger_than_budget_is_rejected():
+  with pytest.raises(ValueError, match='min_keep_ratio'):
+    tf_admm.keep_counts(small_model(), tf_admm.CompressionRate(50),
+                        min_keep_ratio=0.5)
+
+
+def test_unbuilt_model_is_rejected_with_advice():
+  model = keras.Sequential([keras.layers.Dense(3, name='d')])
+  with pytest.raises(ValueError, match='not built'):
+    tf_admm.keep_counts(model, tf_admm.Sparsity(0.5))
+
+
+def test_keras3_model_is_rejected():
+  with pytest.raises(ValueError, match='tf_keras'):
+    tf_admm.keep_counts(object(), tf_admm.Sparsity(0.5))

@@ -1,0 +1,163 @@
+"""The ADMM Z- and U-steps as a Keras callback."""
+
+from typing import Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tf_admm import attach
+from tf_admm import projections
+from tf_admm import targets
+
+
+def _project(regularizer, values):
+  """The Z-step's projection: the regularizer's target under its mask."""
+  return projections.keep_top_k(values, int(regularizer.keep),
+                                allowed=regularizer.mask > 0).values
+
+
+class AdmmCallback(keras.callbacks.Callback):
+  """Runs the Z- and U-steps of ADMM between W-steps of `model.fit`.
+
+  At the start of training (or after the first step, for a model that `fit`
+  builds), each layer under ADMM gets its target and, unless its state was
+  restored from a checkpoint, Z = Proj(W) and U = 0. Then every
+  `update_every_epochs` epochs (or `update_every_steps` steps):
+
+    Z <- Proj(W + U),  U <- U + W - Z,  rho <- rho * rho_growth.
+
+  After each epoch (and each step-based update) it writes the latest values to
+  `logs`, so History, CSVLogger and TensorBoard listed after it see them:
+    admm_primal_residual   ||W - Z|| / ||W||, all ADMM layers together
+    admm_z_change          ||Z_new - Z_old||
+    admm_rho               rho (the mean over layers)
+    admm_z_sparsity        fraction of zeros in Z
+  and the same four per layer as `<key>/<layer name>`.
+
+  Targets are given as in `tf_admm.keep_counts` (`target`, `per_layer`,
+  `min_keep_ratio`), over the layers under ADMM, and resolved against the
+  weights when training starts.
+  """
+
+  METRICS = ('primal_residual', 'z_change', 'rho', 'z_sparsity')
+
+  def __init__(self,
+               target: Optional[targets.Target] = None,
+               per_layer: Optional[Mapping[targets.LayerKey,
+                                           targets.Target]] = None,
+               min_keep_ratio: float = 0.001,
+               update_every_epochs: Optional[int] = None,
+               update_every_steps: Optional[int] = None,
+               rho_growth: float = 1.0,
+               verbose: int = 0):
+    super().__init__()
+    if (update_every_epochs is None) == (update_every_steps is None):
+      raise ValueError('Give exactly one of update_every_epochs and '
+                       'update_every_steps.')
+    interval = update_every_epochs or update_every_steps
+    if not (isinstance(interval, int) and interval >= 1):
+      raise ValueError(f'The update interval must be an integer >= 1, got '
+                       f'{interval!r}.')
+    if not rho_growth >= 1.0:
+      raise ValueError(f'rho_growth must be >= 1, got {rho_growth}.')
+    if target is None and not per_layer:
+      raise ValueError('AdmmCallback needs a `target`, `per_layer` targets, or '
+                       'both.')
+    self.target = target
+    self.per_layer = dict(per_layer or {})
+    self.min_keep_ratio = min_keep_ratio
+    self.update_every_epochs = update_every_epochs
+    self.update_every_steps = update_every_steps
+    self.rho_growth = rho_growth
+    self.verbose = verbose
+    self.updates = 0
+    self._pairs = []
+    self._steps = 0
+    self._logs = {}
+
+  def on_train_begin(self, logs=None):
+    self._pairs = attach.admm_layers(self.model)
+    if not self._pairs:
+      raise ValueError(
+          f'Model {self.model.name!r} has no AdmmRegularizer: create it with '
+          'tf_admm.attach_admm(model, layers) before fitting with '
+          'AdmmCallback.')
+    self._steps = 0
+    self._logs = {}
+    if self.model.built:
+      self._initialize()
+
+  def _initialize(self):
+    keep = targets.keep_counts(
+        self.model, self.target, self.per_layer, self.min_keep_ratio,
+        layers=[layer for layer, _ in self._pairs])
+    for layer, regularizer in self._pairs:
+      regularizer.build(layer.kernel)
+      regularizer.keep.assign(keep[layer.name])
+      if not bool(regularizer.initialized):
+        regularizer.z.assign(_project(regularizer, layer.kernel))
+        regularizer.u.assign(tf.zeros_like(regularizer.u))
+        regularizer.initialized.assign(True)
+    self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
+
+  def update(self):
+    """One Z-step and U-step for every layer under ADMM, then grows rho."""
+    z_change = {}
+    for layer, regularizer in self._pairs:
+      weight = tf.convert_to_tensor(layer.kernel)
+      z_new = _project(regularizer, weight + regularizer.u)
+      z_change[layer.name] = float(tf.norm(z_new - regularizer.z))
+      regularizer.u.assign_add(weight - z_new)
+      regularizer.z.assign(z_new)
+      regularizer.rho.assign(regularizer.rho * self.rho_growth)
+    self.updates += 1
+    self._logs = self._measure(z_change)
+    if self.verbose:
+      print(f'ADMM update {self.updates}: primal residual '
+            f'{self._logs["admm_primal_residual"]:.4f}, Z sparsity '
+            f'{self._logs["admm_z_sparsity"]:.4f}, rho '
+            f'{self._logs["admm_rho"]:.3g}')
+
+  def _measure(self, z_change):
+    """Per-layer and overall metrics for `logs`."""
+    per_layer = {}
+    sums = np.zeros(4)  # ||W - Z||^2, ||W||^2, zeros in Z, entries
+    for layer, regularizer in self._pairs:
+      weight = layer.kernel.numpy()
+      z = regularizer.z.numpy()
+      gap, norm = np.sum((weight - z)**2), np.sum(weight**2)
+      zeros = np.count_nonzero(z == 0)
+      sums += (gap, norm, zeros, z.size)
+      per_layer[layer.name] = {
+          'primal_residual': np.sqrt(gap / norm) if norm else 0.0,
+          'z_change': z_change[layer.name],
+          'rho': float(regularizer.rho.numpy()),
+          'z_sparsity': zeros / z.size,
+      }
+    logs = {
+        'admm_primal_residual': np.sqrt(sums[0] / sums[1]) if sums[1] else 0.0,
+        'admm_z_change': float(np.sqrt(sum(
+            m['z_change']**2 for m in per_layer.values()))),
+        'admm_rho': float(np.mean([m['rho'] for m in per_layer.values()])),
+        'admm_z_sparsity': sums[2] / sums[3],
+    }
+    for name, values in per_layer.items():
+      logs.update({f'admm_{key}/{name}': float(value)
+                   for key, value in values.items()})
+    return {key: float(value) for key, value in logs.items()}
+
+  def on_train_batch_end(self, batch, logs=None):
+    if not self._logs:  # `fit` built the model during the first step
+      self._initialize()
+    self._steps += 1
+    if self.update_every_steps and self._steps % self.update_every_steps == 0:
+      self.update()
+      if logs is not None:
+        logs.update(self._logs)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.update_every_epochs and (epoch + 1) % self.update_every_epochs == 0:
+      self.update()
+    if logs is not None:
+      logs.update(self._logs)

@@ -1,0 +1,102 @@
+"""Image-classification datasets through TensorFlow Datasets, offline too.
+
+Offline, TFDS prepares a dataset from its original archives in a "manual"
+folder (the files the download would fetch, under their usual names). Tests,
+CI and the examples find those folders through $TF_ADMM_DATASETS, one
+sub-folder per dataset; a user with internet needs neither.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+DATASETS_ENV = 'TF_ADMM_DATASETS'
+
+
+@dataclasses.dataclass
+class ImageDataset:
+  name: str
+  x_train: np.ndarray  # float32 in [0, 1], NHWC
+  y_train: np.ndarray  # int64 class ids
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+
+  @property
+  def input_shape(self):
+    return self.x_train.shape[1:]
+
+  def split_validation(self, fraction: float, seed: int):
+    """(train, validation) arrays: a seeded random slice of the train split."""
+    order = np.random.default_rng(seed).permutation(len(self.x_train))
+    cut = int(round(len(order) * (1 - fraction)))
+    train, val = order[:cut], order[cut:]
+    return ((self.x_train[train], self.y_train[train]),
+            (self.x_train[val], self.y_train[val]))
+
+
+def default_manual_dir(name: str) -> Optional[str]:
+  """$TF_ADMM_DATASETS/<name> when that folder exists, else None."""
+  root = os.environ.get(DATASETS_ENV)
+  if root and os.path.isdir(os.path.join(root, name)):
+    return os.path.join(root, name)
+  return None
+
+
+def _builder(name, data_dir):
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(f'Unknown TFDS dataset {name!r}; tfds.list_builders() '
+                     'lists the names.') from None
+
+
+def load(name: str,
+         manual_dir: Optional[str] = None,
+         data_dir: Optional[str] = None,
+         input_shape=(28, 28, 1)) -> ImageDataset:
+  """Loads a TFDS image-classification dataset as numpy arrays.
+
+  Args:
+    name: a TFDS name, for example 'mnist' or 'fashion_mnist'.
+    manual_dir: folder holding the dataset's original archives, for offline
+      preparation. None prepares it the usual way (downloading if needed).
+    data_dir: where TFDS keeps prepared datasets (its default if None).
+    input_shape: the image shape the caller's model expects.
+  """
+  if manual_dir is not None and not os.path.isdir(manual_dir):
+    raise ValueError(f'The manual folder {manual_dir!r} for dataset {name!r} '
+                     'does not exist; point --manual_dir (or '
+                     f'${DATASETS_ENV}) at the folder of its archives.')
+  builder = _builder(name, data_dir)
+  features = builder.info.features
+  if set(builder.info.supervised_keys or ()) != {'image', 'label'}:
+    raise ValueError(f'Dataset {name!r} is not an image-classification '
+                     'dataset with (image, label) pairs.')
+  if tuple(features['image'].shape) != tuple(input_shape):
+    raise ValueError(f'Dataset {name!r} has images of shape '
+                     f'{features["image"].shape}; this model needs '
+                     f'{tuple(input_shape)}.')
+  if manual_dir is not None:
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                          try_download_gcs=False)
+  else:
+    config = None
+  try:
+    builder.download_and_prepare(download_config=config)
+  except Exception as error:  # TFDS raises many kinds; all mean the same here
+    where = f' from {manual_dir!r}' if manual_dir else ''
+    raise ValueError(f'Could not prepare dataset {name!r}{where}: '
+                     f'{type(error).__name__}: {error}') from error
+  train, test = tfds.as_numpy(builder.as_dataset(
+      split=['train', 'test'], batch_size=-1, as_supervised=True))
+  return ImageDataset(
+      name=name,
+      x_train=train[0].astype(np.float32) / 255.0,
+      y_train=train[1].astype(np.int64),
+      x_test=test[0].astype(np.float32) / 255.0,
+      y_test=test[1].astype(np.int64),
+      num_classes=features['label'].num_classes)

@@ -1,0 +1,37 @@
+"""Holding pruned weights at exactly zero.
+
+Both masked ADMM and masked retraining need pruned entries to stay 0 after
+every optimizer step, whatever the optimizer's momentum says. Keras
+optimizers apply a variable's `constraint` right after each update, so a
+`MaskConstraint` on the weight variable does exactly that, inside the
+compiled train step.
+"""
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+class MaskConstraint(keras.constraints.Constraint):
+  """w -> inner(w) * mask, with `mask` a variable read at every step."""
+
+  def __init__(self, mask, inner=None):
+    self.mask = mask
+    self.inner = inner
+
+  def __call__(self, weight):
+    if self.inner is not None:
+      weight = self.inner(weight)
+    return weight * tf.cast(self.mask, weight.dtype)
+
+
+def hold_mask(variable, mask) -> None:
+  """Makes every optimizer step leave `variable` zero where `mask` is 0.
+
+  Keeps any constraint the variable already had (applied first). Idempotent
+  for the same mask. Keras fixes a variable's constraint when the layer is
+  built and offers no setter, hence the private attribute.
+  """
+  current = variable.constraint
+  if isinstance(current, MaskConstraint) and current.mask is mask:
+    return
+  variable._constraint = MaskConstraint(mask, inner=current)  # pylint: disable=protected-access
