@@ -62,3 +62,20 @@ def random_batch(n=32, seed=0):
 def pytest_report_header(config):
   del config
   return f'{datasets.DATASETS_ENV}={os.environ.get(datasets.DATASETS_ENV)}'
+
+
+@pytest.fixture(scope='session')
+def pruned_lenet5(mnist, pretrained_lenet5_weights):
+  """(stripped LeNet-5 pruned 60x and retrained briefly, its dense parent)."""
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  x, y, _, _ = mnist
+  dense = models.lenet5()
+  dense.set_weights(pretrained_lenet5_weights)
+  keep = tf_admm.keep_counts(dense, tf_admm.CompressionRate(60))
+  masks = {l.name: tf_admm.keep_top_k(l.kernel, keep[l.name]).mask.numpy()
+           for l in tf_admm.prunable_layers(dense)}
+  wrapped = models.compile_for_classification(
+      tf_admm.to_pruning_wrappers(dense, masks), keras.optimizers.Adam(1e-3))
+  wrapped.fit(x, y, batch_size=128, epochs=2, verbose=0,
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  return tfmot.sparsity.keras.strip_pruning(wrapped), dense

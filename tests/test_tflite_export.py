@@ -1,0 +1,112 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_admm
+import tflite_export
+from tflite_export import Quantization
+
+
+def _keras_accuracy(model, x, y):
+  return float(np.mean(np.argmax(model.predict(x, batch_size=1000, verbose=0),
+                                 -1) == y))
+
+
+@pytest.fixture(scope='module')
+def exported(mnist, pruned_lenet5):
+  x, _, x_test, y_test = mnist
+  model, dense = pruned_lenet5
+  test = tf.data.Dataset.from_tensor_slices((x_test, y_test))
+  calibration = tf.data.Dataset.from_tensor_slices(x[:500]).batch(50)
+  return tflite_export.export_variants(model, test, calibration,
+                                       dense_model=dense)
+
+
+def test_pruned_model_is_at_least_50x(pruned_lenet5):
+  model, _ = pruned_lenet5
+  kernels = [l.kernel.numpy() for l in tf_admm.prunable_layers(model)]
+  total = sum(k.size for k in kernels)
+  assert total / sum(np.count_nonzero(k) for k in kernels) >= 50
+
+
+def test_tflite_accuracy_matches_keras(mnist, pruned_lenet5, exported):
+  _, _, x_test, y_test = mnist
+  model, dense = pruned_lenet5
+  keras_accuracy = _keras_accuracy(model, x_test, y_test)
+  print(tflite_export.format_table(exported))
+  print(f'Keras accuracy of the pruned model: {keras_accuracy:.4f}')
+  assert abs(exported['dense']['accuracy'] -
+             _keras_accuracy(dense, x_test, y_test)) <= 0.0005
+  for variant in ('float32', 'float32_sparse'):
+    assert abs(exported[variant]['accuracy'] - keras_accuracy) <= 0.0005
+  for variant in ('int8', 'int8_sparse'):
+    assert abs(exported[variant]['accuracy'] - keras_accuracy) <= 0.003
+
+
+def test_sparse_int8_is_30x_smaller_than_dense_float_after_gzip(exported):
+  dense_gzip = exported['dense']['gzip_bytes']
+  assert dense_gzip / exported['int8_sparse']['gzip_bytes'] >= 30
+  assert exported['int8_sparse']['gzip_ratio'] >= 30
+  # Sparse encoding shrinks the raw file; without it only gzip does.
+  assert exported['float32_sparse']['bytes'] < exported['float32']['bytes'] / 5
+  assert exported['float32']['bytes'] == exported['dense']['bytes']
+
+
+def test_predict_takes_batched_or_unbatched_data(mnist, pruned_lenet5):
+  _, _, x_test, y_test = mnist
+  model, _ = pruned_lenet5
+  content = tflite_export.convert(model)
+  data = tf.data.Dataset.from_tensor_slices((x_test[:300], y_test[:300]))
+  unbatched, labels, _ = tflite_export.predict(content, data, batch_size=128)
+  batched, _, _ = tflite_export.predict(content, data.batch(7))
+  np.testing.assert_array_equal(labels, y_test[:300])
+  np.testing.assert_allclose(unbatched, batched, atol=1e-5)
+  np.testing.assert_allclose(unbatched, model.predict(x_test[:300], verbose=0),
+                             atol=1e-4)
+
+
+def test_latency_is_measured_on_every_variant(mnist, pruned_lenet5):
+  model, _ = pruned_lenet5
+  calibration = tf.data.Dataset.from_tensor_slices(mnist[0][:50])
+  content = tflite_export.convert(model, Quantization.INT8, sparse=True,
+                                  representative_data=calibration)
+  seconds, runtime = tflite_export.latency_seconds(content, mnist[2][0],
+                                                   runs=20)
+  assert 0 < seconds < 0.1 and runtime in ('xnnpack', 'builtin')
+
+
+def test_int8_without_calibration_data_is_rejected(pruned_lenet5):
+  with pytest.raises(ValueError, match='representative_data'):
+    tflite_export.convert(pruned_lenet5[0], Quantization.INT8)
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'tflite_export', *args],
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+
+
+def test_command_line_converts_a_saved_model(tmp_path, pruned_lenet5):
+  model, _ = pruned_lenet5
+  model.save(tmp_path / 'pruned.keras')
+  result = _run_cli(f'--model={tmp_path / "pruned.keras"}',
+                    f'--output_dir={tmp_path / "out"}',
+                    '--quantizations=float32,int8')
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads((tmp_path / 'out' / 'tflite_report.json').read_text())
+  assert sorted(report) == ['dense', 'float32', 'float32_sparse', 'int8',
+                            'int8_sparse']
+  assert (tmp_path / 'out' / 'int8_sparse.tflite').stat().st_size == (
+      report['int8_sparse']['bytes'])
+  assert '| int8_sparse |' in result.stdout
+
+
+def test_command_line_rejects_a_missing_model(tmp_path):
+  result = _run_cli(f'--model={tmp_path / "nothing.keras"}')
+  assert result.returncode != 0
+  assert 'No saved model at' in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,13 @@
+"""TFLite export of pruned tf_keras models, with size and accuracy checks."""
+
+import tf_admm  # pylint: disable=unused-import  # sets TF_USE_LEGACY_KERAS first
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from tflite_export.converter import Quantization
+from tflite_export.converter import convert
+from tflite_export.evaluate import accuracy
+from tflite_export.evaluate import latency_seconds
+from tflite_export.evaluate import predict
+from tflite_export.report import export_variants
+from tflite_export.report import format_table
+from tflite_export.report import sizes

@@ -1,0 +1,73 @@
+r"""Converts a saved Keras model to TFLite every way and checks each result.
+
+  python -m tflite_export --model=runs/demo/pruned.keras \
+      --dense_model=runs/demo/dense.keras --output_dir=runs/demo/tflite
+
+Prints a table of raw and gzip sizes and LiteRT accuracy on the dataset's
+test split, and writes the .tflite files and tflite_report.json.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+
+import tf_admm  # sets TF_USE_LEGACY_KERAS first
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from tf_admm import dataset_flags
+from tflite_export import report
+
+MODEL = flags.DEFINE_string('model', None, 'Saved Keras model (.keras, .h5 '
+                            'or SavedModel folder), pruning wrappers or not.',
+                            required=True)
+DENSE_MODEL = flags.DEFINE_string(
+    'dense_model', None, 'Saved unpruned model whose float32 TFLite is the '
+    'size reference. Default: --model without sparse encoding.')
+OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where to write the '
+                                 '.tflite files and tflite_report.json.')
+QUANTIZATIONS = flags.DEFINE_list(
+    'quantizations', [q.value for q in report.Quantization],
+    'Which of ' + ', '.join(q.value for q in report.Quantization) + '.')
+CALIBRATION_EXAMPLES = flags.DEFINE_integer(
+    'calibration_examples', 500, 'Training examples that calibrate full int8.')
+
+
+def load_plain_model(path):
+  """Loads a saved model and strips any pruning wrappers."""
+  if not os.path.exists(path):
+    raise ValueError(f'No saved model at {path!r}.')
+  return tfmot.sparsity.keras.strip_pruning(keras.models.load_model(path))
+
+
+def main(argv):
+  del argv
+  try:
+    quantizations = [report.Quantization(q) for q in QUANTIZATIONS.value]
+  except ValueError as error:
+    raise app.UsageError(f'--quantizations: {error}') from None
+  try:
+    model = load_plain_model(MODEL.value)
+    dense = load_plain_model(DENSE_MODEL.value) if DENSE_MODEL.value else None
+    data = dataset_flags.load(model.input_shape[1:])
+  except ValueError as error:
+    raise SystemExit(f'tflite_export: error: {error}') from None
+  test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
+  calibration = tf.data.Dataset.from_tensor_slices(
+      data.x_train[:CALIBRATION_EXAMPLES.value])
+  results = report.export_variants(model, test, calibration, dense,
+                                   quantizations, OUTPUT_DIR.value)
+  print(report.format_table(results))
+  if OUTPUT_DIR.value:
+    path = os.path.join(OUTPUT_DIR.value, 'tflite_report.json')
+    with open(path, 'w') as f:
+      json.dump(results, f, indent=2)
+    print(f'Wrote {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,87 @@
+"""Every deployment variant of a pruned model: size and accuracy side by side."""
+
+import gzip
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+from tflite_export import converter
+from tflite_export import evaluate
+
+Quantization = converter.Quantization
+
+
+def sizes(model_content: bytes) -> dict:
+  """{'bytes': raw size, 'gzip_bytes': size after gzip -9}: what ships."""
+  return {'bytes': len(model_content),
+          'gzip_bytes': len(gzip.compress(model_content, compresslevel=9,
+                                          mtime=0))}
+
+
+def variant_name(quantization: Quantization, sparse: bool) -> str:
+  return Quantization(quantization).value + ('_sparse' if sparse else '')
+
+
+def export_variants(model,
+                    test_data: tf.data.Dataset,
+                    representative_data: tf.data.Dataset,
+                    dense_model=None,
+                    quantizations=tuple(Quantization),
+                    output_dir: Optional[str] = None) -> dict:
+  """Converts `model` every requested way and measures each result.
+
+  Args:
+    model: a stripped (plain) tf_keras classifier.
+    test_data: (x, y) pairs, batched or not, for accuracy.
+    representative_data: calibration inputs for full int8.
+    dense_model: the unpruned model, converted to float32 as the reference.
+      None uses `model` itself without sparse encoding.
+    quantizations: which `Quantization`s to produce; each comes dense and
+      sparse-encoded.
+    output_dir: where to write the .tflite files (not written if None).
+
+  Returns:
+    {'dense': {bytes, gzip_bytes, accuracy, runtime}, '<variant>': {bytes,
+     gzip_bytes, accuracy, runtime, gzip_ratio}}: gzip_ratio is dense gzip /
+    variant gzip; runtime is the LiteRT runtime that ran it ('xnnpack', or
+    'builtin' where the XNNPACK delegate refused the model).
+  """
+  reference = converter.convert(dense_model if dense_model is not None
+                                  else model)
+  results = {'dense': _measure(reference, test_data)}
+  for quantization in quantizations:
+    for sparse in (False, True):
+      name = variant_name(quantization, sparse)
+      content = converter.convert(model, quantization, sparse,
+                                    representative_data)
+      if output_dir:
+        _write(os.path.join(output_dir, name + '.tflite'), content)
+      results[name] = _measure(content, test_data)
+      results[name]['gzip_ratio'] = (results['dense']['gzip_bytes'] /
+                                     results[name]['gzip_bytes'])
+  return results
+
+
+def _measure(content, test_data):
+  outputs, labels, runtime = evaluate.predict(content, test_data)
+  return dict(sizes(content), runtime=runtime,
+              accuracy=evaluate.top1_accuracy(outputs, labels))
+
+
+def _write(path, content):
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path + '.tmp', 'wb') as f:
+    f.write(content)
+  os.replace(path + '.tmp', path)
+
+
+def format_table(results: dict) -> str:
+  """A Markdown table of `export_variants` results."""
+  lines = ['| variant | bytes | gzip bytes | gzip vs dense | accuracy | '
+           'runtime |', '|---|---:|---:|---:|---:|---|']
+  for name, r in results.items():
+    ratio = f'{r["gzip_ratio"]:.1f}x' if 'gzip_ratio' in r else '1.0x'
+    lines.append(f'| {name} | {r["bytes"]:,} | {r["gzip_bytes"]:,} | {ratio} '
+                 f'| {r["accuracy"]:.4f} | {r["runtime"]} |')
+  return '\n'.join(lines)
