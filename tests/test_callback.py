@@ -152,3 +152,53 @@ def test_model_without_admm_is_rejected_before_training():
   callback = tf_admm.AdmmCallback(tf_admm.Sparsity(0.5), update_every_epochs=1)
   with pytest.raises(ValueError, match='attach_admm'):
     model.fit(*random_batch(8), epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_stages_prune_progressively_and_hold_earlier_zeros():
+  model = _admm_model()
+  x, y = random_batch(64)
+  callback = tf_admm.AdmmCallback(tf_admm.CompressionRate(6),
+                                  update_every_epochs=1, rho_growth=1.5,
+                                  stage_rates=[2, 6], epochs_per_stage=2)
+  stage_one = {}
+
+  class AfterStageOne(keras.callbacks.Callback):
+
+    def on_epoch_end(self, epoch, logs=None):
+      if epoch == 1:
+        stage_one.update({l.name: l.kernel.numpy() == 0
+                          for l in tf_admm.prunable_layers(model)})
+
+  history = model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+                      callbacks=[callback, AfterStageOne()])
+  assert history.history['admm_stage'] == [0, 1, 1, 1]
+  total = sum(zeros.size for zeros in stage_one.values())
+  # The first boundary hard-pruned to 2x ...
+  assert sum(z.sum() for z in stage_one.values()) == pytest.approx(total / 2,
+                                                                    abs=1)
+  for layer, regularizer in tf_admm.admm_layers(model):
+    # ... and those zeros held through the second stage.
+    assert not layer.kernel.numpy()[stage_one[layer.name]].any()
+    assert float(regularizer.rho) == pytest.approx(0.01 * 1.5**2)
+  assert history.history['admm_z_sparsity'][-1] == pytest.approx(5 / 6,
+                                                                 abs=0.01)
+
+
+def test_last_stage_must_match_the_target():
+  model = _admm_model()
+  callback = tf_admm.AdmmCallback(tf_admm.CompressionRate(6),
+                                  update_every_epochs=1, stage_rates=[2, 5],
+                                  epochs_per_stage=1)
+  with pytest.raises(ValueError, match='must equal the overall rate'):
+    model.fit(*random_batch(16), epochs=1, verbose=0, callbacks=[callback])
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(stage_rates=[2, 4]), 'together'),
+    (dict(stage_rates=[4, 2], epochs_per_stage=1), 'increase'),
+    (dict(stage_rates=[2, 4], epochs_per_stage=0), 'epochs_per_stage'),
+])
+def test_bad_stage_arguments_are_rejected(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    tf_admm.AdmmCallback(tf_admm.CompressionRate(4), update_every_epochs=1,
+                         **kwargs)

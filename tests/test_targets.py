@@ -111,3 +111,16 @@ def test_unbuilt_model_is_rejected_with_advice():
 def test_keras3_model_is_rejected():
   with pytest.raises(ValueError, match='tf_keras'):
     tf_admm.keep_counts(object(), tf_admm.Sparsity(0.5))
+
+
+@pytest.mark.parametrize('rate', [1.5, 4, 25, 200])
+def test_rescale_keeps_the_shape_and_hits_the_rate(rate):
+  sizes = {'conv1': 500, 'conv2': 25000, 'fc1': 400000, 'fc2': 5000}
+  paper_167x = {'conv1': 0.2, 'conv2': 0.053, 'fc1': 0.002, 'fc2': 0.07}
+  ratios = tf_admm.targets.rescale(paper_167x, sizes, rate)
+  kept = sum(ratios[n] * sizes[n] for n in sizes)
+  assert kept == pytest.approx(sum(sizes.values()) / rate, rel=1e-6)
+  uncapped = [n for n in sizes if ratios[n] < 1]
+  factors = {ratios[n] / paper_167x[n] for n in uncapped}
+  assert max(factors) == pytest.approx(min(factors))
+  assert all(r <= 1 for r in ratios.values())

@@ -1,6 +1,6 @@
 """The ADMM Z- and U-steps as a Keras callback."""
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +38,14 @@ class AdmmCallback(keras.callbacks.Callback):
   Targets are given as in `tf_admm.keep_counts` (`target`, `per_layer`,
   `min_keep_ratio`), over the layers under ADMM, and resolved against the
   weights when training starts.
+
+  Progressive pruning inside one `fit`: with `stage_rates` (increasing
+  compression rates, the last equal to the targets' overall rate) and
+  `epochs_per_stage`, ADMM runs at each stage's rate in turn, the per-layer
+  targets scaled by one factor (`tf_admm.targets.rescale`). At each stage
+  boundary the weights are hard-pruned to the stage's target, those zeros
+  are held for the rest of training (masked ADMM), and Z, U and rho restart.
+  `logs` then also carries `admm_stage`.
   """
 
   METRICS = ('primal_residual', 'z_change', 'rho', 'z_sparsity')
@@ -50,6 +58,8 @@ class AdmmCallback(keras.callbacks.Callback):
                update_every_epochs: Optional[int] = None,
                update_every_steps: Optional[int] = None,
                rho_growth: float = 1.0,
+               stage_rates: Optional[Sequence[float]] = None,
+               epochs_per_stage: Optional[int] = None,
                verbose: int = 0):
     super().__init__()
     if (update_every_epochs is None) == (update_every_steps is None):
@@ -64,6 +74,22 @@ class AdmmCallback(keras.callbacks.Callback):
     if target is None and not per_layer:
       raise ValueError('AdmmCallback needs a `target`, `per_layer` targets, or '
                        'both.')
+    if (stage_rates is None) != (epochs_per_stage is None):
+      raise ValueError('Give stage_rates and epochs_per_stage together.')
+    if stage_rates is not None:
+      stage_rates = [float(r) for r in stage_rates]
+      if not all(1 <= a < b for a, b in zip([1.0] + stage_rates,
+                                            stage_rates)):
+        raise ValueError(f'stage_rates must increase, each > 1; got '
+                         f'{stage_rates}.')
+      if not (isinstance(epochs_per_stage, int) and epochs_per_stage >= 1):
+        raise ValueError(f'epochs_per_stage must be an integer >= 1, got '
+                         f'{epochs_per_stage!r}.')
+      if not update_every_epochs:
+        raise ValueError('Stages are counted in epochs: use '
+                         'update_every_epochs with stage_rates.')
+    self.stage_rates = stage_rates
+    self.epochs_per_stage = epochs_per_stage
     self.target = target
     self.per_layer = dict(per_layer or {})
     self.min_keep_ratio = min_keep_ratio
@@ -72,6 +98,7 @@ class AdmmCallback(keras.callbacks.Callback):
     self.rho_growth = rho_growth
     self.verbose = verbose
     self.updates = 0
+    self._stage_keep = []  # per stage: {layer name: weights kept}
     self._pairs = []
     self._steps = 0
     self._logs = {}
@@ -89,16 +116,55 @@ class AdmmCallback(keras.callbacks.Callback):
       self._initialize()
 
   def _initialize(self):
-    keep = targets.keep_counts(
+    final = targets.keep_counts(
         self.model, self.target, self.per_layer, self.min_keep_ratio,
         layers=[layer for layer, _ in self._pairs])
+    self._stage_keep = [final]
+    if self.stage_rates:
+      self._stage_keep = self._scaled_stages(final)
     for layer, regularizer in self._pairs:
       regularizer.build(layer.kernel)
-      regularizer.keep.assign(keep[layer.name])
       if not bool(regularizer.initialized):
-        regularizer.z.assign(_project(regularizer, layer.kernel))
-        regularizer.u.assign(tf.zeros_like(regularizer.u))
-        regularizer.initialized.assign(True)
+        regularizer.stage.assign(0)
+        self._start_stage(layer, regularizer)
+      regularizer.keep.assign(
+          self._stage_keep[int(regularizer.stage)][layer.name])
+    self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
+
+  def _scaled_stages(self, final):
+    sizes = {l.name: int(np.prod(l.kernel.shape)) for l, _ in self._pairs}
+    final_rate = sum(sizes.values()) / sum(final.values())
+    if abs(final_rate / self.stage_rates[-1] - 1) > 0.01:
+      raise ValueError(
+          f'The last of stage_rates ({self.stage_rates[-1]}) must equal the '
+          f'overall rate of the targets ({final_rate:.2f}).')
+    ratios = {name: final[name] / sizes[name] for name in sizes}
+    stages = []
+    for rate in self.stage_rates:
+      scaled = targets.rescale(ratios, sizes, rate)
+      stages.append({name: max(1, round(scaled[name] * sizes[name]))
+                     for name in sizes})
+    stages[-1] = final
+    return stages
+
+  def _start_stage(self, layer, regularizer):
+    """Fresh ADMM at the regularizer's stage: Z = Proj(W), U = 0, rho0."""
+    regularizer.keep.assign(
+        self._stage_keep[int(regularizer.stage)][layer.name])
+    regularizer.z.assign(_project(regularizer, layer.kernel))
+    regularizer.u.assign(tf.zeros_like(regularizer.u))
+    regularizer.rho.assign(regularizer.initial_rho)
+    regularizer.initialized.assign(True)
+
+  def _advance_stage(self):
+    """Hard-prunes to the current stage and moves every layer to the next."""
+    for layer, regularizer in self._pairs:
+      pruned = projections.keep_top_k(layer.kernel, int(regularizer.keep),
+                                      allowed=regularizer.mask > 0)
+      layer.kernel.assign(pruned.values)
+      regularizer.mask.assign(tf.cast(pruned.mask, tf.float32))
+      regularizer.stage.assign_add(1)
+      self._start_stage(layer, regularizer)
     self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
 
   def update(self):
@@ -159,5 +225,14 @@ class AdmmCallback(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     if self.update_every_epochs and (epoch + 1) % self.update_every_epochs == 0:
       self.update()
+    if self.stage_rates:
+      stage = int(self._pairs[0][1].stage)
+      if ((epoch + 1) % self.epochs_per_stage == 0 and
+          stage < len(self.stage_rates) - 1):
+        self._advance_stage()
+        if self.verbose:
+          print(f'ADMM stage {stage + 2}/{len(self.stage_rates)}: '
+                f'{self.stage_rates[stage + 1]:g}x')
+      self._logs['admm_stage'] = float(self._pairs[0][1].stage)
     if logs is not None:
       logs.update(self._logs)

@@ -47,3 +47,12 @@ def compile_for_classification(model, optimizer):
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
       metrics=['accuracy'])
   return model
+
+
+# Per-layer keep ratios the seed paper used for LeNet-5 at 167x and
+# LeNet-300-100 at 22.9x: the shape of the per-layer targets, rescaled to any
+# overall rate with tf_admm.targets.rescale.
+PAPER_KEEP_RATIOS = {
+    'lenet5': {'conv1': 0.2, 'conv2': 0.053, 'fc1': 0.002, 'fc2': 0.07},
+    'lenet300_100': {'fc1': 0.04, 'fc2': 0.07, 'fc3': 0.12},
+}

@@ -21,6 +21,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
       it. The regularizer installs a `MaskConstraint` on the weight it
       regularizes so masked entries stay exactly 0 after every step.
     keep: how many entries Z keeps (the current pruning target).
+    stage: the progressive stage the callback is in (0 without stages).
     initialized: whether Z and U were set from the weights yet.
 
   These variables are checkpoint dependencies of the layer (through its
@@ -36,8 +37,12 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
       raise ValueError(f'AdmmRegularizer: rho must be > 0, got {rho}.')
     self._initial_rho = float(rho)
     self.base = keras.regularizers.get(base)
-    self.z = self.u = self.rho = self.mask = self.keep = None
+    self.z = self.u = self.rho = self.mask = self.keep = self.stage = None
     self.initialized = None
+
+  @property
+  def initial_rho(self) -> float:
+    return self._initial_rho
 
   @property
   def built(self) -> bool:
@@ -57,6 +62,8 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
       self.rho = tf.Variable(self._initial_rho, trainable=False, name='rho')
       self.keep = tf.Variable(shape.num_elements(), dtype=tf.int64,
                               trainable=False, name='keep')
+      self.stage = tf.Variable(0, dtype=tf.int64, trainable=False,
+                               name='stage')
       self.initialized = tf.Variable(False, trainable=False,
                                      name='initialized')
     if isinstance(weight, tf.Variable):

@@ -179,8 +179,10 @@ def keep_counts(model,
   if not 0.0 <= min_keep_ratio <= 1.0:
     raise ValueError(f'min_keep_ratio must be in [0, 1], got {min_keep_ratio}.')
   ratios = _per_layer_keep(layers, per_layer or {})
-  counts = {l.name: max(1, math.ceil(_kernel_size(l) * ratios[l.name]))
-            for l in layers if l.name in ratios}
+  # The epsilon keeps KeepRatio(k / n) at exactly k despite rounding.
+  counts = {
+      l.name: max(1, math.ceil(_kernel_size(l) * ratios[l.name] - 1e-9))
+      for l in layers if l.name in ratios}
   rest = [l for l in layers if l.name not in ratios]
   if target is not None:
     _check_target(target, 'target')
@@ -189,3 +191,26 @@ def keep_counts(model,
                        'already names every prunable layer.')
     counts.update(_global_keep(rest, target, min_keep_ratio))
   return {l.name: counts[l.name] for l in layers if l.name in counts}
+
+
+def rescale(keep_ratios: Mapping[str, float], sizes: Mapping[str, int],
+            rate: float) -> dict:
+  """Per-layer keep ratios of the same shape that together reach `rate`.
+
+  Multiplies every ratio by one factor c (capping each at 1) so that the
+  layers keep sum(sizes) / rate weights in total: how per-layer targets scale
+  from one progressive stage to the next.
+  """
+  total = sum(sizes.values())
+  budget = total / CompressionRate(rate).value
+  if budget > total:
+    raise ValueError(f'rate {rate} keeps more weights than there are.')
+
+  def kept(c):
+    return sum(min(1.0, c * keep_ratios[n]) * sizes[n] for n in sizes)
+
+  low, high = 0.0, 1.0 / min(keep_ratios[n] for n in sizes)
+  for _ in range(100):  # kept(c) is monotonic: bisect
+    mid = (low + high) / 2
+    low, high = (mid, high) if kept(mid) < budget else (low, mid)
+  return {n: min(1.0, high * keep_ratios[n]) for n in sizes}

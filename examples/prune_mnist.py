@@ -1,0 +1,211 @@
+r"""Progressive ADMM pruning of LeNet on MNIST-like data, from pretraining to
+TFLite, with a report.
+
+  python examples/prune_mnist.py --preset=demo
+  python examples/prune_mnist.py --preset=paper --output_dir=runs/paper
+
+Rerunning the same command resumes an interrupted run from its last finished
+stage, candidate or epoch. The report lands in --output_dir (report.json,
+report.md, PNG plots, .tflite files).
+"""
+
+import os
+import shlex
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import tf_admm  # sets TF_USE_LEGACY_KERAS first
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf
+
+from tf_admm import dataset_flags
+from tf_admm import models
+from tf_admm import progressive
+from tf_admm import report as report_lib
+from tflite_export import report as tflite_report
+
+PRESETS = {
+    # The README's quick run: >= 40x at >= 99.0% in under 10 minutes on 2
+    # cores.
+    'demo': dict(model='lenet5', target_rate=50.0, first_rate=4.0,
+                 stage_factor=2.0, candidates=1, pretrain_epochs=6,
+                 admm_epochs=2, retrain_epochs=3, rho=1e-3, rho_growth=1.3,
+                 update_every_epochs=1),
+    # The seed paper's headline (167x) and beyond, within 45 minutes here.
+    'paper': dict(model='lenet5', target_rate=250.0,
+                  stage_rates=['5', '10', '20', '40', '70', '110', '170',
+                               '250'], candidates=3, pretrain_epochs=10,
+                  admm_epochs=3, retrain_epochs=3, rho=1e-3, rho_growth=1.3,
+                  update_every_epochs=1),
+}
+
+PRESET = flags.DEFINE_enum('preset', None, list(PRESETS),
+                           'Settings to start from; flags given explicitly '
+                           'override them.')
+MODEL = flags.DEFINE_enum('model', 'lenet5', list(models.MODELS),
+                          'Network to prune.')
+OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Run folder (default runs/<preset or model>); '
+    'rerunning with the same folder resumes.')
+TARGET_RATE = flags.DEFINE_float('target_rate', 50.0, 'Final compression '
+                                 'rate: prunable weights / nonzero weights.')
+FIRST_RATE = flags.DEFINE_float('first_rate', 4.0, 'Rate of the first stage.')
+STAGE_FACTOR = flags.DEFINE_float('stage_factor', 2.0, 'Approximate factor '
+                                  'between consecutive stage rates.')
+STAGE_RATES = flags.DEFINE_list(
+    'stage_rates', None, 'Explicit stage rates, ending at --target_rate '
+    '(instead of --first_rate and --stage_factor).')
+CANDIDATES = flags.DEFINE_integer('candidates', 1, 'Pool size: partial models '
+                                  'pushed to each next stage (1: plain '
+                                  'progressive).')
+PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 6, 'Dense epochs.')
+ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 2, 'ADMM epochs per stage '
+                                   'and candidate.')
+RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 3, 'Masked retraining '
+                                      'epochs per stage and candidate.')
+UPDATE_EVERY_EPOCHS = flags.DEFINE_integer('update_every_epochs', 1, 'Epochs '
+                                           'between Z/U updates.')
+RHO = flags.DEFINE_float('rho', 1e-3, 'Initial ADMM penalty factor.')
+RHO_GROWTH = flags.DEFINE_float('rho_growth', 1.3, 'rho factor per update.')
+LEARNING_RATE = flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning '
+                                   'rate.')
+BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Batch size.')
+VALIDATION_EXAMPLES = flags.DEFINE_integer(
+    'validation_examples', 5000, 'Training examples held out to rank '
+    'candidates (the test split is never used for choices).')
+TRAIN_EXAMPLES = flags.DEFINE_integer(
+    'train_examples', None, 'Use only this many training examples (tests).')
+SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+
+FLAGS = flags.FLAGS
+
+
+def _value(name):
+  """The flag's value, or the preset's where the flag was not given."""
+  if PRESET.value and not FLAGS[name].present and name in PRESETS[
+      PRESET.value]:
+    return PRESETS[PRESET.value][name]
+  return FLAGS[name].value
+
+
+def _settings():
+  """Settings from flags and preset; raises ValueError before any work."""
+  target = _value('target_rate')
+  if not target > 1:
+    raise ValueError(f'--target_rate must be > 1 (a compression factor such '
+                     f'as 50), got {target}.')
+  if _value('stage_rates'):
+    try:
+      rates = [float(r) for r in _value('stage_rates')]
+    except ValueError:
+      raise ValueError(f'--stage_rates must be numbers, got '
+                       f'{_value("stage_rates")}.') from None
+    if rates[-1] != target:
+      raise ValueError(f'--stage_rates must end at --target_rate ({target:g}),'
+                       f' got {rates}.')
+  else:
+    rates = progressive.geometric_rates(min(_value('first_rate'), target),
+                                        target, _value('stage_factor'))
+  return progressive.Settings(
+      stage_rates=rates,
+      candidates=_value('candidates'),
+      pretrain_epochs=_value('pretrain_epochs'),
+      admm_epochs=_value('admm_epochs'),
+      retrain_epochs=_value('retrain_epochs'),
+      update_every_epochs=_value('update_every_epochs'),
+      rho=_value('rho'), rho_growth=_value('rho_growth'),
+      learning_rate=_value('learning_rate'), batch_size=_value('batch_size'),
+      seed=_value('seed'))
+
+
+def _output_dir():
+  folder = OUTPUT_DIR.value or os.path.join('runs', PRESET.value or
+                                            _value('model'))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    raise ValueError(f'Cannot create the output folder {folder!r}: '
+                     f'{error.strerror}.') from None
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise ValueError(f'Cannot write to the output folder {folder!r}.')
+  return folder
+
+
+def _data(model_name):
+  dataset = dataset_flags.load(input_shape=(28, 28, 1))
+  if VALIDATION_EXAMPLES.value < 1:
+    raise ValueError('--validation_examples must be >= 1.')
+  if TRAIN_EXAMPLES.value:
+    dataset.x_train = dataset.x_train[:TRAIN_EXAMPLES.value]
+    dataset.y_train = dataset.y_train[:TRAIN_EXAMPLES.value]
+  fraction = VALIDATION_EXAMPLES.value / len(dataset.x_train)
+  if fraction >= 0.5:
+    raise ValueError('--validation_examples leaves too few training examples.')
+  (x, y), (x_val, y_val) = dataset.split_validation(fraction, seed=0)
+  del model_name
+  return dataset, progressive.Data(x, y, x_val, y_val, dataset.x_test,
+                                   dataset.y_test)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  start = time.time()
+  logging.set_verbosity(logging.WARNING)  # keep stage lines readable
+  try:
+    settings = _settings()
+    model_name = _value('model')
+    output_dir = _output_dir()
+    dataset, data = _data(model_name)
+  except ValueError as error:
+    sys.exit(f'prune_mnist: error: {error}')
+
+  def build_model():
+    return models.build(model_name, dataset.input_shape, dataset.num_classes)
+
+  sizes = {l.name: l.kernel.shape.num_elements()
+           for l in tf_admm.prunable_layers(build_model())}
+  final_keep_ratios = tf_admm.targets.rescale(
+      models.PAPER_KEEP_RATIOS[model_name], sizes, settings.stage_rates[-1])
+  run = progressive.ProgressiveRun(
+      build_model, data, final_keep_ratios, settings, output_dir,
+      description={'model': model_name, 'dataset': dataset.name,
+                   'train_examples': len(data.x_train)},
+      log=lambda line: print(f'[tf_admm] {line}', flush=True))
+  print(f'[tf_admm] {model_name} on {dataset.name}: stages at '
+        + ', '.join(f'{r:.1f}x' for r in settings.stage_rates)
+        + f'; writing to {output_dir}', flush=True)
+  try:
+    summary = run.run()
+  except ValueError as error:
+    sys.exit(f'prune_mnist: error: {error}')
+
+  final = summary['final_model']
+  test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
+  calibration = tf.data.Dataset.from_tensor_slices(data.x_train[:500])
+  tflite = tflite_report.export_variants(
+      final, test, calibration, dense_model=summary['dense_model'],
+      output_dir=os.path.join(output_dir, 'tflite'))
+  final.save(os.path.join(output_dir, 'pruned.keras'))
+  report = report_lib.build(
+      summary, tflite, 'int8_sparse',
+      accuracy=progressive.accuracy(final, data.x_test, data.y_test),
+      wall_seconds=time.time() - start,
+      info={'dataset': dataset.name, 'model': model_name,
+            'command': shlex.join(sys.argv), 'preset': PRESET.value,
+            'settings': run.description['settings']})
+  path = report_lib.write(output_dir, report,
+                          tflite_report.format_table(tflite))
+  print(tflite_report.format_table(tflite))
+  print(f'[tf_admm] {report["compression_rate"]:.1f}x at test accuracy '
+        f'{100 * report["accuracy"]:.2f}% (dense '
+        f'{100 * report["dense_accuracy"]:.2f}%), {report["epochs"]} epochs, '
+        f'{report["wall_seconds"]:.0f} s. Report: {path}', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

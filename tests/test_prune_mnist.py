@@ -1,0 +1,137 @@
+"""The main job end to end: a tiny progressive run, interrupted and resumed,
+and its command line's answers to bad flags."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tf_admm import datasets
+
+SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'examples',
+                      'prune_mnist.py')
+TINY = ['--train_examples=2500', '--validation_examples=500',
+        '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=2',
+        '--target_rate=6', '--first_rate=2', '--stage_factor=3',
+        '--candidates=2']
+REPORT_KEYS = {'dataset', 'model', 'dense_accuracy', 'accuracy',
+               'compression_rate', 'total_weights', 'nonzero_weights',
+               'layers', 'epochs', 'wall_seconds', 'tflite'}
+
+
+def _command(*flags):
+  return [sys.executable, SCRIPT, *flags]
+
+
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+
+
+def _run(*flags, timeout=600):
+  return subprocess.run(_command(*flags), capture_output=True, text=True,
+                        timeout=timeout, env=_env())
+
+
+def _snapshot(folder):
+  """{path: (mtime, bytes)} of every file under folder."""
+  found = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        found[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns,
+                                                f.read())
+  return found
+
+
+def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
+  out = str(tmp_path / 'run')
+  flags = TINY + [f'--output_dir={out}']
+  first_stage = os.path.join(out, 'candidates', 's00_c0', 'metrics.json')
+  process = subprocess.Popen(_command(*flags), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=_env())
+  deadline = time.time() + 300
+  while not os.path.exists(first_stage) and process.poll() is None:
+    assert time.time() < deadline, 'stage 1 never finished'
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)  # as hard as an interruption gets
+  process.wait()
+  assert not os.path.exists(os.path.join(out, 'report.json'))
+  finished = {path: value for path, value in _snapshot(out).items()
+              if path.startswith(('dense', 'candidates/s00_c0'))}
+
+  result = _run(*flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  after = _snapshot(out)
+  for path, value in finished.items():
+    assert after[path] == value, f'{path} was recomputed'
+  assert 'pretrained:' not in result.stdout  # pretraining was not redone
+  assert 'stage 2/2' in result.stdout
+
+  with open(os.path.join(out, 'report.json')) as f:
+    report = json.load(f)
+  assert REPORT_KEYS <= set(report)
+  assert report['compression_rate'] == pytest.approx(6, rel=0.02)
+  assert report['epochs'] == 1 + 3 * (1 + 2)  # dense, s00_c0, s01_c0/c1
+  assert [l['name'] for l in report['layers']] == ['conv1', 'conv2', 'fc1',
+                                                   'fc2']
+  assert sum(l['nonzero'] for l in report['layers']) == (
+      report['nonzero_weights'])
+  assert set(report['tflite']) == {'variant', 'bytes', 'gzip_bytes',
+                                   'accuracy', 'dense_bytes',
+                                   'dense_gzip_bytes'}
+  for name in ('report.md', 'accuracy_vs_compression.png', 'kept_weights.png',
+               'pruned.keras', 'tflite/int8_sparse.tflite'):
+    assert os.path.getsize(os.path.join(out, name)) > 0
+  assert f'Report: {os.path.join(out, "report.json")}' in result.stdout
+
+  # The same command again finds everything done and changes no result.
+  again = _run(*flags)
+  assert again.returncode == 0
+  assert 'stage 1/2' not in again.stdout and 'stage 2/2' not in again.stdout
+
+
+def _corrupt_mnist(tmp_path):
+  manual = tmp_path / 'corrupt_mnist'
+  shutil.copytree(datasets.default_manual_dir('mnist'), manual)
+  path = manual / 'train-images-idx3-ubyte.gz'
+  path.write_bytes(path.read_bytes()[:5000])
+  return manual
+
+
+@pytest.mark.parametrize('make_flags, message', [
+    (lambda tmp: ['--target_rate=0.5'], '--target_rate must be > 1'),
+    (lambda tmp: ['--model=alexnet'], 'model'),
+    (lambda tmp: ['--dataset=no_such_dataset'], 'Unknown TFDS dataset'),
+    (lambda tmp: ['--dataset=cifar10'], 'images of shape (32, 32, 3)'),
+    (lambda tmp: [f'--manual_dir={tmp}/missing'], 'does not exist'),
+    (lambda tmp: [f'--manual_dir={_corrupt_mnist(tmp)}',
+                  f'--tfds_data_dir={tmp}/tfds'], 'Could not prepare'),
+    (lambda tmp: [f'--output_dir={tmp}/a_file/run'], 'output folder'),
+])
+def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
+                                                 message):
+  (tmp_path / 'a_file').write_text('not a folder')
+  start = time.time()
+  result = _run(f'--output_dir={tmp_path}/run', *make_flags(tmp_path),
+                timeout=120)
+  assert result.returncode != 0
+  assert message in result.stderr.strip().splitlines()[-1]
+  assert time.time() - start < 60
+
+
+def test_other_settings_never_touch_an_existing_run(tmp_path):
+  out = tmp_path / 'run'
+  out.mkdir()
+  (out / 'run.json').write_text(json.dumps({'model': 'lenet5', 'old': 1}))
+  (out / 'report.json').write_text('{"kept": true}')
+  before = _snapshot(out)
+  result = _run(*TINY, f'--output_dir={out}')
+  assert result.returncode != 0
+  assert 'holds a run with other settings' in result.stderr.splitlines()[-1]
+  assert _snapshot(out) == before

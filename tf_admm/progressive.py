@@ -1,0 +1,336 @@
+"""Progressive ADMM pruning with a pool of candidate models, resumable.
+
+Each stage pushes every pool member to the stage's compression rate by
+masked ADMM, hard-prunes it to the ADMM mask, and retrains it with the mask
+fixed (through tfmot wrappers). Candidates are ranked on a validation split.
+While the pool holds fewer than `candidates` models the best child joins it;
+after that the best child replaces the parent it came from. With one
+candidate this is plain progressive pruning.
+
+Everything finished is saved under the output folder, each piece written to
+a temporary name and renamed, so a killed run loses at most the epoch in
+progress (Keras's BackupAndRestore covers epochs inside a fit):
+  run.json                       the settings, checked on resume
+  dense/                         the pretrained model
+  candidates/<name>/             one per stage child: weights, masks, ADMM
+                                 state (Z, U, rho, stage) and metrics
+  pool.json                      the pool after the last finished stage
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import zlib
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from tf_admm import attach
+from tf_admm import callback as callback_lib
+from tf_admm import pruning_wrapper
+from tf_admm import targets
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Training settings of a progressive run (all epochs are per stage)."""
+  stage_rates: Sequence[float]
+  candidates: int = 1
+  pretrain_epochs: int = 10
+  admm_epochs: int = 4
+  retrain_epochs: int = 4
+  update_every_epochs: int = 1
+  rho: float = 1e-3
+  rho_growth: float = 1.3
+  learning_rate: float = 1e-3
+  batch_size: int = 128
+  seed: int = 0
+
+  def __post_init__(self):
+    rates = list(self.stage_rates)
+    if not rates or not all(1 < a < b for a, b in zip(rates, rates[1:] +
+                                                       [float('inf')])):
+      raise ValueError(f'stage_rates must be increasing rates > 1, got '
+                       f'{rates}.')
+    for name in ('candidates', 'pretrain_epochs', 'admm_epochs',
+                 'update_every_epochs', 'batch_size'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}.')
+    if self.retrain_epochs < 0:
+      raise ValueError(f'retrain_epochs must be >= 0, got '
+                       f'{self.retrain_epochs}.')
+    if not (self.rho > 0 and self.rho_growth >= 1 and self.learning_rate > 0):
+      raise ValueError('rho and learning_rate must be > 0 and rho_growth >= '
+                       '1.')
+
+
+@dataclasses.dataclass
+class Data:
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+
+
+def geometric_rates(first: float, last: float, factor: float) -> list:
+  """Rates from `first` to `last`, evenly spaced in log, steps near `factor`."""
+  if not (1 < first <= last and factor > 1):
+    raise ValueError(f'Need 1 < first <= last and factor > 1; got first='
+                     f'{first}, last={last}, factor={factor}.')
+  steps = max(0, round(np.log(last / first) / np.log(factor)))
+  if steps == 0:
+    return [float(last)]
+  return [float(first * (last / first)**(i / steps)) for i in range(steps + 1)]
+
+
+def _write_json(path, payload):
+  with open(path + '.tmp', 'w') as f:
+    json.dump(payload, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def accuracy(model, x, y) -> float:
+  logits = model.predict(x, batch_size=1000, verbose=0)
+  return float(np.mean(np.argmax(logits, -1) == y))
+
+
+def nonzero_counts(model) -> dict:
+  """{prunable layer name: (kernel size, nonzero entries)}."""
+  return {l.name: (int(l.kernel.shape.num_elements()),
+                   int(np.count_nonzero(l.kernel.numpy())))
+          for l in targets.prunable_layers(model)}
+
+
+def compression_rate(model) -> float:
+  counts = nonzero_counts(model).values()
+  return sum(t for t, _ in counts) / max(1, sum(n for _, n in counts))
+
+
+class ProgressiveRun:
+  """One progressive pruning run in `output_dir`, resumed if already begun.
+
+  Args:
+    build_model: returns a fresh, built, uncompiled tf_keras model.
+    data: train/validation/test arrays.
+    final_keep_ratios: {layer name: keep ratio} at the final rate: the shape
+      of the per-layer targets, rescaled for each stage.
+    settings: `Settings`.
+    output_dir: where the run lives.
+    description: extra facts stored in run.json and checked on resume.
+    log: where per-stage lines go.
+  """
+
+  def __init__(self, build_model: Callable[[], keras.Model], data: Data,
+               final_keep_ratios: Mapping[str, float], settings: Settings,
+               output_dir: str, description: Optional[dict] = None,
+               log: Callable[[str], None] = print):
+    self.build_model = build_model
+    self.data = data
+    self.final_keep_ratios = dict(final_keep_ratios)
+    self.settings = settings
+    self.output_dir = output_dir
+    self.log = log
+    self.description = dict(description or {},
+                            settings=dataclasses.asdict(settings),
+                            final_keep_ratios=self.final_keep_ratios)
+    self.description['settings']['stage_rates'] = list(settings.stage_rates)
+
+  # Files.
+
+  def _path(self, *parts):
+    return os.path.join(self.output_dir, *parts)
+
+  def _folder(self, unit):
+    """Folder of a finished unit: 'dense' or a candidate's name."""
+    if unit == 'dense':
+      return self._path('dense')
+    return self._path('candidates', unit)
+
+  def _metrics(self, unit):
+    return _read_json(os.path.join(self._folder(unit), 'metrics.json'))
+
+  def _claim_output_dir(self):
+    """Creates or checks the run folder; refuses one holding another run."""
+    os.makedirs(self._path('candidates'), exist_ok=True)
+    if not os.access(self.output_dir, os.W_OK):
+      raise ValueError(f'Cannot write to {self.output_dir!r}.')
+    run_file = self._path('run.json')
+    wanted = json.loads(json.dumps(self.description))
+    if os.path.exists(run_file):
+      found = _read_json(run_file)
+      if found != wanted:
+        differing = sorted(k for k in set(found) | set(wanted)
+                           if found.get(k) != wanted.get(k))
+        raise ValueError(
+            f'{self.output_dir!r} holds a run with other settings (differing: '
+            f'{", ".join(differing)}); choose another output folder, or rerun '
+            'with the same flags to resume it.')
+    else:
+      _write_json(run_file, wanted)
+
+  def _save_unit(self, folder, model, metrics, masks=None, admm_state=None):
+    """Writes a finished unit of work atomically (temp folder, then rename)."""
+    temporary = folder + '.tmp'
+    shutil.rmtree(temporary, ignore_errors=True)
+    os.makedirs(temporary)
+    model.save_weights(os.path.join(temporary, 'model.weights.h5'))
+    if masks is not None:
+      np.savez_compressed(os.path.join(temporary, 'masks.npz'), **masks)
+    if admm_state is not None:
+      np.savez_compressed(os.path.join(temporary, 'admm_state.npz'),
+                          **admm_state)
+    _write_json(os.path.join(temporary, 'metrics.json'), metrics)
+    os.replace(temporary, folder)
+
+  def _load_model(self, folder):
+    model = self.build_model()
+    model.load_weights(os.path.join(folder, 'model.weights.h5'))
+    return model
+
+  @staticmethod
+  def _load_masks(folder):
+    with np.load(os.path.join(folder, 'masks.npz')) as masks:
+      return {name: masks[name] for name in masks.files}
+
+  # Training.
+
+  def _fit(self, model, unit, epochs, callbacks=()):
+    """model.fit on the training split, resumable per epoch."""
+    keras.utils.set_random_seed(self.settings.seed + zlib.crc32(unit.encode()))
+    backup = keras.callbacks.BackupAndRestore(self._path('backup', unit))
+    model.fit(self.data.x_train, self.data.y_train,
+              batch_size=self.settings.batch_size, epochs=epochs, verbose=2,
+              callbacks=[backup, *callbacks])
+
+  def _compile(self, model):
+    model.compile(
+        keras.optimizers.Adam(self.settings.learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=['accuracy'])
+    return model
+
+  def pretrain(self) -> dict:
+    """Trains (or finds) the dense model; returns its metrics."""
+    folder = self._path('dense')
+    if not os.path.exists(os.path.join(folder, 'metrics.json')):
+      start = time.time()
+      model = self._compile(self.build_model())
+      self._fit(model, 'dense', self.settings.pretrain_epochs)
+      metrics = {'epochs': self.settings.pretrain_epochs,
+                 'seconds': time.time() - start,
+                 'val_accuracy': accuracy(model, self.data.x_val,
+                                          self.data.y_val),
+                 'test_accuracy': accuracy(model, self.data.x_test,
+                                           self.data.y_test)}
+      self._save_unit(folder, model, metrics)
+      self.log(f'pretrained: test accuracy {metrics["test_accuracy"]:.4f}, '
+               f'{metrics["seconds"]:.0f} s')
+    return _read_json(os.path.join(folder, 'metrics.json'))
+
+  def _stage_keep_ratios(self, rate):
+    model = self.build_model()
+    sizes = {l.name: l.kernel.shape.num_elements()
+             for l in targets.prunable_layers(model)
+             if l.name in self.final_keep_ratios}
+    return targets.rescale(self.final_keep_ratios, sizes, rate)
+
+  def _child(self, stage, rate, parent, index):
+    """Pushes the unit `parent` to `rate`; returns the child's name."""
+    name = f's{stage:02d}_c{index}'
+    folder = self._folder(name)
+    if os.path.exists(os.path.join(folder, 'metrics.json')):
+      return name
+    start = time.time()
+    model = self._load_model(self._folder(parent))
+    masks = None if parent == 'dense' else self._load_masks(
+        self._folder(parent))
+    ratios = self._stage_keep_ratios(rate)
+    admm = self._compile(attach.attach_admm(model, list(ratios),
+                                            self.settings.rho, masks=masks))
+    admm_callback = callback_lib.AdmmCallback(
+        per_layer={n: targets.KeepRatio(r) for n, r in ratios.items()},
+        update_every_epochs=self.settings.update_every_epochs,
+        rho_growth=self.settings.rho_growth)
+    self._fit(admm, f'{name}_admm', self.settings.admm_epochs, [admm_callback])
+    admm_state = {}
+    for layer, regularizer in attach.admm_layers(admm):
+      admm_state.update({f'{layer.name}/z': regularizer.z.numpy(),
+                         f'{layer.name}/u': regularizer.u.numpy(),
+                         f'{layer.name}/rho': regularizer.rho.numpy(),
+                         f'{layer.name}/stage': np.int64(stage)})
+    wrapped = self._compile(pruning_wrapper.to_pruning_wrappers(admm))
+    if self.settings.retrain_epochs:
+      self._fit(wrapped, f'{name}_retrain', self.settings.retrain_epochs,
+                [tfmot.sparsity.keras.UpdatePruningStep()])
+    pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
+    metrics = {
+        'stage': stage, 'target_rate': rate, 'parent': parent,
+        'rate': compression_rate(pruned),
+        'val_accuracy': accuracy(pruned, self.data.x_val, self.data.y_val),
+        'test_accuracy': accuracy(pruned, self.data.x_test, self.data.y_test),
+        'epochs': self.settings.admm_epochs + self.settings.retrain_epochs,
+        'seconds': time.time() - start,
+    }
+    masks = {n: (pruned.get_layer(n).kernel.numpy() != 0)
+             for n in ratios}
+    self._save_unit(folder, pruned, metrics, masks, admm_state)
+    return name
+
+  def run(self) -> dict:
+    """Runs (or resumes) every stage; returns the run's summary."""
+    self._claim_output_dir()
+    dense_metrics = self.pretrain()
+    pool_file = self._path('pool.json')
+    state = (_read_json(pool_file) if os.path.exists(pool_file)
+             else {'stages_done': 0, 'pool': [], 'best': []})
+    rates = list(self.settings.stage_rates)
+    for stage in range(state['stages_done'], len(rates)):
+      parents = state['pool'] or ['dense']
+      children = [self._child(stage, rates[stage], parent, index)
+                  for index, parent in enumerate(parents)]
+      metrics = [self._metrics(c) for c in children]
+      best = max(range(len(children)),
+                 key=lambda i: (metrics[i]['val_accuracy'], -i))
+      if len(state['pool']) < self.settings.candidates:
+        state['pool'].append(children[best])
+      else:
+        state['pool'][best] = children[best]  # the child replaces its parent
+      state['stages_done'] = stage + 1
+      state['best'].append(children[best])
+      _write_json(pool_file, state)
+      seconds = sum(m['seconds'] for m in metrics)
+      self.log(f'stage {stage + 1}/{len(rates)}: target {rates[stage]:.1f}x, '
+               f'reached {metrics[best]["rate"]:.1f}x, val accuracy '
+               f'{metrics[best]["val_accuracy"]:.4f}, test accuracy '
+               f'{metrics[best]["test_accuracy"]:.4f} ({len(children)} '
+               f'candidate(s), {seconds:.0f} s)')
+    return self._summary(state, dense_metrics)
+
+  def _summary(self, state, dense_metrics):
+    names = sorted(n for n in os.listdir(self._path('candidates'))
+                   if not n.endswith('.tmp'))
+    candidates = [dict(self._metrics(n), name=n) for n in names]
+    final = state['best'][-1]
+    return {
+        'final_model': self._load_model(self._folder(final)),
+        'final_masks': self._load_masks(self._folder(final)),
+        'dense_model': self._load_model(self._folder('dense')),
+        'dense_metrics': dense_metrics,
+        'stages': [dict(self._metrics(n), name=n) for n in state['best']],
+        'candidates': candidates,
+        'epochs': dense_metrics['epochs'] + sum(c['epochs']
+                                                for c in candidates),
+        'train_seconds': dense_metrics['seconds'] + sum(
+            c['seconds'] for c in candidates),
+    }

@@ -1,0 +1,130 @@
+"""The report of a progressive run: report.json, report.md and PNG plots."""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only; no display
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import pyplot as plt
+
+from tf_admm import progressive
+
+
+def build(summary: dict, tflite: dict, tflite_variant: str,
+          accuracy: float, wall_seconds: float, info: dict) -> dict:
+  """The report's content: `info` (dataset, model, command, ...) first."""
+  counts = progressive.nonzero_counts(summary['final_model'])
+  total = sum(t for t, _ in counts.values())
+  nonzero = sum(n for _, n in counts.values())
+  return dict(
+      info,
+      dense_accuracy=summary['dense_metrics']['test_accuracy'],
+      accuracy=accuracy,
+      compression_rate=total / nonzero,
+      total_weights=total,
+      nonzero_weights=nonzero,
+      layers=[{'name': n, 'total': t, 'nonzero': z}
+              for n, (t, z) in counts.items()],
+      epochs=summary['epochs'],
+      train_seconds=summary['train_seconds'],
+      wall_seconds=wall_seconds,
+      tflite={
+          'variant': tflite_variant,
+          'bytes': tflite[tflite_variant]['bytes'],
+          'gzip_bytes': tflite[tflite_variant]['gzip_bytes'],
+          'accuracy': tflite[tflite_variant]['accuracy'],
+          'dense_bytes': tflite['dense']['bytes'],
+          'dense_gzip_bytes': tflite['dense']['gzip_bytes'],
+      },
+      tflite_variants=tflite,
+      stages=summary['stages'],
+      candidates=summary['candidates'],
+  )
+
+
+def _plot_accuracy(report, path):
+  fig, ax = plt.subplots(figsize=(6, 4))
+  candidates = report['candidates']
+  ax.scatter([c['rate'] for c in candidates],
+             [100 * c['test_accuracy'] for c in candidates], s=12,
+             color='0.7', label='every candidate')
+  stages = report['stages']
+  ax.plot([1] + [s['rate'] for s in stages],
+          [100 * report['dense_accuracy']] +
+          [100 * s['test_accuracy'] for s in stages], 'o-',
+          label='best candidate per stage')
+  ax.set_xscale('log')
+  ax.set_xlabel('compression rate (prunable weights / nonzero)')
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_title(f'{report["model"]} on {report["dataset"]}')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _plot_layers(report, path):
+  fig, ax = plt.subplots(figsize=(6, 4))
+  names = [l['name'] for l in report['layers']]
+  ax.bar(names, [l['total'] for l in report['layers']], color='0.8',
+         label='weights')
+  ax.bar(names, [l['nonzero'] for l in report['layers']], label='kept')
+  for i, layer in enumerate(report['layers']):
+    ax.annotate(f'{layer["nonzero"]:,}\n({100 * layer["nonzero"] / layer["total"]:.1f}%)',
+                (i, layer['nonzero']), ha='center', va='bottom', fontsize=8)
+  ax.set_yscale('log')
+  ax.set_ylabel('weights')
+  ax.set_title('kept weights per layer')
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _markdown(report, table):
+  lines = [
+      f'# {report["model"]} on {report["dataset"]}: '
+      f'{report["compression_rate"]:.1f}x at {100 * report["accuracy"]:.2f}%',
+      '',
+      f'Command: `{report["command"]}`',
+      '',
+      f'- dense test accuracy: {100 * report["dense_accuracy"]:.2f}%',
+      f'- pruned test accuracy: {100 * report["accuracy"]:.2f}%',
+      f'- weights: {report["nonzero_weights"]:,} of {report["total_weights"]:,}'
+      f' ({report["compression_rate"]:.1f}x)',
+      f'- training epochs: {report["epochs"]}; training time '
+      f'{report["train_seconds"]:.0f} s; this invocation '
+      f'{report["wall_seconds"]:.0f} s',
+      '',
+      '| stage | target | reached | val accuracy | test accuracy | epochs |'
+      ' seconds |',
+      '|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for s in report['stages']:
+    lines.append(f'| {s["stage"] + 1} | {s["target_rate"]:.1f}x | '
+                 f'{s["rate"]:.1f}x | {s["val_accuracy"]:.4f} | '
+                 f'{s["test_accuracy"]:.4f} | {s["epochs"]} | '
+                 f'{s["seconds"]:.0f} |')
+  lines += ['', '| layer | weights | kept |', '|---|---:|---:|']
+  lines += [f'| {l["name"]} | {l["total"]:,} | {l["nonzero"]:,} |'
+            for l in report['layers']]
+  lines += ['', '## TFLite', '', table, '',
+            '![accuracy](accuracy_vs_compression.png)',
+            '![layers](kept_weights.png)', '']
+  return '\n'.join(lines)
+
+
+def write(output_dir: str, report: dict, table: str) -> str:
+  """Writes report.json, report.md and the plots; returns report.json's path."""
+  _plot_accuracy(report, os.path.join(output_dir, 'accuracy_vs_compression.png'))
+  _plot_layers(report, os.path.join(output_dir, 'kept_weights.png'))
+  with open(os.path.join(output_dir, 'report.md'), 'w') as f:
+    f.write(_markdown(report, table))
+  path = os.path.join(output_dir, 'report.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(report, f, indent=2)
+  os.replace(path + '.tmp', path)
+  return path
