@@ -46,8 +46,8 @@ PRESETS = {
 PRESET = flags.DEFINE_enum('preset', None, list(PRESETS),
                            'Settings to start from; flags given explicitly '
                            'override them.')
-MODEL = flags.DEFINE_enum('model', 'lenet5', list(models.MODELS),
-                          'Network to prune.')
+MODEL = flags.DEFINE_string('model', 'lenet5', 'Network to prune: '
+                            + ', '.join(models.MODELS) + '.')
 OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Run folder (default runs/<preset or model>); '
     'rerunning with the same folder resumes.')
@@ -94,6 +94,9 @@ def _value(name):
 
 def _settings():
   """Settings from flags and preset; raises ValueError before any work."""
+  if _value('model') not in models.MODELS:
+    raise ValueError(f'Unknown --model {_value("model")!r}; choose one of '
+                     f'{", ".join(models.MODELS)}.')
   target = _value('target_rate')
   if not target > 1:
     raise ValueError(f'--target_rate must be > 1 (a compression factor such '

@@ -202,3 +202,17 @@ def test_bad_stage_arguments_are_rejected(kwargs, match):
   with pytest.raises(ValueError, match=match):
     tf_admm.AdmmCallback(tf_admm.CompressionRate(4), update_every_epochs=1,
                          **kwargs)
+
+
+def test_tensorboard_records_the_admm_metrics(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = _admm_model()
+  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, update_every_epochs=1)
+  model.fit(*random_batch(32), epochs=2, verbose=0, callbacks=[
+      callback, keras.callbacks.TensorBoard(str(tmp_path))])
+  tags = set()
+  for event_file in (tmp_path / 'train').iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+      tags.update(value.tag for value in event.summary.value)
+  assert {'epoch_admm_primal_residual', 'epoch_admm_rho',
+          'epoch_admm_z_sparsity/dense'} <= tags

@@ -17,7 +17,7 @@ SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'examples',
                       'prune_mnist.py')
 TINY = ['--train_examples=2500', '--validation_examples=500',
         '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=2',
-        '--target_rate=6', '--first_rate=2', '--stage_factor=3',
+        '--target_rate=8', '--first_rate=2', '--stage_factor=2',
         '--candidates=2']
 REPORT_KEYS = {'dataset', 'model', 'dense_accuracy', 'accuracy',
                'compression_rate', 'total_weights', 'nonzero_weights',
@@ -71,13 +71,15 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
   for path, value in finished.items():
     assert after[path] == value, f'{path} was recomputed'
   assert 'pretrained:' not in result.stdout  # pretraining was not redone
-  assert 'stage 2/2' in result.stdout
+  assert 'stage 3/3' in result.stdout
 
   with open(os.path.join(out, 'report.json')) as f:
     report = json.load(f)
   assert REPORT_KEYS <= set(report)
-  assert report['compression_rate'] == pytest.approx(6, rel=0.02)
-  assert report['epochs'] == 1 + 3 * (1 + 2)  # dense, s00_c0, s01_c0/c1
+  assert report['compression_rate'] == pytest.approx(8, rel=0.02)
+  # dense, then s00_c0, s01_c0 and both pool members pushed at stage 3.
+  assert report['epochs'] == 1 + 4 * (1 + 2)
+  assert len(report['candidates']) == 4
   assert [l['name'] for l in report['layers']] == ['conv1', 'conv2', 'fc1',
                                                    'fc2']
   assert sum(l['nonzero'] for l in report['layers']) == (
@@ -93,7 +95,7 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
   # The same command again finds everything done and changes no result.
   again = _run(*flags)
   assert again.returncode == 0
-  assert 'stage 1/2' not in again.stdout and 'stage 2/2' not in again.stdout
+  assert 'stage 1/3' not in again.stdout and 'stage 3/3' not in again.stdout
 
 
 def _corrupt_mnist(tmp_path):
@@ -106,7 +108,7 @@ def _corrupt_mnist(tmp_path):
 
 @pytest.mark.parametrize('make_flags, message', [
     (lambda tmp: ['--target_rate=0.5'], '--target_rate must be > 1'),
-    (lambda tmp: ['--model=alexnet'], 'model'),
+    (lambda tmp: ['--model=alexnet'], "Unknown --model 'alexnet'"),
     (lambda tmp: ['--dataset=no_such_dataset'], 'Unknown TFDS dataset'),
     (lambda tmp: ['--dataset=cifar10'], 'images of shape (32, 32, 3)'),
     (lambda tmp: [f'--manual_dir={tmp}/missing'], 'does not exist'),

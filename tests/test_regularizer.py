@@ -118,3 +118,21 @@ def test_admm_state_survives_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(regularizer.z.numpy(), states[layer.name][0])
     np.testing.assert_array_equal(regularizer.u.numpy(), states[layer.name][1])
     assert float(regularizer.rho) == pytest.approx(0.7)
+
+
+def test_functional_model_round_trip():
+  inputs = keras.Input((6, 6, 1))
+  hidden = keras.layers.Conv2D(4, 3, name='conv',
+                               kernel_regularizer='l2')(inputs)
+  outputs = keras.layers.Dense(3, name='dense')(keras.layers.Flatten()(hidden))
+  model = keras.Model(inputs, outputs)
+  admm = tf_admm.attach_admm(model, ['conv', 'dense'], rho=0.1)
+  conv_regularizer = admm.get_layer('conv').kernel_regularizer
+  assert isinstance(conv_regularizer.base, keras.regularizers.L2)
+  plain = tf_admm.remove_admm(admm)
+  assert isinstance(plain.get_layer('conv').kernel_regularizer,
+                    keras.regularizers.L2)
+  assert plain.get_layer('dense').kernel_regularizer is None
+  x, _ = random_batch(4)
+  np.testing.assert_allclose(plain.predict(x, verbose=0),
+                             model.predict(x, verbose=0), rtol=1e-6)

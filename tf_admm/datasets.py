@@ -89,8 +89,9 @@ def load(name: str,
     builder.download_and_prepare(download_config=config)
   except Exception as error:  # TFDS raises many kinds; all mean the same here
     where = f' from {manual_dir!r}' if manual_dir else ''
+    first_line = (str(error).strip().splitlines() or [''])[0]
     raise ValueError(f'Could not prepare dataset {name!r}{where}: '
-                     f'{type(error).__name__}: {error}') from error
+                     f'{type(error).__name__}: {first_line}') from error
   train, test = tfds.as_numpy(builder.as_dataset(
       split=['train', 'test'], batch_size=-1, as_supervised=True))
   return ImageDataset(

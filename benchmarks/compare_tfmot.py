@@ -1,0 +1,277 @@
+r"""tf-admm against tfmot's gradual magnitude pruning, at equal epoch budgets.
+
+  python benchmarks/compare_tfmot.py            # everything, as committed
+
+For each model: one pretraining, shared by both methods. tf-admm runs one
+progressive chain through the listed rates; its result at rate R has used the
+chain's epochs up to R. tfmot then prunes the same pretrained model to the
+same per-layer targets with PolynomialDecay over the same number of epochs
+(the first 2/3 ramp the sparsity, the rest fine-tune at the final sparsity).
+Both train with Adam at the same learning rate and batch size.
+
+Also measured: seconds per epoch of plain fit, fit under ADMM and fit with
+tfmot wrappers (alternating, in one process, median of several epochs), and
+.tflite size and single-example LiteRT latency per deployment format.
+
+Writes benchmarks/results/<model>.json and benchmarks/RESULTS.md and
+benchmarks/results/accuracy_vs_rate.png.
+"""
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import tf_admm  # sets TF_USE_LEGACY_KERAS first
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib
+
+matplotlib.use('Agg')
+from matplotlib import pyplot as plt
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+from tf_admm import dataset_flags
+from tf_admm import models
+from tf_admm import progressive
+from tflite_export import converter
+from tflite_export import evaluate
+from tflite_export import report as tflite_report
+
+MODELS = flags.DEFINE_list('models', ['lenet5', 'lenet300_100'],
+                           'Networks to compare.')
+RATES = flags.DEFINE_list('rates', ['25', '50', '100', '167', '250'],
+                          'Compression rates to compare at.')
+FIRST_RATE = flags.DEFINE_float('first_rate', 5.0, 'First tf-admm stage.')
+PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 10, 'Dense epochs.')
+ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 2, 'ADMM epochs per stage.')
+RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 2,
+                                      'Masked retraining epochs per stage.')
+TIMING_EPOCHS = flags.DEFINE_integer('timing_epochs', 5, 'Epochs timed per '
+                                     'method for the overhead measurement.')
+LATENCY_RUNS = flags.DEFINE_integer('latency_runs', 500, 'Invocations per '
+                                    'latency measurement.')
+WORK_DIR = flags.DEFINE_string('work_dir', 'runs/benchmark', 'Resumable '
+                               'training state.')
+RESULTS_DIR = flags.DEFINE_string(
+    'results_dir', os.path.join(os.path.dirname(__file__), 'results'),
+    'Where the JSON results go (RESULTS.md goes beside it).')
+
+LEARNING_RATE = 1e-3
+BATCH_SIZE = 128
+
+
+def _log(line):
+  print(f'[benchmark] {line}', flush=True)
+
+
+def _compile(model):
+  return models.compile_for_classification(
+      model, keras.optimizers.Adam(LEARNING_RATE))
+
+
+def _data(dataset):
+  (x, y), (x_val, y_val) = dataset.split_validation(5000 / 60000, seed=0)
+  return progressive.Data(x, y, x_val, y_val, dataset.x_test, dataset.y_test)
+
+
+def _admm_chain(model_name, dataset, rates):
+  """The tf-admm progressive run; {rate: (accuracy, epochs, seconds)}."""
+  stage_rates = progressive.geometric_rates(FIRST_RATE.value, rates[0], 2.0)
+  stage_rates = stage_rates[:-1] + rates
+  settings = progressive.Settings(
+      stage_rates=stage_rates, candidates=1,
+      pretrain_epochs=PRETRAIN_EPOCHS.value, admm_epochs=ADMM_EPOCHS.value,
+      retrain_epochs=RETRAIN_EPOCHS.value, learning_rate=LEARNING_RATE,
+      batch_size=BATCH_SIZE)
+  sizes = {l.name: l.kernel.shape.num_elements()
+           for l in tf_admm.prunable_layers(models.build(model_name))}
+  final_ratios = tf_admm.targets.rescale(models.PAPER_KEEP_RATIOS[model_name],
+                                         sizes, stage_rates[-1])
+  run = progressive.ProgressiveRun(
+      lambda: models.build(model_name), _data(dataset), final_ratios, settings,
+      os.path.join(WORK_DIR.value, model_name, 'admm'),
+      description={'model': model_name, 'dataset': dataset.name}, log=_log)
+  summary = run.run()
+  results, epochs, seconds = {}, 0, 0.0
+  for stage in summary['stages']:
+    epochs += stage['epochs']
+    seconds += stage['seconds']
+    if stage['target_rate'] in rates:
+      results[stage['target_rate']] = {
+          'accuracy': stage['test_accuracy'], 'rate': stage['rate'],
+          'epochs': epochs, 'seconds': seconds}
+  return run, summary, final_ratios, sizes, results
+
+
+def _tfmot_prune(model_name, dense_weights, data, keep_ratios, epochs):
+  """tfmot gradual magnitude pruning to the same per-layer targets."""
+  keras.utils.set_random_seed(0)
+  model = models.build(model_name)
+  model.set_weights(dense_weights)
+  steps = int(np.ceil(len(data.x_train) / BATCH_SIZE)) * epochs
+  ramp_end = max(1, int(steps * 2 / 3))
+
+  def wrap(layer):
+    if layer.name not in keep_ratios:
+      return layer
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=1 - keep_ratios[layer.name],
+        begin_step=0, end_step=ramp_end, frequency=50)
+    return tfmot.sparsity.keras.prune_low_magnitude(layer,
+                                                    pruning_schedule=schedule)
+
+  pruned = _compile(keras.models.clone_model(model, clone_function=wrap))
+  start = time.time()
+  pruned.fit(data.x_train, data.y_train, batch_size=BATCH_SIZE, epochs=epochs,
+             verbose=2, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+  return stripped, time.time() - start
+
+
+def _epoch_seconds(model_name, dense_weights, data, keep_ratios):
+  """Median seconds per epoch: plain, ADMM and tfmot fit, interleaved."""
+  subset = (data.x_train[:20000], data.y_train[:20000])
+
+  def plain():
+    model = _compile(models.build(model_name))
+    model.set_weights(dense_weights)
+    return model, []
+
+  def admm():
+    model, _ = plain()
+    admm_model = _compile(tf_admm.attach_admm(model, list(keep_ratios)))
+    return admm_model, [tf_admm.AdmmCallback(
+        per_layer={n: tf_admm.KeepRatio(r) for n, r in keep_ratios.items()},
+        update_every_epochs=1, rho_growth=1.3)]
+
+  def tfmot_wrapped():
+    model, _ = plain()
+    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, 1000)
+    wrapped = _compile(tfmot.sparsity.keras.prune_low_magnitude(
+        model, pruning_schedule=schedule))
+    return wrapped, [tfmot.sparsity.keras.UpdatePruningStep()]
+
+  makers = {'plain': plain, 'admm': admm, 'tfmot': tfmot_wrapped}
+  built = {name: make() for name, make in makers.items()}
+  for model, callbacks in built.values():  # trace outside the timing
+    model.fit(*subset, batch_size=BATCH_SIZE, epochs=1, verbose=0,
+              callbacks=callbacks)
+  times = {name: [] for name in makers}
+  for _ in range(TIMING_EPOCHS.value):
+    for name, (model, callbacks) in built.items():
+      start = time.perf_counter()
+      model.fit(*subset, batch_size=BATCH_SIZE, epochs=1, verbose=0,
+                callbacks=callbacks)
+      times[name].append(time.perf_counter() - start)
+  medians = {name: float(np.median(t)) for name, t in times.items()}
+  return {'examples_per_epoch': len(subset[0]), 'median_seconds': medians,
+          'all_seconds': times,
+          'admm_vs_plain': medians['admm'] / medians['plain'],
+          'tfmot_vs_plain': medians['tfmot'] / medians['plain']}
+
+
+def _deployment(dense, pruned, data):
+  """Sizes and single-example latency of each deployment format."""
+  calibration = tf.data.Dataset.from_tensor_slices(data.x_train[:500])
+  test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
+  formats = {
+      'dense_float32': converter.convert(dense),
+      'pruned_float32': converter.convert(pruned),
+      'pruned_float32_sparse': converter.convert(pruned, sparse=True),
+      'pruned_int8': converter.convert(pruned, converter.Quantization.INT8,
+                                       representative_data=calibration),
+      'pruned_int8_sparse': converter.convert(
+          pruned, converter.Quantization.INT8, sparse=True,
+          representative_data=calibration),
+  }
+  results = {}
+  for name, content in formats.items():
+    seconds, runtime = evaluate.latency_seconds(
+        content, data.x_test[0], runs=LATENCY_RUNS.value, num_threads=1)
+    results[name] = dict(tflite_report.sizes(content),
+                         accuracy=evaluate.accuracy(content, test),
+                         latency_ms=1000 * seconds, runtime=runtime,
+                         threads=1)
+  return results
+
+
+def _compare(model_name, dataset, rates):
+  run, summary, final_ratios, sizes, admm_results = _admm_chain(
+      model_name, dataset, rates)
+  data = run.data
+  dense = summary['dense_model']
+  dense_weights = dense.get_weights()
+  comparison = []
+  stage_rates = list(run.settings.stage_rates)
+  for rate in rates:
+    ratios = tf_admm.targets.rescale(final_ratios, sizes, rate)
+    budget = admm_results[rate]['epochs']
+    cache = os.path.join(WORK_DIR.value, model_name, f'tfmot_{rate:g}.json')
+    if os.path.exists(cache):
+      with open(cache) as f:
+        tfmot_result = json.load(f)
+    else:
+      pruned, seconds = _tfmot_prune(model_name, dense_weights, data, ratios,
+                                     budget)
+      tfmot_result = {'accuracy': progressive.accuracy(pruned, data.x_test,
+                                                       data.y_test),
+                      'rate': progressive.compression_rate(pruned),
+                      'epochs': budget, 'seconds': seconds}
+      with open(cache + '.tmp', 'w') as f:
+        json.dump(tfmot_result, f)
+      os.replace(cache + '.tmp', cache)
+    comparison.append({'rate': rate, 'admm': admm_results[rate],
+                       'tfmot': tfmot_result})
+    _log(f'{model_name} {rate:g}x: tf-admm {admm_results[rate]["accuracy"]:.4f}'
+         f', tfmot {tfmot_result["accuracy"]:.4f} ({budget} epochs each)')
+  timing = _epoch_seconds(model_name, dense_weights, data,
+                          tf_admm.targets.rescale(final_ratios, sizes, 50))
+  final = summary['final_model']
+  deployment = _deployment(dense, final, data)
+  return {
+      'model': model_name, 'dataset': dataset.name,
+      'dense_accuracy': summary['dense_metrics']['test_accuracy'],
+      'pretrain_epochs': PRETRAIN_EPOCHS.value,
+      'admm_stage_rates': stage_rates,
+      'admm_epochs_per_stage': ADMM_EPOCHS.value + RETRAIN_EPOCHS.value,
+      'comparison': comparison, 'epoch_seconds': timing,
+      'deployment': {'model_rate': progressive.compression_rate(final),
+                     'formats': deployment},
+  }
+
+
+def _machine():
+  return {'platform': platform.platform(), 'processor': platform.processor()
+          or platform.machine(), 'cpus': os.cpu_count(),
+          'python': platform.python_version(), 'tensorflow': tf.__version__}
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  rates = sorted(float(r) for r in RATES.value)
+  dataset = dataset_flags.load()
+  os.makedirs(RESULTS_DIR.value, exist_ok=True)
+  start = time.time()
+  for model_name in MODELS.value:
+    result = _compare(model_name, dataset, rates)
+    result.update(machine=_machine(), command=shlex.join(sys.argv),
+                  measured=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
+    path = os.path.join(RESULTS_DIR.value, f'{model_name}.json')
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=2)
+    _log(f'wrote {path}')
+  _log(f'all done in {time.time() - start:.0f} s')
+
+
+if __name__ == '__main__':
+  app.run(main)
