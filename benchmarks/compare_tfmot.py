@@ -255,6 +255,89 @@ def _machine():
           'python': platform.python_version(), 'tensorflow': tf.__version__}
 
 
+def _plot(results, path):
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for result in results:
+    rows = result['comparison']
+    for method, style in (('admm', 'o-'), ('tfmot', 's--')):
+      ax.plot([r[method]['rate'] for r in rows],
+              [100 * r[method]['accuracy'] for r in rows], style,
+              label=f'{result["model"]}: '
+              f'{"tf-admm" if method == "admm" else "tfmot"}')
+  ax.set_xscale('log')
+  ax.set_xlabel('compression rate')
+  ax.set_ylabel('test accuracy (%)')
+  ax.set_title('Accuracy at equal epoch budgets (MNIST)')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _markdown(results):
+  """benchmarks/RESULTS.md from the results, verdicts computed, not typed."""
+  lines = ['# tf-admm against tfmot magnitude pruning', '']
+  for result in results:
+    machine = result['machine']
+    lines += [
+        f'## {result["model"]} on {result["dataset"]}', '',
+        f'Measured {result["measured"]} on {machine["cpus"]} CPUs '
+        f'({machine["processor"]}, {machine["platform"]}), TensorFlow '
+        f'{machine["tensorflow"]}. Command: `{result["command"]}`.', '',
+        f'Dense test accuracy {100 * result["dense_accuracy"]:.2f}% after '
+        f'{result["pretrain_epochs"]} epochs (shared start). tf-admm stages: '
+        + ', '.join(f'{r:g}x' for r in result['admm_stage_rates']) +
+        f', {result["admm_epochs_per_stage"]} epochs each; tfmot gets the '
+        'same number of epochs as tf-admm used up to each rate.', '',
+        '| rate | epochs | tf-admm accuracy | tfmot accuracy | difference |',
+        '|---:|---:|---:|---:|---:|']
+    for row in result['comparison']:
+      admm, tfmot_row = row['admm'], row['tfmot']
+      lines.append(
+          f'| {admm["rate"]:.1f}x | {admm["epochs"]} | '
+          f'{100 * admm["accuracy"]:.2f}% | {100 * tfmot_row["accuracy"]:.2f}% '
+          f'| {100 * (admm["accuracy"] - tfmot_row["accuracy"]):+.2f} |')
+    best = {m: max([r[m]['rate'] for r in result['comparison']
+                    if r[m]['accuracy'] >= 0.99] or [0.0])
+            for m in ('admm', 'tfmot')}
+    lines += ['', f'Highest rate at >= 99.0%: tf-admm {best["admm"]:.1f}x, '
+              f'tfmot {best["tfmot"]:.1f}x (among the rates measured).', '']
+    timing = result['epoch_seconds']
+    lines += [
+        f'Seconds per epoch ({timing["examples_per_epoch"]} examples, median '
+        'of interleaved epochs): ' + ', '.join(
+            f'{k} {v:.2f}' for k, v in timing['median_seconds'].items()) +
+        f'. ADMM / plain = {timing["admm_vs_plain"]:.3f}, tfmot / plain = '
+        f'{timing["tfmot_vs_plain"]:.3f}.', '',
+        f'Deployment of the tf-admm model at '
+        f'{result["deployment"]["model_rate"]:.1f}x (LiteRT, 1 thread, '
+        'median single-example latency):', '',
+        '| format | bytes | gzip bytes | accuracy | latency (ms) | runtime |',
+        '|---|---:|---:|---:|---:|---|']
+    for name, d in result['deployment']['formats'].items():
+      lines.append(f'| {name} | {d["bytes"]:,} | {d["gzip_bytes"]:,} | '
+                   f'{100 * d["accuracy"]:.2f}% | {d["latency_ms"]:.3f} | '
+                   f'{d["runtime"]} |')
+    lines.append('')
+  lines += ['![accuracy against rate](results/accuracy_vs_rate.png)', '']
+  return '\n'.join(lines)
+
+
+def write_results(results_dir):
+  results = []
+  for name in sorted(os.listdir(results_dir)):
+    if name.endswith('.json'):
+      with open(os.path.join(results_dir, name)) as f:
+        results.append(json.load(f))
+  _plot(results, os.path.join(results_dir, 'accuracy_vs_rate.png'))
+  path = os.path.join(os.path.dirname(os.path.abspath(results_dir)),
+                      'RESULTS.md')
+  with open(path, 'w') as f:
+    f.write(_markdown(results))
+  return path
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -270,7 +353,8 @@ def main(argv):
     with open(path, 'w') as f:
       json.dump(result, f, indent=2)
     _log(f'wrote {path}')
-  _log(f'all done in {time.time() - start:.0f} s')
+  _log(f'wrote {write_results(RESULTS_DIR.value)}; all done in '
+       f'{time.time() - start:.0f} s')
 
 
 if __name__ == '__main__':

@@ -5,7 +5,6 @@ from typing import Iterable, Mapping, Optional
 import numpy as np
 import tf_keras as keras
 
-from tf_admm import projections
 from tf_admm import targets
 from tf_admm.regularizer import AdmmRegularizer
 
@@ -133,7 +132,5 @@ def admm_masks(model) -> dict:
     if not regularizer.built or not bool(regularizer.initialized):
       raise ValueError(f'ADMM state of layer {layer.name!r} was never '
                        'initialized; train with tf_admm.AdmmCallback first.')
-    projection = projections.keep_top_k(
-        layer.kernel, int(regularizer.keep), allowed=regularizer.mask > 0)
-    result[layer.name] = projection.mask.numpy()
+    result[layer.name] = regularizer.project(layer.kernel).mask.numpy()
   return result

@@ -7,14 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_admm import attach
-from tf_admm import projections
 from tf_admm import targets
-
-
-def _project(regularizer, values):
-  """The Z-step's projection: the regularizer's target under its mask."""
-  return projections.keep_top_k(values, int(regularizer.keep),
-                                allowed=regularizer.mask > 0).values
 
 
 class AdmmCallback(keras.callbacks.Callback):
@@ -48,8 +41,6 @@ class AdmmCallback(keras.callbacks.Callback):
   `logs` then also carries `admm_stage`.
   """
 
-  METRICS = ('primal_residual', 'z_change', 'rho', 'z_sparsity')
-
   def __init__(self,
                target: Optional[targets.Target] = None,
                per_layer: Optional[Mapping[targets.LayerKey,
@@ -65,7 +56,8 @@ class AdmmCallback(keras.callbacks.Callback):
     if (update_every_epochs is None) == (update_every_steps is None):
       raise ValueError('Give exactly one of update_every_epochs and '
                        'update_every_steps.')
-    interval = update_every_epochs or update_every_steps
+    interval = (update_every_epochs if update_every_epochs is not None
+                else update_every_steps)
     if not (isinstance(interval, int) and interval >= 1):
       raise ValueError(f'The update interval must be an integer >= 1, got '
                        f'{interval!r}.')
@@ -98,6 +90,7 @@ class AdmmCallback(keras.callbacks.Callback):
     self.rho_growth = rho_growth
     self.verbose = verbose
     self.updates = 0
+    self._supports_tf_logs = True  # never pull batch logs to the host
     self._stage_keep = []  # per stage: {layer name: weights kept}
     self._pairs = []
     self._steps = 0
@@ -151,7 +144,7 @@ class AdmmCallback(keras.callbacks.Callback):
     """Fresh ADMM at the regularizer's stage: Z = Proj(W), U = 0, rho0."""
     regularizer.keep.assign(
         self._stage_keep[int(regularizer.stage)][layer.name])
-    regularizer.z.assign(_project(regularizer, layer.kernel))
+    regularizer.z.assign(regularizer.project(layer.kernel).values)
     regularizer.u.assign(tf.zeros_like(regularizer.u))
     regularizer.rho.assign(regularizer.initial_rho)
     regularizer.initialized.assign(True)
@@ -159,8 +152,7 @@ class AdmmCallback(keras.callbacks.Callback):
   def _advance_stage(self):
     """Hard-prunes to the current stage and moves every layer to the next."""
     for layer, regularizer in self._pairs:
-      pruned = projections.keep_top_k(layer.kernel, int(regularizer.keep),
-                                      allowed=regularizer.mask > 0)
+      pruned = regularizer.project(layer.kernel)
       layer.kernel.assign(pruned.values)
       regularizer.mask.assign(tf.cast(pruned.mask, tf.float32))
       regularizer.stage.assign_add(1)
@@ -172,7 +164,7 @@ class AdmmCallback(keras.callbacks.Callback):
     z_change = {}
     for layer, regularizer in self._pairs:
       weight = tf.convert_to_tensor(layer.kernel)
-      z_new = _project(regularizer, weight + regularizer.u)
+      z_new = regularizer.project(weight + regularizer.u).values
       z_change[layer.name] = float(tf.norm(z_new - regularizer.z))
       regularizer.u.assign_add(weight - z_new)
       regularizer.z.assign(z_new)
@@ -212,6 +204,11 @@ class AdmmCallback(keras.callbacks.Callback):
       logs.update({f'admm_{key}/{name}': float(value)
                    for key, value in values.items()})
     return {key: float(value) for key, value in logs.items()}
+
+  def _implements_train_batch_hooks(self):
+    # A per-batch Python call costs a host round trip every step; only
+    # step-based updates, or a model that `fit` has yet to build, need it.
+    return bool(self.update_every_steps) or not self.model.built
 
   def on_train_batch_end(self, batch, logs=None):
     if not self._logs:  # `fit` built the model during the first step

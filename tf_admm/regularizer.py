@@ -4,6 +4,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_admm import masks
+from tf_admm import projections
 from tf_admm import registration
 
 
@@ -68,6 +69,15 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
                                      name='initialized')
     if isinstance(weight, tf.Variable):
       masks.hold_mask(weight, self.mask)
+
+  def project(self, values) -> projections.Projection:
+    """Euclidean projection onto this weight's constraint set.
+
+    Keeps the `keep` largest-magnitude entries among those `mask` allows:
+    the Z-step projects W + U with it, hard pruning projects W.
+    """
+    return projections.keep_top_k(values, int(self.keep),
+                                  allowed=self.mask > 0)
 
   def __call__(self, weight):
     self.build(weight)
