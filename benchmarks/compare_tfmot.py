@@ -92,15 +92,15 @@ def _admm_chain(model_name, dataset, rates):
       pretrain_epochs=PRETRAIN_EPOCHS.value, admm_epochs=ADMM_EPOCHS.value,
       retrain_epochs=RETRAIN_EPOCHS.value, learning_rate=LEARNING_RATE,
       batch_size=BATCH_SIZE)
-  sizes = {l.name: l.kernel.shape.num_elements()
-           for l in tf_admm.prunable_layers(models.build(model_name))}
-  final_ratios = tf_admm.targets.rescale(models.PAPER_KEEP_RATIOS[model_name],
-                                         sizes, stage_rates[-1])
   run = progressive.ProgressiveRun(
-      lambda: models.build(model_name), _data(dataset), final_ratios, settings,
+      lambda: models.build(model_name), _data(dataset),
+      progressive.profile_allocation(models.KEEP_RATIO_PROFILES[model_name],
+                                     stage_rates[-1]), settings,
       os.path.join(WORK_DIR.value, model_name, 'admm'),
       description={'model': model_name, 'dataset': dataset.name}, log=_log)
   summary = run.run()
+  sizes = {l.name: l.kernel.shape.num_elements()
+           for l in tf_admm.prunable_layers(summary['dense_model'])}
   results, epochs, seconds = {}, 0, 0.0
   for stage in summary['stages']:
     epochs += stage['epochs']
@@ -109,7 +109,7 @@ def _admm_chain(model_name, dataset, rates):
       results[stage['target_rate']] = {
           'accuracy': stage['test_accuracy'], 'rate': stage['rate'],
           'epochs': epochs, 'seconds': seconds}
-  return run, summary, final_ratios, sizes, results
+  return run, summary, run.final_keep_ratios, sizes, results
 
 
 def _tfmot_prune(model_name, dense_weights, data, keep_ratios, epochs):

@@ -37,10 +37,10 @@ PRESETS = {
                  update_every_epochs=1),
     # The seed paper's headline (167x) and beyond, within 45 minutes here.
     'paper': dict(model='lenet5', target_rate=250.0,
-                  stage_rates=['5', '10', '20', '40', '70', '110', '170',
-                               '250'], candidates=3, pretrain_epochs=10,
-                  admm_epochs=3, retrain_epochs=3, rho=1e-3, rho_growth=1.3,
-                  update_every_epochs=1),
+                  stage_rates=['5', '10', '20', '40', '60', '90', '130',
+                               '170', '210', '250'], candidates=1,
+                  pretrain_epochs=10, admm_epochs=4, retrain_epochs=4,
+                  rho=1e-3, rho_growth=1.3, update_every_epochs=1),
 }
 
 PRESET = flags.DEFINE_enum('preset', None, list(PRESETS),
@@ -59,7 +59,7 @@ STAGE_FACTOR = flags.DEFINE_float('stage_factor', 2.0, 'Approximate factor '
 STAGE_RATES = flags.DEFINE_list(
     'stage_rates', None, 'Explicit stage rates, ending at --target_rate '
     '(instead of --first_rate and --stage_factor).')
-CANDIDATES = flags.DEFINE_integer('candidates', 1, 'Pool size: partial models '
+CANDIDATES = flags.DEFINE_integer('candidates', 3, 'Pool size: partial models '
                                   'pushed to each next stage (1: plain '
                                   'progressive).')
 PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 6, 'Dense epochs.')
@@ -80,6 +80,11 @@ VALIDATION_EXAMPLES = flags.DEFINE_integer(
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', None, 'Use only this many training examples (tests).')
 SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+ALLOCATION = flags.DEFINE_enum(
+    'allocation', 'profile', ['profile', 'global'],
+    'Per-layer targets: "profile" scales the model\'s per-layer keep-ratio '
+    'profile (tf_admm.models.KEEP_RATIO_PROFILES) to the rate; "global" '
+    'allocates by one magnitude threshold over the pretrained weights.')
 
 FLAGS = flags.FLAGS
 
@@ -170,14 +175,16 @@ def main(argv):
   def build_model():
     return models.build(model_name, dataset.input_shape, dataset.num_classes)
 
-  sizes = {l.name: l.kernel.shape.num_elements()
-           for l in tf_admm.prunable_layers(build_model())}
-  final_keep_ratios = tf_admm.targets.rescale(
-      models.PAPER_KEEP_RATIOS[model_name], sizes, settings.stage_rates[-1])
+  final_rate = settings.stage_rates[-1]
+  allocate = (progressive.global_allocation(final_rate)
+              if ALLOCATION.value == 'global' else
+              progressive.profile_allocation(
+                  models.KEEP_RATIO_PROFILES[model_name], final_rate))
   run = progressive.ProgressiveRun(
-      build_model, data, final_keep_ratios, settings, output_dir,
+      build_model, data, allocate, settings, output_dir,
       description={'model': model_name, 'dataset': dataset.name,
-                   'train_examples': len(data.x_train)},
+                   'train_examples': len(data.x_train),
+                   'allocation': ALLOCATION.value},
       log=lambda line: print(f'[tf_admm] {line}', flush=True))
   print(f'[tf_admm] {model_name} on {dataset.name}: stages at '
         + ', '.join(f'{r:.1f}x' for r in settings.stage_rates)

@@ -49,10 +49,12 @@ def compile_for_classification(model, optimizer):
   return model
 
 
-# Per-layer keep ratios the seed paper used for LeNet-5 at 167x and
-# LeNet-300-100 at 22.9x: the shape of the per-layer targets, rescaled to any
-# overall rate with tf_admm.targets.rescale.
-PAPER_KEEP_RATIOS = {
+# The shape of each model's per-layer targets, rescaled to any overall rate
+# with tf_admm.targets.rescale. LeNet-5: the seed paper's keep ratios at 167x.
+# LeNet-300-100: the paper's 22.9x ratios for fc1 and fc2, with the
+# 1,000-weight output layer kept at a higher share, which held accuracy
+# better above 50x here.
+KEEP_RATIO_PROFILES = {
     'lenet5': {'conv1': 0.2, 'conv2': 0.053, 'fc1': 0.002, 'fc2': 0.07},
-    'lenet300_100': {'fc1': 0.04, 'fc2': 0.07, 'fc3': 0.12},
+    'lenet300_100': {'fc1': 0.04, 'fc2': 0.07, 'fc3': 0.5},
 }

@@ -89,6 +89,35 @@ def geometric_rates(first: float, last: float, factor: float) -> list:
   return [float(first * (last / first)**(i / steps)) for i in range(steps + 1)]
 
 
+def _kernel_sizes(model):
+  return {l.name: l.kernel.shape.num_elements()
+          for l in targets.prunable_layers(model)}
+
+
+def profile_allocation(profile: Mapping[str, float], rate: float):
+  """An `allocate` for ProgressiveRun: `profile` scaled to `rate`."""
+
+  def allocate(dense_model):
+    sizes = _kernel_sizes(dense_model)
+    keep = targets.keep_counts(dense_model, per_layer={
+        name: targets.KeepRatio(ratio)
+        for name, ratio in targets.rescale(profile, sizes, rate).items()})
+    return {name: count / sizes[name] for name, count in keep.items()}
+
+  return allocate
+
+
+def global_allocation(rate: float):
+  """An `allocate` for ProgressiveRun: one magnitude threshold at `rate`."""
+
+  def allocate(dense_model):
+    sizes = _kernel_sizes(dense_model)
+    keep = targets.keep_counts(dense_model, targets.CompressionRate(rate))
+    return {name: count / sizes[name] for name, count in keep.items()}
+
+  return allocate
+
+
 def _write_json(path, payload):
   with open(path + '.tmp', 'w') as f:
     json.dump(payload, f, indent=2)
@@ -123,8 +152,9 @@ class ProgressiveRun:
   Args:
     build_model: returns a fresh, built, uncompiled tf_keras model.
     data: train/validation/test arrays.
-    final_keep_ratios: {layer name: keep ratio} at the final rate: the shape
-      of the per-layer targets, rescaled for each stage.
+    allocate: given the pretrained dense model, {layer name: keep ratio} at
+      the final rate: the shape of the per-layer targets, rescaled for each
+      stage. Computed once and kept in allocation.json.
     settings: `Settings`.
     output_dir: where the run lives.
     description: extra facts stored in run.json and checked on resume.
@@ -132,18 +162,19 @@ class ProgressiveRun:
   """
 
   def __init__(self, build_model: Callable[[], keras.Model], data: Data,
-               final_keep_ratios: Mapping[str, float], settings: Settings,
+               allocate: Callable[[keras.Model], Mapping[str, float]],
+               settings: Settings,
                output_dir: str, description: Optional[dict] = None,
                log: Callable[[str], None] = print):
     self.build_model = build_model
     self.data = data
-    self.final_keep_ratios = dict(final_keep_ratios)
+    self.allocate = allocate
+    self.final_keep_ratios = None  # known once the dense model is
     self.settings = settings
     self.output_dir = output_dir
     self.log = log
     self.description = dict(description or {},
-                            settings=dataclasses.asdict(settings),
-                            final_keep_ratios=self.final_keep_ratios)
+                            settings=dataclasses.asdict(settings))
     self.description['settings']['stage_rates'] = list(settings.stage_rates)
 
   # Files.
@@ -213,9 +244,16 @@ class ProgressiveRun:
               batch_size=self.settings.batch_size, epochs=epochs, verbose=2,
               callbacks=[backup, *callbacks])
 
-  def _compile(self, model):
+  def _compile(self, model, decay_epochs=None):
+    """Adam at the run's learning rate; cosine-decayed to 0 over
+    `decay_epochs` when given (masked retraining settles that way)."""
+    learning_rate = self.settings.learning_rate
+    if decay_epochs:
+      steps = -(-len(self.data.x_train) // self.settings.batch_size)
+      learning_rate = keras.optimizers.schedules.CosineDecay(
+          learning_rate, decay_steps=decay_epochs * steps)
     model.compile(
-        keras.optimizers.Adam(self.settings.learning_rate),
+        keras.optimizers.Adam(learning_rate),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=['accuracy'])
     return model
@@ -225,7 +263,8 @@ class ProgressiveRun:
     folder = self._path('dense')
     if not os.path.exists(os.path.join(folder, 'metrics.json')):
       start = time.time()
-      model = self._compile(self.build_model())
+      model = self._compile(self.build_model(),
+                            decay_epochs=self.settings.pretrain_epochs)
       self._fit(model, 'dense', self.settings.pretrain_epochs)
       metrics = {'epochs': self.settings.pretrain_epochs,
                  'seconds': time.time() - start,
@@ -269,7 +308,8 @@ class ProgressiveRun:
                          f'{layer.name}/u': regularizer.u.numpy(),
                          f'{layer.name}/rho': regularizer.rho.numpy(),
                          f'{layer.name}/stage': np.int64(stage)})
-    wrapped = self._compile(pruning_wrapper.to_pruning_wrappers(admm))
+    wrapped = self._compile(pruning_wrapper.to_pruning_wrappers(admm),
+                            decay_epochs=self.settings.retrain_epochs)
     if self.settings.retrain_epochs:
       self._fit(wrapped, f'{name}_retrain', self.settings.retrain_epochs,
                 [tfmot.sparsity.keras.UpdatePruningStep()])
@@ -291,6 +331,11 @@ class ProgressiveRun:
     """Runs (or resumes) every stage; returns the run's summary."""
     self._claim_output_dir()
     dense_metrics = self.pretrain()
+    allocation_file = self._path('allocation.json')
+    if not os.path.exists(allocation_file):
+      ratios = self.allocate(self._load_model(self._folder('dense')))
+      _write_json(allocation_file, {n: float(r) for n, r in ratios.items()})
+    self.final_keep_ratios = _read_json(allocation_file)
     pool_file = self._path('pool.json')
     state = (_read_json(pool_file) if os.path.exists(pool_file)
              else {'stages_done': 0, 'pool': [], 'best': []})
