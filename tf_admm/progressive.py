@@ -278,10 +278,9 @@ class ProgressiveRun:
     return _read_json(os.path.join(folder, 'metrics.json'))
 
   def _stage_keep_ratios(self, rate):
-    model = self.build_model()
-    sizes = {l.name: l.kernel.shape.num_elements()
-             for l in targets.prunable_layers(model)
-             if l.name in self.final_keep_ratios}
+    sizes = {name: size
+             for name, size in _kernel_sizes(self.build_model()).items()
+             if name in self.final_keep_ratios}
     return targets.rescale(self.final_keep_ratios, sizes, rate)
 
   def _child(self, stage, rate, parent, index):
@@ -322,9 +321,8 @@ class ProgressiveRun:
         'epochs': self.settings.admm_epochs + self.settings.retrain_epochs,
         'seconds': time.time() - start,
     }
-    masks = {n: (pruned.get_layer(n).kernel.numpy() != 0)
-             for n in ratios}
-    self._save_unit(folder, pruned, metrics, masks, admm_state)
+    self._save_unit(folder, pruned, metrics, pruning_wrapper.masks_of(wrapped),
+                    admm_state)
     return name
 
   def run(self) -> dict:
