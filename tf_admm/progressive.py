@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 import zlib
 from typing import Callable, Mapping, Optional, Sequence
@@ -241,7 +242,8 @@ class ProgressiveRun:
     keras.utils.set_random_seed(self.settings.seed + zlib.crc32(unit.encode()))
     backup = keras.callbacks.BackupAndRestore(self._path('backup', unit))
     model.fit(self.data.x_train, self.data.y_train,
-              batch_size=self.settings.batch_size, epochs=epochs, verbose=2,
+              batch_size=self.settings.batch_size, epochs=epochs,
+              verbose=1 if sys.stdout.isatty() else 2,  # bars, or a line
               callbacks=[backup, *callbacks])
 
   def _compile(self, model, decay_epochs=None):

@@ -25,6 +25,7 @@ from tf_admm import masks as masks_lib
 from tf_admm import registration
 from tf_admm import targets
 
+
 @registration.register
 class FixedMask(tfmot.sparsity.keras.PruningSchedule):
   """A pruning schedule that never prunes: masks stay as assigned."""
