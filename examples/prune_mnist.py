@@ -39,7 +39,7 @@ PRESETS = {
     'paper': dict(model='lenet5', target_rate=250.0,
                   stage_rates=['5', '10', '20', '40', '60', '90', '130',
                                '170', '210', '250'], candidates=1,
-                  pretrain_epochs=10, admm_epochs=4, retrain_epochs=4,
+                  pretrain_epochs=10, admm_epochs=5, retrain_epochs=8,
                   rho=1e-3, rho_growth=1.3, update_every_epochs=1),
 }
 
