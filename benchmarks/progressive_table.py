@@ -1,0 +1,58 @@
+"""Renders benchmarks/PROGRESSIVE.md from the saved report.json files.
+
+  python benchmarks/progressive_table.py
+
+Each file in benchmarks/results/progressive/ is a report.json written by
+examples/prune_mnist.py (its command is inside); this only tabulates them.
+"""
+
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, 'results', 'progressive')
+
+
+def _run_section(name, report):
+  lines = [
+      f'## {name}: {report["model"]} on {report["dataset"]}', '',
+      f'Command: `python {report["command"]}`', '',
+      f'- result: **{report["compression_rate"]:.1f}x at '
+      f'{100 * report["accuracy"]:.2f}%** test accuracy (dense '
+      f'{100 * report["dense_accuracy"]:.2f}%); '
+      f'{report["nonzero_weights"]:,} of {report["total_weights"]:,} weights',
+      f'- {report["epochs"]} training epochs, {report["train_seconds"] / 60:.1f}'
+      f' min of training, {report["wall_seconds"] / 60:.1f} min for the whole '
+      'command (after installation)',
+      f'- TFLite {report["tflite"]["variant"]}: '
+      f'{report["tflite"]["gzip_bytes"]:,} bytes gzipped against '
+      f'{report["tflite"]["dense_gzip_bytes"]:,} for the dense float32 model '
+      f'({report["tflite"]["dense_gzip_bytes"] / report["tflite"]["gzip_bytes"]:.0f}x'
+      f'), accuracy {100 * report["tflite"]["accuracy"]:.2f}%', '',
+      '| stage | rate | val accuracy | test accuracy | epochs | seconds |',
+      '|---:|---:|---:|---:|---:|---:|']
+  for s in report['stages']:
+    lines.append(f'| {s["stage"] + 1} | {s["rate"]:.1f}x | '
+                 f'{100 * s["val_accuracy"]:.2f}% | '
+                 f'{100 * s["test_accuracy"]:.2f}% | {s["epochs"]} | '
+                 f'{s["seconds"]:.0f} |')
+  lines += ['', 'Kept weights: ' + ', '.join(
+      f'{l["name"]} {l["nonzero"]:,}/{l["total"]:,}' for l in report['layers'])
+            + '.', '']
+  return lines
+
+
+def main():
+  lines = ['# Progressive ADMM runs of the main job', '',
+           'Written by `python benchmarks/progressive_table.py` from the '
+           'report.json files in `results/progressive/`. Machine: 2 CPU '
+           'cores, no GPU, nothing else running.', '']
+  for name in sorted(os.listdir(RESULTS)):
+    with open(os.path.join(RESULTS, name)) as f:
+      lines += _run_section(name[:-len('.json')], json.load(f))
+  with open(os.path.join(HERE, 'PROGRESSIVE.md'), 'w') as f:
+    f.write('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  main()
