@@ -7,7 +7,7 @@ function with the same shape, so the regularizer, callback and masks code
 never changes.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import tensorflow as tf
 
