@@ -143,7 +143,7 @@ def _output_dir():
   return folder
 
 
-def _data(model_name):
+def _data():
   dataset = dataset_flags.load(input_shape=(28, 28, 1))
   if VALIDATION_EXAMPLES.value < 1:
     raise ValueError('--validation_examples must be >= 1.')
@@ -154,7 +154,6 @@ def _data(model_name):
   if fraction >= 0.5:
     raise ValueError('--validation_examples leaves too few training examples.')
   (x, y), (x_val, y_val) = dataset.split_validation(fraction, seed=0)
-  del model_name
   return dataset, progressive.Data(x, y, x_val, y_val, dataset.x_test,
                                    dataset.y_test)
 
@@ -168,7 +167,7 @@ def main(argv):
     settings = _settings()
     model_name = _value('model')
     output_dir = _output_dir()
-    dataset, data = _data(model_name)
+    dataset, data = _data()
   except ValueError as error:
     sys.exit(f'prune_mnist: error: {error}')
 
