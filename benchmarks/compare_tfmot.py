@@ -301,8 +301,10 @@ def _markdown(results):
     best = {m: max([r[m]['rate'] for r in result['comparison']
                     if r[m]['accuracy'] >= 0.99] or [0.0])
             for m in ('admm', 'tfmot')}
-    lines += ['', f'Highest rate at >= 99.0%: tf-admm {best["admm"]:.1f}x, '
-              f'tfmot {best["tfmot"]:.1f}x (among the rates measured).', '']
+    reached = {m: f'{rate:.1f}x' if rate else 'none' for m, rate in
+               best.items()}
+    lines += ['', f'Highest measured rate at >= 99.0%: tf-admm '
+              f'{reached["admm"]}, tfmot {reached["tfmot"]}.', '']
     timing = result['epoch_seconds']
     lines += [
         f'Seconds per epoch ({timing["examples_per_epoch"]} examples, median '
