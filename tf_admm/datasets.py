@@ -8,6 +8,7 @@ sub-folder per dataset; a user with internet needs neither.
 
 import dataclasses
 import os
+import tempfile
 from typing import Optional
 
 import numpy as np
@@ -80,13 +81,14 @@ def load(name: str,
     raise ValueError(f'Dataset {name!r} has images of shape '
                      f'{features["image"].shape}; this model needs '
                      f'{tuple(input_shape)}.')
-  if manual_dir is not None:
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir,
-                                          try_download_gcs=False)
-  else:
-    config = None
   try:
-    builder.download_and_prepare(download_config=config)
+    # TFDS caches extracted archives by file name, and MNIST and
+    # Fashion-MNIST share file names: extract each dataset on its own.
+    with tempfile.TemporaryDirectory() as extract_dir:
+      config = tfds.download.DownloadConfig(
+          manual_dir=manual_dir, extract_dir=extract_dir,
+          try_download_gcs=manual_dir is None)
+      builder.download_and_prepare(download_config=config)
   except Exception as error:  # TFDS raises many kinds; all mean the same here
     where = f' from {manual_dir!r}' if manual_dir else ''
     first_line = (str(error).strip().splitlines() or [''])[0]
