@@ -99,8 +99,7 @@ def _admm_chain(model_name, dataset, rates):
       os.path.join(WORK_DIR.value, model_name, 'admm'),
       description={'model': model_name, 'dataset': dataset.name}, log=_log)
   summary = run.run()
-  sizes = {l.name: l.kernel.shape.num_elements()
-           for l in tf_admm.prunable_layers(summary['dense_model'])}
+  sizes = progressive.kernel_sizes(summary['dense_model'])
   results, epochs, seconds = {}, 0, 0.0
   for stage in summary['stages']:
     epochs += stage['epochs']

@@ -90,7 +90,7 @@ def geometric_rates(first: float, last: float, factor: float) -> list:
   return [float(first * (last / first)**(i / steps)) for i in range(steps + 1)]
 
 
-def _kernel_sizes(model):
+def kernel_sizes(model):
   return {l.name: l.kernel.shape.num_elements()
           for l in targets.prunable_layers(model)}
 
@@ -99,7 +99,7 @@ def profile_allocation(profile: Mapping[str, float], rate: float):
   """An `allocate` for ProgressiveRun: `profile` scaled to `rate`."""
 
   def allocate(dense_model):
-    sizes = _kernel_sizes(dense_model)
+    sizes = kernel_sizes(dense_model)
     keep = targets.keep_counts(dense_model, per_layer={
         name: targets.KeepRatio(ratio)
         for name, ratio in targets.rescale(profile, sizes, rate).items()})
@@ -112,7 +112,7 @@ def global_allocation(rate: float):
   """An `allocate` for ProgressiveRun: one magnitude threshold at `rate`."""
 
   def allocate(dense_model):
-    sizes = _kernel_sizes(dense_model)
+    sizes = kernel_sizes(dense_model)
     keep = targets.keep_counts(dense_model, targets.CompressionRate(rate))
     return {name: count / sizes[name] for name, count in keep.items()}
 
@@ -281,7 +281,7 @@ class ProgressiveRun:
 
   def _stage_keep_ratios(self, rate):
     sizes = {name: size
-             for name, size in _kernel_sizes(self.build_model()).items()
+             for name, size in kernel_sizes(self.build_model()).items()
              if name in self.final_keep_ratios}
     return targets.rescale(self.final_keep_ratios, sizes, rate)
 
