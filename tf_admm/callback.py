@@ -125,7 +125,7 @@ class AdmmCallback(keras.callbacks.Callback):
     self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
 
   def _scaled_stages(self, final):
-    sizes = {l.name: int(np.prod(l.kernel.shape)) for l, _ in self._pairs}
+    sizes = {l.name: targets.kernel_size(l) for l, _ in self._pairs}
     final_rate = sum(sizes.values()) / sum(final.values())
     if abs(final_rate / self.stage_rates[-1] - 1) > 0.01:
       raise ValueError(

@@ -91,7 +91,7 @@ def geometric_rates(first: float, last: float, factor: float) -> list:
 
 
 def kernel_sizes(model):
-  return {l.name: l.kernel.shape.num_elements()
+  return {l.name: targets.kernel_size(l)
           for l in targets.prunable_layers(model)}
 
 
@@ -137,7 +137,7 @@ def accuracy(model, x, y) -> float:
 
 def nonzero_counts(model) -> dict:
   """{prunable layer name: (kernel size, nonzero entries)}."""
-  return {l.name: (int(l.kernel.shape.num_elements()),
+  return {l.name: (targets.kernel_size(l),
                    int(np.count_nonzero(l.kernel.numpy())))
           for l in targets.prunable_layers(model)}
 

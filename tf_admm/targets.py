@@ -90,7 +90,8 @@ def prunable_layers(model):
   return layers
 
 
-def _kernel_size(layer) -> int:
+def kernel_size(layer) -> int:
+  """Number of weights in a built layer's kernel."""
   if not layer.built:
     raise ValueError(
         f'Layer {layer.name!r} is not built, so its size is unknown; build the '
@@ -130,7 +131,7 @@ def _per_layer_keep(layers, per_layer) -> dict:
 
 def _global_keep(layers, target, min_keep_ratio) -> dict:
   """One magnitude threshold over all layers, each keeping a floor."""
-  sizes = np.array([_kernel_size(l) for l in layers])
+  sizes = np.array([kernel_size(l) for l in layers])
   kernels = [np.abs(l.kernel.numpy()).ravel() for l in layers]
   budget = int(round(sizes.sum() * target.keep_ratio))
   floors = np.maximum(1, np.ceil(sizes * min_keep_ratio)).astype(int)
@@ -181,7 +182,7 @@ def keep_counts(model,
   ratios = _per_layer_keep(layers, per_layer or {})
   # The epsilon keeps KeepRatio(k / n) at exactly k despite rounding.
   counts = {
-      l.name: max(1, math.ceil(_kernel_size(l) * ratios[l.name] - 1e-9))
+      l.name: max(1, math.ceil(kernel_size(l) * ratios[l.name] - 1e-9))
       for l in layers if l.name in ratios}
   rest = [l for l in layers if l.name not in ratios]
   if target is not None:
