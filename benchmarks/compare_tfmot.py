@@ -2,12 +2,15 @@ r"""tf-admm against tfmot's gradual magnitude pruning, at equal epoch budgets.
 
   python benchmarks/compare_tfmot.py            # everything, as committed
 
-For each model: one pretraining, shared by both methods. tf-admm runs one
-progressive chain through the listed rates; its result at rate R has used the
-chain's epochs up to R. tfmot then prunes the same pretrained model to the
-same per-layer targets with PolynomialDecay over the same number of epochs
-(the first 2/3 ramp the sparsity, the rest fine-tune at the final sparsity).
-Both train with Adam at the same learning rate and batch size.
+For each model: one pretraining, shared by both methods. Then, for each
+rate, each method prunes that pretrained model to the same per-layer targets
+with the same budget: --admm_epochs epochs ramping the sparsity up along the
+same cubic curve with a hard prune every 50 steps (tfmot: PolynomialDecay;
+tf-admm: PolynomialRamp, whose ADMM Z-step aims 200 steps ahead so the next
+weights to go are pulled toward zero first), then --retrain_epochs epochs at
+the final mask. Both use Adam at the same learning rate and batch size,
+constant while ramping, cosine-decayed while retraining. So the only
+difference is the ADMM penalty.
 
 Also measured: seconds per epoch of plain fit, fit under ADMM and fit with
 tfmot wrappers (alternating, in one process, median of several epochs), and
@@ -50,11 +53,11 @@ MODELS = flags.DEFINE_list('models', ['lenet5', 'lenet300_100'],
                            'Networks to compare.')
 RATES = flags.DEFINE_list('rates', ['25', '50', '100', '167', '250'],
                           'Compression rates to compare at.')
-FIRST_RATE = flags.DEFINE_float('first_rate', 5.0, 'First tf-admm stage.')
 PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 10, 'Dense epochs.')
-ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 2, 'ADMM epochs per stage.')
-RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 2,
-                                      'Masked retraining epochs per stage.')
+ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 8, 'Epochs ramping the '
+                                   'sparsity up (both methods).')
+RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 4, 'Epochs at the '
+                                      'final mask (both methods).')
 TIMING_EPOCHS = flags.DEFINE_integer('timing_epochs', 5, 'Epochs timed per '
                                      'method for the overhead measurement.')
 LATENCY_RUNS = flags.DEFINE_integer('latency_runs', 500, 'Invocations per '
@@ -64,6 +67,9 @@ WORK_DIR = flags.DEFINE_string('work_dir', 'runs/benchmark', 'Resumable '
 RESULTS_DIR = flags.DEFINE_string(
     'results_dir', os.path.join(os.path.dirname(__file__), 'results'),
     'Where the JSON results go (RESULTS.md goes beside it).')
+
+# What was tried and concluded, written by hand; appended to RESULTS.md.
+NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'NOTES.md')
 
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 128
@@ -83,55 +89,57 @@ def _data(dataset):
   return progressive.Data(x, y, x_val, y_val, dataset.x_test, dataset.y_test)
 
 
-def _admm_chain(model_name, dataset, rates):
-  """The tf-admm progressive run; {rate: (accuracy, epochs, seconds)}."""
-  stage_rates = progressive.geometric_rates(FIRST_RATE.value, rates[0], 2.0)
-  stage_rates = stage_rates[:-1] + rates
-  settings = progressive.Settings(
-      stage_rates=stage_rates, candidates=1,
-      pretrain_epochs=PRETRAIN_EPOCHS.value, admm_epochs=ADMM_EPOCHS.value,
-      retrain_epochs=RETRAIN_EPOCHS.value, learning_rate=LEARNING_RATE,
-      batch_size=BATCH_SIZE)
+def _settings(rate):
+  return progressive.Settings(
+      stage_rates=[rate], candidates=1, pretrain_epochs=PRETRAIN_EPOCHS.value,
+      admm_epochs=ADMM_EPOCHS.value, retrain_epochs=RETRAIN_EPOCHS.value,
+      learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE)
+
+
+def _admm_prune(model_name, dataset_name, data, rate, keep_ratios, dense_dir):
+  """tf-admm to `keep_ratios` from the shared start; (run, summary, result)."""
   run = progressive.ProgressiveRun(
-      lambda: models.build(model_name), _data(dataset),
-      progressive.profile_allocation(models.KEEP_RATIO_PROFILES[model_name],
-                                     stage_rates[-1]), settings,
-      os.path.join(WORK_DIR.value, model_name, 'admm'),
-      description={'model': model_name, 'dataset': dataset.name}, log=_log)
+      lambda: models.build(model_name), data,
+      lambda dense_model: keep_ratios, _settings(rate),
+      os.path.join(WORK_DIR.value, model_name, f'admm_{rate:g}'),
+      description={'model': model_name, 'dataset': dataset_name}, log=_log,
+      pretrained_dir=dense_dir)
   summary = run.run()
-  sizes = progressive.kernel_sizes(summary['dense_model'])
-  results, epochs, seconds = {}, 0, 0.0
-  for stage in summary['stages']:
-    epochs += stage['epochs']
-    seconds += stage['seconds']
-    if stage['target_rate'] in rates:
-      results[stage['target_rate']] = {
-          'accuracy': stage['test_accuracy'], 'rate': stage['rate'],
-          'epochs': epochs, 'seconds': seconds}
-  return run, summary, run.final_keep_ratios, sizes, results
+  stage, = summary['stages']
+  return run, summary, {'accuracy': stage['test_accuracy'],
+                        'rate': stage['rate'], 'epochs': stage['epochs'],
+                        'seconds': stage['seconds']}
 
 
-def _tfmot_prune(model_name, dense_weights, data, keep_ratios, epochs):
+def _tfmot_prune(model_name, dense_weights, data, keep_ratios):
   """tfmot gradual magnitude pruning to the same per-layer targets."""
   keras.utils.set_random_seed(0)
   model = models.build(model_name)
   model.set_weights(dense_weights)
-  steps = int(np.ceil(len(data.x_train) / BATCH_SIZE)) * epochs
-  ramp_end = max(1, int(steps * 2 / 3))
+  steps_per_epoch = int(np.ceil(len(data.x_train) / BATCH_SIZE))
 
   def wrap(layer):
     if layer.name not in keep_ratios:
       return layer
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=1 - keep_ratios[layer.name],
-        begin_step=0, end_step=ramp_end, frequency=50)
+        begin_step=0, end_step=ADMM_EPOCHS.value * steps_per_epoch,
+        frequency=50)
     return tfmot.sparsity.keras.prune_low_magnitude(layer,
                                                     pruning_schedule=schedule)
 
   pruned = _compile(keras.models.clone_model(model, clone_function=wrap))
   start = time.time()
-  pruned.fit(data.x_train, data.y_train, batch_size=BATCH_SIZE, epochs=epochs,
-             verbose=2, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  pruned.fit(data.x_train, data.y_train, batch_size=BATCH_SIZE,
+             epochs=ADMM_EPOCHS.value, verbose=2,
+             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+  if RETRAIN_EPOCHS.value:  # the schedule has ended: the masks stay fixed
+    models.compile_for_classification(pruned, keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(
+            LEARNING_RATE, RETRAIN_EPOCHS.value * steps_per_epoch)))
+    pruned.fit(data.x_train, data.y_train, batch_size=BATCH_SIZE,
+               epochs=RETRAIN_EPOCHS.value, verbose=2,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
   stripped = tfmot.sparsity.keras.strip_pruning(pruned)
   return stripped, time.time() - start
 
@@ -147,14 +155,16 @@ def _epoch_seconds(model_name, dense_weights, data, keep_ratios):
 
   def admm():
     model, _ = plain()
-    admm_model = _compile(tf_admm.attach_admm(model, list(keep_ratios)))
+    admm_model = _compile(tf_admm.attach_admm(model, list(keep_ratios),
+                                              rho=_settings(50.0).rho))
     return admm_model, [tf_admm.AdmmCallback(
         per_layer={n: tf_admm.KeepRatio(r) for n, r in keep_ratios.items()},
-        update_every_epochs=1, rho_growth=1.3)]
+        ramp=tf_admm.PolynomialRamp(ramp_steps=1000, prune_every_steps=50))]
 
-  def tfmot_wrapped():
+  def tfmot_wrapped():  # the same ramp: prunes every 50 of 1000 steps
     model, _ = plain()
-    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, 1000)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, 1000,
+                                                    frequency=50)
     wrapped = _compile(tfmot.sparsity.keras.prune_low_magnitude(
         model, pruning_schedule=schedule))
     return wrapped, [tfmot.sparsity.keras.UpdatePruningStep()]
@@ -204,44 +214,45 @@ def _deployment(dense, pruned, data):
 
 
 def _compare(model_name, dataset, rates):
-  run, summary, final_ratios, sizes, admm_results = _admm_chain(
-      model_name, dataset, rates)
-  data = run.data
-  dense = summary['dense_model']
-  dense_weights = dense.get_weights()
-  comparison = []
-  stage_rates = list(run.settings.stage_rates)
+  data = _data(dataset)
+  sizes = progressive.kernel_sizes(models.build(model_name))
+  profile = models.KEEP_RATIO_PROFILES[model_name]
+  comparison, dense_dir = [], None
   for rate in rates:
-    ratios = tf_admm.targets.rescale(final_ratios, sizes, rate)
-    budget = admm_results[rate]['epochs']
+    keep_ratios = tf_admm.targets.rescale(profile, sizes, rate)
+    # The first run pretrains; the others start from its dense model.
+    run, summary, admm_result = _admm_prune(model_name, dataset.name, data,
+                                            rate, keep_ratios, dense_dir)
+    dense_dir = dense_dir or os.path.join(run.output_dir, 'dense')
+    dense = summary['dense_model']
     cache = os.path.join(WORK_DIR.value, model_name, f'tfmot_{rate:g}.json')
     if os.path.exists(cache):
       with open(cache) as f:
         tfmot_result = json.load(f)
     else:
-      pruned, seconds = _tfmot_prune(model_name, dense_weights, data, ratios,
-                                     budget)
+      pruned, seconds = _tfmot_prune(model_name, dense.get_weights(), data,
+                                     keep_ratios)
       tfmot_result = {'accuracy': progressive.accuracy(pruned, data.x_test,
                                                        data.y_test),
                       'rate': progressive.compression_rate(pruned),
-                      'epochs': budget, 'seconds': seconds}
+                      'epochs': ADMM_EPOCHS.value + RETRAIN_EPOCHS.value,
+                      'seconds': seconds}
       with open(cache + '.tmp', 'w') as f:
         json.dump(tfmot_result, f)
       os.replace(cache + '.tmp', cache)
-    comparison.append({'rate': rate, 'admm': admm_results[rate],
+    comparison.append({'rate': rate, 'admm': admm_result,
                        'tfmot': tfmot_result})
-    _log(f'{model_name} {rate:g}x: tf-admm {admm_results[rate]["accuracy"]:.4f}'
-         f', tfmot {tfmot_result["accuracy"]:.4f} ({budget} epochs each)')
-  timing = _epoch_seconds(model_name, dense_weights, data,
-                          tf_admm.targets.rescale(final_ratios, sizes, 50))
-  final = summary['final_model']
+    _log(f'{model_name} {rate:g}x: tf-admm {admm_result["accuracy"]:.4f}, '
+         f'tfmot {tfmot_result["accuracy"]:.4f}')
+  timing = _epoch_seconds(model_name, dense.get_weights(), data,
+                          tf_admm.targets.rescale(profile, sizes, 50))
+  final = summary['final_model']  # the highest rate's
   deployment = _deployment(dense, final, data)
   return {
       'model': model_name, 'dataset': dataset.name,
       'dense_accuracy': summary['dense_metrics']['test_accuracy'],
       'pretrain_epochs': PRETRAIN_EPOCHS.value,
-      'admm_stage_rates': stage_rates,
-      'admm_epochs_per_stage': ADMM_EPOCHS.value + RETRAIN_EPOCHS.value,
+      'ramp_epochs': ADMM_EPOCHS.value, 'retrain_epochs': RETRAIN_EPOCHS.value,
       'comparison': comparison, 'epoch_seconds': timing,
       'deployment': {'model_rate': progressive.compression_rate(final),
                      'formats': deployment},
@@ -285,10 +296,11 @@ def _markdown(results):
         f'({machine["processor"]}, {machine["platform"]}), TensorFlow '
         f'{machine["tensorflow"]}. Command: `{result["command"]}`.', '',
         f'Dense test accuracy {100 * result["dense_accuracy"]:.2f}% after '
-        f'{result["pretrain_epochs"]} epochs (shared start). tf-admm stages: '
-        + ', '.join(f'{r:g}x' for r in result['admm_stage_rates']) +
-        f', {result["admm_epochs_per_stage"]} epochs each; tfmot gets the '
-        'same number of epochs as tf-admm used up to each rate.', '',
+        f'{result["pretrain_epochs"]} epochs (shared start). Each method, '
+        f'each rate: {result["ramp_epochs"]} epochs ramping the sparsity up '
+        f'(same cubic curve, a hard prune every 50 steps), then '
+        f'{result["retrain_epochs"]} epochs at the final mask; same per-layer '
+        'targets, optimizer and learning-rate schedule.', '',
         '| rate | epochs | tf-admm accuracy | tfmot accuracy | difference |',
         '|---:|---:|---:|---:|---:|']
     for row in result['comparison']:
@@ -302,8 +314,15 @@ def _markdown(results):
             for m in ('admm', 'tfmot')}
     reached = {m: f'{rate:.1f}x' if rate else 'none' for m, rate in
                best.items()}
+    differences = [(r['rate'], r['admm']['accuracy'] - r['tfmot']['accuracy'])
+                   for r in result['comparison']]
+    high = [d for rate, d in differences if rate >= 100]
+    low = [d for rate, d in differences if rate < 100]
     lines += ['', f'Highest measured rate at >= 99.0%: tf-admm '
-              f'{reached["admm"]}, tfmot {reached["tfmot"]}.', '']
+              f'{reached["admm"]}, tfmot {reached["tfmot"]}. At 100x and '
+              f'above tf-admm is ahead at {sum(d > 0 for d in high)} of '
+              f'{len(high)} rates; below 100x its largest shortfall is '
+              f'{max([0.0] + [-100 * d for d in low]):.2f} points.', '']
     timing = result['epoch_seconds']
     lines += [
         f'Seconds per epoch ({timing["examples_per_epoch"]} examples, median '
@@ -322,6 +341,9 @@ def _markdown(results):
                    f'{d["runtime"]} |')
     lines.append('')
   lines += ['![accuracy against rate](results/accuracy_vs_rate.png)', '']
+  if os.path.exists(NOTES):
+    with open(NOTES) as f:
+      lines += [f.read()]
   return '\n'.join(lines)
 
 

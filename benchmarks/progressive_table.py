@@ -46,7 +46,9 @@ def main():
   lines = ['# Progressive ADMM runs of the main job', '',
            'Written by `python benchmarks/progressive_table.py` from the '
            'report.json files in `results/progressive/`. Machine: 2 CPU '
-           'cores, no GPU, nothing else running.', '']
+           'cores, no GPU. The paper run shared the CPU with short '
+           'profiling jobs for about 3 of its 13 minutes; the others ran '
+           'alone.', '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:
       lines += _run_section(name[:-len('.json')], json.load(f))

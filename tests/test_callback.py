@@ -204,6 +204,51 @@ def test_bad_stage_arguments_are_rejected(kwargs, match):
                          **kwargs)
 
 
+def test_ramp_prunes_gradually_aims_ahead_and_resumes():
+  model = _admm_model()
+  x, y = random_batch(64)  # 4 steps per epoch at batch size 16
+  ramp = tf_admm.PolynomialRamp(ramp_steps=8, prune_every_steps=2,
+                                lookahead_steps=2)
+  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, ramp=ramp)
+  final = {'conv': 18, 'dense': 24}
+  sizes = {'conv': 36, 'dense': 192}
+  seen = []
+
+  class Record(keras.callbacks.Callback):
+
+    def on_train_batch_end(self, batch, logs=None):
+      seen.append({l.name: (l.kernel.numpy(), r.z.numpy(), r.u.numpy(),
+                            float(r.rho))
+                   for l, r in tf_admm.admm_layers(model)})
+
+  # Two fits of one epoch each: the second continues the ramp from the
+  # optimizer's step count, as a fit resumed by BackupAndRestore would.
+  for _ in range(2):
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+              callbacks=[callback, Record()])
+  for step, layers in enumerate(seen, start=1):
+    for name, (kernel, z, u, rho) in layers.items():
+      pruned_at = step - step % 2  # the last hard prune so far
+      assert np.count_nonzero(kernel) == ramp.keep(sizes[name], final[name],
+                                                   pruned_at), (step, name)
+      if step > 1:  # once pruned, a weight stays zero
+        assert not kernel[seen[step - 2][name][0] == 0].any()
+      if step % 2 == 0:  # each prune restarts ADMM, aimed 2 steps ahead
+        np.testing.assert_array_equal(z, numpy_keep_top_k(
+            kernel, ramp.keep(sizes[name], final[name], step + 2))[0])
+        assert not u.any() and rho == pytest.approx(0.01)
+  assert [np.count_nonzero(c['conv'][0]) for c in seen] == [
+      36, 26, 26, 20, 20, 18, 18, 18]
+
+
+def test_ramp_is_not_combined_with_stages():
+  ramp = tf_admm.PolynomialRamp(ramp_steps=8)
+  with pytest.raises(ValueError, match='not both'):
+    tf_admm.AdmmCallback(tf_admm.CompressionRate(4), ramp=ramp,
+                         update_every_epochs=1, stage_rates=[2, 4],
+                         epochs_per_stage=1)
+
+
 def test_tensorboard_records_the_admm_metrics(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   model = _admm_model()

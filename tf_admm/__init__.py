@@ -19,6 +19,7 @@ from tf_admm.pruning_wrapper import FixedMaskPruneLowMagnitude
 from tf_admm.pruning_wrapper import masks_of
 from tf_admm.pruning_wrapper import to_pruning_wrappers
 from tf_admm.regularizer import AdmmRegularizer
+from tf_admm.schedules import PolynomialRamp
 from tf_admm.targets import CompressionRate
 from tf_admm.targets import KeepRatio
 from tf_admm.targets import Sparsity

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_admm import attach
+from tf_admm import schedules
 from tf_admm import targets
 
 
@@ -39,6 +40,16 @@ class AdmmCallback(keras.callbacks.Callback):
   boundary the weights are hard-pruned to the stage's target, those zeros
   are held for the rest of training (masked ADMM), and Z, U and rho restart.
   `logs` then also carries `admm_stage`.
+
+  Gradual pruning inside one `fit`: with `ramp` (a
+  `tf_admm.schedules.PolynomialRamp`) each layer moves from the weights its
+  mask allows at the start to its target along the ramp, counted in optimizer
+  steps (so a fit resumed by BackupAndRestore continues the same curve). Every
+  `ramp.prune_every_steps` steps the weights are hard-pruned to the ramp's
+  current count and the Z-step aims `ramp.lookahead_steps` further along, so
+  ADMM pulls the next weights to go toward zero before they are cut. Each of
+  these small prunes is a stage boundary: Z, U and rho restart. Z/U updates
+  between them (`update_every_*`) are optional.
   """
 
   def __init__(self,
@@ -51,21 +62,27 @@ class AdmmCallback(keras.callbacks.Callback):
                rho_growth: float = 1.0,
                stage_rates: Optional[Sequence[float]] = None,
                epochs_per_stage: Optional[int] = None,
+               ramp: Optional[schedules.PolynomialRamp] = None,
                verbose: int = 0):
     super().__init__()
-    if (update_every_epochs is None) == (update_every_steps is None):
+    intervals = [i for i in (update_every_epochs, update_every_steps)
+                 if i is not None]
+    if len(intervals) > 1 or not (intervals or ramp):
       raise ValueError('Give exactly one of update_every_epochs and '
-                       'update_every_steps.')
-    interval = (update_every_epochs if update_every_epochs is not None
-                else update_every_steps)
-    if not (isinstance(interval, int) and interval >= 1):
-      raise ValueError(f'The update interval must be an integer >= 1, got '
-                       f'{interval!r}.')
+                       'update_every_steps (optional with a ramp, whose '
+                       'prunes restart ADMM).')
+    for interval in intervals:
+      if not (isinstance(interval, int) and interval >= 1):
+        raise ValueError(f'The update interval must be an integer >= 1, got '
+                         f'{interval!r}.')
     if not rho_growth >= 1.0:
       raise ValueError(f'rho_growth must be >= 1, got {rho_growth}.')
     if target is None and not per_layer:
       raise ValueError('AdmmCallback needs a `target`, `per_layer` targets, or '
                        'both.')
+    if ramp is not None and stage_rates is not None:
+      raise ValueError('Give a ramp or stage_rates, not both: a ramp replaces '
+                       'a few big stages by many small ones.')
     if (stage_rates is None) != (epochs_per_stage is None):
       raise ValueError('Give stage_rates and epochs_per_stage together.')
     if stage_rates is not None:
@@ -80,6 +97,7 @@ class AdmmCallback(keras.callbacks.Callback):
       if not update_every_epochs:
         raise ValueError('Stages are counted in epochs: use '
                          'update_every_epochs with stage_rates.')
+    self.ramp = ramp
     self.stage_rates = stage_rates
     self.epochs_per_stage = epochs_per_stage
     self.target = target
@@ -94,6 +112,7 @@ class AdmmCallback(keras.callbacks.Callback):
     self._stage_keep = []  # per stage: {layer name: weights kept}
     self._pairs = []
     self._steps = 0
+    self._first_step = 0  # optimizer steps taken before this fit
     self._logs = {}
 
   def on_train_begin(self, logs=None):
@@ -104,6 +123,7 @@ class AdmmCallback(keras.callbacks.Callback):
           'tf_admm.attach_admm(model, layers) before fitting with '
           'AdmmCallback.')
     self._steps = 0
+    self._first_step = int(self.model.optimizer.iterations)
     self._logs = {}
     if self.model.built:
       self._initialize()
@@ -119,9 +139,10 @@ class AdmmCallback(keras.callbacks.Callback):
       regularizer.build(layer.kernel)
       if not bool(regularizer.initialized):
         regularizer.stage.assign(0)
+        regularizer.ramp_start.assign(
+            int(tf.math.count_nonzero(regularizer.mask)))
         self._start_stage(layer, regularizer)
-      regularizer.keep.assign(
-          self._stage_keep[int(regularizer.stage)][layer.name])
+      regularizer.keep.assign(self._z_keep(layer, regularizer))
     self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
 
   def _scaled_stages(self, final):
@@ -140,10 +161,27 @@ class AdmmCallback(keras.callbacks.Callback):
     stages[-1] = final
     return stages
 
+  def _ramp_keep(self, layer, regularizer, step):
+    return self.ramp.keep(int(regularizer.ramp_start),
+                          self._stage_keep[0][layer.name], step)
+
+  def _z_keep(self, layer, regularizer):
+    """The count the Z-step projects to now: the stage's target, or the
+    ramp's count `lookahead_steps` ahead."""
+    if self.ramp is None:
+      return self._stage_keep[int(regularizer.stage)][layer.name]
+    step = self._first_step + self._steps + self.ramp.lookahead_steps
+    return self._ramp_keep(layer, regularizer, step)
+
+  def _hard_prune(self, layer, regularizer):
+    """W <- Proj(W); the pruned entries stay zero from now on."""
+    pruned = regularizer.project(layer.kernel)
+    layer.kernel.assign(pruned.values)
+    regularizer.mask.assign(tf.cast(pruned.mask, tf.float32))
+
   def _start_stage(self, layer, regularizer):
     """Fresh ADMM at the regularizer's stage: Z = Proj(W), U = 0, rho0."""
-    regularizer.keep.assign(
-        self._stage_keep[int(regularizer.stage)][layer.name])
+    regularizer.keep.assign(self._z_keep(layer, regularizer))
     regularizer.z.assign(regularizer.project(layer.kernel).values)
     regularizer.u.assign(tf.zeros_like(regularizer.u))
     regularizer.rho.assign(regularizer.initial_rho)
@@ -152,9 +190,7 @@ class AdmmCallback(keras.callbacks.Callback):
   def _advance_stage(self):
     """Hard-prunes to the current stage and moves every layer to the next."""
     for layer, regularizer in self._pairs:
-      pruned = regularizer.project(layer.kernel)
-      layer.kernel.assign(pruned.values)
-      regularizer.mask.assign(tf.cast(pruned.mask, tf.float32))
+      self._hard_prune(layer, regularizer)
       regularizer.stage.assign_add(1)
       self._start_stage(layer, regularizer)
     self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
@@ -207,13 +243,22 @@ class AdmmCallback(keras.callbacks.Callback):
 
   def _implements_train_batch_hooks(self):
     # A per-batch Python call costs a host round trip every step; only
-    # step-based updates, or a model that `fit` has yet to build, need it.
-    return bool(self.update_every_steps) or not self.model.built
+    # step-based updates, a ramp, or a model that `fit` has yet to build,
+    # need it.
+    return (bool(self.update_every_steps) or self.ramp is not None or
+            not self.model.built)
 
   def on_train_batch_end(self, batch, logs=None):
     if not self._logs:  # `fit` built the model during the first step
       self._initialize()
     self._steps += 1
+    step = self._first_step + self._steps
+    if self.ramp is not None and self.ramp.prunes_at(step):
+      for layer, regularizer in self._pairs:
+        regularizer.keep.assign(self._ramp_keep(layer, regularizer, step))
+        self._hard_prune(layer, regularizer)
+        self._start_stage(layer, regularizer)
+      self._logs = self._measure({l.name: 0.0 for l, _ in self._pairs})
     if self.update_every_steps and self._steps % self.update_every_steps == 0:
       self.update()
       if logs is not None:

@@ -12,7 +12,9 @@ import tempfile
 from typing import Optional
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
+import tf_keras as keras
 
 DATASETS_ENV = 'TF_ADMM_DATASETS'
 
@@ -37,6 +39,27 @@ class ImageDataset:
     train, val = order[:cut], order[cut:]
     return ((self.x_train[train], self.y_train[train]),
             (self.x_train[val], self.y_train[val]))
+
+
+def shifted_batches(x, y, batch_size: int, shift_pixels: int,
+                    seed: int) -> tf.data.Dataset:
+  """Shuffled training batches, each image moved by up to `shift_pixels` in
+  each direction (random per example, zeros shifted in): a cheap augmentation
+  that lets small fully connected nets generalize past their plain accuracy.
+  """
+  if not (isinstance(shift_pixels, int) and shift_pixels >= 1):
+    raise ValueError(f'shift_pixels must be an integer >= 1, got '
+                     f'{shift_pixels!r}.')
+  height, width = x.shape[1:3]
+  shift = keras.layers.RandomTranslation(
+      shift_pixels / height, shift_pixels / width, fill_mode='constant',
+      interpolation='nearest', seed=seed)
+  return (tf.data.Dataset.from_tensor_slices((x, y))
+          .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+          .batch(batch_size)
+          .map(lambda images, labels: (shift(images, training=True), labels),
+               num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
 
 
 def default_manual_dir(name: str) -> Optional[str]:

@@ -1,8 +1,10 @@
 """Progressive ADMM pruning with a pool of candidate models, resumable.
 
 Each stage pushes every pool member to the stage's compression rate by
-masked ADMM, hard-prunes it to the ADMM mask, and retrains it with the mask
-fixed (through tfmot wrappers). Candidates are ranked on a validation split.
+masked ADMM along a gradual ramp (many small hard prunes, each aimed at by
+the Z-step in advance; `tf_admm.schedules.PolynomialRamp`), then retrains it
+with the mask fixed (through tfmot wrappers). Candidates are ranked on a
+validation split.
 While the pool holds fewer than `candidates` models the best child joins it;
 after that the best child replaces the parent it came from. With one
 candidate this is plain progressive pruning.
@@ -32,7 +34,9 @@ import tf_keras as keras
 
 from tf_admm import attach
 from tf_admm import callback as callback_lib
+from tf_admm import datasets
 from tf_admm import pruning_wrapper
+from tf_admm import schedules
 from tf_admm import targets
 
 
@@ -44,11 +48,12 @@ class Settings:
   pretrain_epochs: int = 10
   admm_epochs: int = 4
   retrain_epochs: int = 4
-  update_every_epochs: int = 1
-  rho: float = 1e-3
-  rho_growth: float = 1.3
+  prune_every_steps: int = 50
+  lookahead_steps: int = 200
+  rho: float = 1e-2
   learning_rate: float = 1e-3
   batch_size: int = 128
+  shift_pixels: int = 0  # > 0: train on randomly shifted images
   seed: int = 0
 
   def __post_init__(self):
@@ -58,15 +63,14 @@ class Settings:
       raise ValueError(f'stage_rates must be increasing rates > 1, got '
                        f'{rates}.')
     for name in ('candidates', 'pretrain_epochs', 'admm_epochs',
-                 'update_every_epochs', 'batch_size'):
+                 'prune_every_steps', 'batch_size'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}.')
-    if self.retrain_epochs < 0:
-      raise ValueError(f'retrain_epochs must be >= 0, got '
-                       f'{self.retrain_epochs}.')
-    if not (self.rho > 0 and self.rho_growth >= 1 and self.learning_rate > 0):
-      raise ValueError('rho and learning_rate must be > 0 and rho_growth >= '
-                       '1.')
+    for name in ('retrain_epochs', 'lookahead_steps', 'shift_pixels'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}.')
+    if not (self.rho > 0 and self.learning_rate > 0):
+      raise ValueError('rho and learning_rate must be > 0.')
 
 
 @dataclasses.dataclass
@@ -160,13 +164,16 @@ class ProgressiveRun:
     output_dir: where the run lives.
     description: extra facts stored in run.json and checked on resume.
     log: where per-stage lines go.
+    pretrained_dir: the dense/ folder of another run of the same model to
+      start from instead of pretraining (so several runs share one start).
   """
 
   def __init__(self, build_model: Callable[[], keras.Model], data: Data,
                allocate: Callable[[keras.Model], Mapping[str, float]],
                settings: Settings,
                output_dir: str, description: Optional[dict] = None,
-               log: Callable[[str], None] = print):
+               log: Callable[[str], None] = print,
+               pretrained_dir: Optional[str] = None):
     self.build_model = build_model
     self.data = data
     self.allocate = allocate
@@ -174,8 +181,10 @@ class ProgressiveRun:
     self.settings = settings
     self.output_dir = output_dir
     self.log = log
+    self.pretrained_dir = pretrained_dir
     self.description = dict(description or {},
-                            settings=dataclasses.asdict(settings))
+                            settings=dataclasses.asdict(settings),
+                            pretrained_dir=pretrained_dir)
     self.description['settings']['stage_rates'] = list(settings.stage_rates)
 
   # Files.
@@ -241,19 +250,28 @@ class ProgressiveRun:
     """model.fit on the training split, resumable per epoch."""
     keras.utils.set_random_seed(self.settings.seed + zlib.crc32(unit.encode()))
     backup = keras.callbacks.BackupAndRestore(self._path('backup', unit))
-    model.fit(self.data.x_train, self.data.y_train,
-              batch_size=self.settings.batch_size, epochs=epochs,
+    if self.settings.shift_pixels:
+      inputs = dict(x=datasets.shifted_batches(
+          self.data.x_train, self.data.y_train, self.settings.batch_size,
+          self.settings.shift_pixels, self.settings.seed))
+    else:
+      inputs = dict(x=self.data.x_train, y=self.data.y_train,
+                    batch_size=self.settings.batch_size)
+    model.fit(**inputs, epochs=epochs,
               verbose=1 if sys.stdout.isatty() else 2,  # bars, or a line
               callbacks=[backup, *callbacks])
+
+  @property
+  def _steps_per_epoch(self):
+    return -(-len(self.data.x_train) // self.settings.batch_size)
 
   def _compile(self, model, decay_epochs=None):
     """Adam at the run's learning rate; cosine-decayed to 0 over
     `decay_epochs` when given (masked retraining settles that way)."""
     learning_rate = self.settings.learning_rate
     if decay_epochs:
-      steps = -(-len(self.data.x_train) // self.settings.batch_size)
       learning_rate = keras.optimizers.schedules.CosineDecay(
-          learning_rate, decay_steps=decay_epochs * steps)
+          learning_rate, decay_steps=decay_epochs * self._steps_per_epoch)
     model.compile(
         keras.optimizers.Adam(learning_rate),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -263,6 +281,15 @@ class ProgressiveRun:
   def pretrain(self) -> dict:
     """Trains (or finds) the dense model; returns its metrics."""
     folder = self._path('dense')
+    if (self.pretrained_dir and
+        not os.path.exists(os.path.join(folder, 'metrics.json'))):
+      if not os.path.exists(os.path.join(self.pretrained_dir,
+                                         'metrics.json')):
+        raise ValueError(f'{self.pretrained_dir!r} holds no finished '
+                         'pretraining (metrics.json is missing).')
+      shutil.rmtree(folder + '.tmp', ignore_errors=True)
+      shutil.copytree(self.pretrained_dir, folder + '.tmp')
+      os.replace(folder + '.tmp', folder)
     if not os.path.exists(os.path.join(folder, 'metrics.json')):
       start = time.time()
       model = self._compile(self.build_model(),
@@ -298,10 +325,13 @@ class ProgressiveRun:
     ratios = self._stage_keep_ratios(rate)
     admm = self._compile(attach.attach_admm(model, list(ratios),
                                             self.settings.rho, masks=masks))
+    ramp = schedules.PolynomialRamp(
+        ramp_steps=self.settings.admm_epochs * self._steps_per_epoch,
+        prune_every_steps=self.settings.prune_every_steps,
+        lookahead_steps=self.settings.lookahead_steps)
     admm_callback = callback_lib.AdmmCallback(
         per_layer={n: targets.KeepRatio(r) for n, r in ratios.items()},
-        update_every_epochs=self.settings.update_every_epochs,
-        rho_growth=self.settings.rho_growth)
+        ramp=ramp)
     self._fit(admm, f'{name}_admm', self.settings.admm_epochs, [admm_callback])
     admm_state = {}
     for layer, regularizer in attach.admm_layers(admm):

@@ -23,6 +23,9 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
       regularizes so masked entries stay exactly 0 after every step.
     keep: how many entries Z keeps (the current pruning target).
     stage: the progressive stage the callback is in (0 without stages).
+    ramp_start: how many entries the mask allowed when a gradual ramp
+      (`tf_admm.schedules.PolynomialRamp`) began, so a resumed ramp continues
+      from the same curve.
     initialized: whether Z and U were set from the weights yet.
 
   These variables are checkpoint dependencies of the layer (through its
@@ -39,7 +42,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
     self._initial_rho = float(rho)
     self.base = keras.regularizers.get(base)
     self.z = self.u = self.rho = self.mask = self.keep = self.stage = None
-    self.initialized = None
+    self.ramp_start = self.initialized = None
 
   @property
   def initial_rho(self) -> float:
@@ -65,6 +68,8 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
                               trainable=False, name='keep')
       self.stage = tf.Variable(0, dtype=tf.int64, trainable=False,
                                name='stage')
+      self.ramp_start = tf.Variable(shape.num_elements(), dtype=tf.int64,
+                                    trainable=False, name='ramp_start')
       self.initialized = tf.Variable(False, trainable=False,
                                      name='initialized')
     if isinstance(weight, tf.Variable):

@@ -1,0 +1,48 @@
+"""The progressive driver on a small slice of MNIST."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tf_admm import models
+from tf_admm import progressive
+
+
+@pytest.fixture(scope='module')
+def data(mnist):
+  x, y, x_test, y_test = mnist
+  return progressive.Data(x[:3000], y[:3000], x[3000:3500], y[3000:3500],
+                          x_test[:1000], y_test[:1000])
+
+
+def _run(data, output_dir, **kwargs):
+  settings = progressive.Settings(stage_rates=[4.0, 8.0], pretrain_epochs=1,
+                                  admm_epochs=1, retrain_epochs=1,
+                                  prune_every_steps=5, lookahead_steps=10)
+  return progressive.ProgressiveRun(
+      models.lenet300_100, data,
+      progressive.profile_allocation(models.KEEP_RATIO_PROFILES[
+          'lenet300_100'], 8.0), settings, str(output_dir),
+      log=lambda line: None, **kwargs)
+
+
+def test_ramped_stages_reach_their_rates_and_share_a_pretraining(data,
+                                                                 tmp_path):
+  first = _run(data, tmp_path / 'first').run()
+  assert [s['rate'] for s in first['stages']] == pytest.approx([4.0, 8.0],
+                                                               rel=0.01)
+  assert first['stages'][-1]['test_accuracy'] > 0.8
+  second_run = _run(data, tmp_path / 'second',
+                    pretrained_dir=str(tmp_path / 'first' / 'dense'))
+  second_run.pretrain()
+  # The second run starts from the first one's dense model, untrained again.
+  copied = models.lenet300_100()
+  copied.load_weights(str(tmp_path / 'second' / 'dense' / 'model.weights.h5'))
+  for a, b in zip(first['dense_model'].get_weights(), copied.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  missing = _run(data, tmp_path / 'third',
+                 pretrained_dir=str(tmp_path / 'nowhere'))
+  with pytest.raises(ValueError, match='no finished pretraining'):
+    missing.pretrain()
+  assert not os.path.exists(tmp_path / 'third' / 'dense')
