@@ -58,10 +58,12 @@ ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 8, 'Epochs ramping the '
                                    'sparsity up (both methods).')
 RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 4, 'Epochs at the '
                                       'final mask (both methods).')
-TIMING_EPOCHS = flags.DEFINE_integer('timing_epochs', 9, 'Epochs timed per '
+TIMING_EPOCHS = flags.DEFINE_integer('timing_epochs', 15, 'Epochs timed per '
                                      'method for the overhead measurement.')
 LATENCY_RUNS = flags.DEFINE_integer('latency_runs', 500, 'Invocations per '
                                     'latency measurement.')
+TRAIN_EXAMPLES = flags.DEFINE_integer(
+    'train_examples', None, 'Use only this many training examples (tests).')
 WORK_DIR = flags.DEFINE_string('work_dir', 'runs/benchmark', 'Resumable '
                                'training state.')
 RESULTS_DIR = flags.DEFINE_string(
@@ -73,6 +75,7 @@ NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'NOTES.md')
 
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 128
+PRUNE_EVERY = 50  # steps between the small hard prunes of both ramps
 
 
 def _log(line):
@@ -86,6 +89,7 @@ def _compile(model):
 
 def _data(dataset):
   (x, y), (x_val, y_val) = dataset.split_validation(5000 / 60000, seed=0)
+  x, y = x[:TRAIN_EXAMPLES.value], y[:TRAIN_EXAMPLES.value]
   return progressive.Data(x, y, x_val, y_val, dataset.x_test, dataset.y_test)
 
 
@@ -93,7 +97,8 @@ def _settings(rate):
   return progressive.Settings(
       stage_rates=[rate], candidates=1, pretrain_epochs=PRETRAIN_EPOCHS.value,
       admm_epochs=ADMM_EPOCHS.value, retrain_epochs=RETRAIN_EPOCHS.value,
-      learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE)
+      prune_every_steps=PRUNE_EVERY, learning_rate=LEARNING_RATE,
+      batch_size=BATCH_SIZE)
 
 
 def _admm_prune(model_name, dataset_name, data, rate, keep_ratios, dense_dir):
@@ -117,14 +122,16 @@ def _tfmot_prune(model_name, dense_weights, data, keep_ratios):
   model = models.build(model_name)
   model.set_weights(dense_weights)
   steps_per_epoch = int(np.ceil(len(data.x_train) / BATCH_SIZE))
+  # tfmot prunes only at multiples of `frequency`: end the ramp on one, or
+  # the final sparsity is never applied.
+  end_step = ADMM_EPOCHS.value * steps_per_epoch // PRUNE_EVERY * PRUNE_EVERY
 
   def wrap(layer):
     if layer.name not in keep_ratios:
       return layer
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=1 - keep_ratios[layer.name],
-        begin_step=0, end_step=ADMM_EPOCHS.value * steps_per_epoch,
-        frequency=50)
+        begin_step=0, end_step=end_step, frequency=PRUNE_EVERY)
     return tfmot.sparsity.keras.prune_low_magnitude(layer,
                                                     pruning_schedule=schedule)
 
@@ -145,7 +152,14 @@ def _tfmot_prune(model_name, dense_weights, data, keep_ratios):
 
 
 def _epoch_seconds(model_name, dense_weights, data, keep_ratios):
-  """Median seconds per epoch: plain, ADMM and tfmot fit, interleaved."""
+  """Seconds per epoch of plain, ADMM and tfmot fit, interleaved.
+
+  Both wall time and the process's CPU time (all threads) are recorded. On
+  this machine wall time is bimodal: at random, an epoch runs as if on one
+  core (CPU time about equal to wall time) instead of two, in every arm
+  alike. CPU time, the work an epoch costs, does not move with that, so the
+  ratios of CPU medians are the steady measure of overhead.
+  """
   subset = (data.x_train[:20000], data.y_train[:20000])
   # Both pruning arms keep pruning through every timed epoch.
   ramp_steps = (TIMING_EPOCHS.value + 1) * -(-len(subset[0]) // BATCH_SIZE)
@@ -161,12 +175,12 @@ def _epoch_seconds(model_name, dense_weights, data, keep_ratios):
                                               rho=_settings(50.0).rho))
     return admm_model, [tf_admm.AdmmCallback(
         per_layer={n: tf_admm.KeepRatio(r) for n, r in keep_ratios.items()},
-        ramp=tf_admm.PolynomialRamp(ramp_steps, prune_every_steps=50))]
+        ramp=tf_admm.PolynomialRamp(ramp_steps, prune_every_steps=PRUNE_EVERY))]
 
-  def tfmot_wrapped():  # the same ramp: a prune every 50 steps
+  def tfmot_wrapped():  # the same ramp
     model, _ = plain()
     schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.9, 0, ramp_steps,
-                                                    frequency=50)
+                                                    frequency=PRUNE_EVERY)
     wrapped = _compile(tfmot.sparsity.keras.prune_low_magnitude(
         model, pruning_schedule=schedule))
     return wrapped, [tfmot.sparsity.keras.UpdatePruningStep()]
@@ -176,22 +190,26 @@ def _epoch_seconds(model_name, dense_weights, data, keep_ratios):
   for model, callbacks in built.values():  # trace outside the timing
     model.fit(*subset, batch_size=BATCH_SIZE, epochs=1, verbose=0,
               callbacks=callbacks)
-  times = {name: [] for name in makers}
   names = list(makers)
+  seconds = {clock: {name: [] for name in names} for clock in ('wall', 'cpu')}
   for round_index in range(TIMING_EPOCHS.value):
     # Rotate who goes first: epoch times drift, and order effects cancel.
     shift = round_index % len(names)
     for name in names[shift:] + names[:shift]:
       model, callbacks = built[name]
-      start = time.perf_counter()
+      wall, cpu = time.perf_counter(), time.process_time()
       model.fit(*subset, batch_size=BATCH_SIZE, epochs=1, verbose=0,
                 callbacks=callbacks)
-      times[name].append(time.perf_counter() - start)
-  medians = {name: float(np.median(t)) for name, t in times.items()}
-  return {'examples_per_epoch': len(subset[0]), 'median_seconds': medians,
-          'all_seconds': times,
-          'admm_vs_plain': medians['admm'] / medians['plain'],
-          'tfmot_vs_plain': medians['tfmot'] / medians['plain']}
+      seconds['wall'][name].append(time.perf_counter() - wall)
+      seconds['cpu'][name].append(time.process_time() - cpu)
+  summary = {'examples_per_epoch': len(subset[0]), 'seconds': seconds}
+  for statistic, reduce in (('median', np.median), ('fastest', np.min)):
+    for clock, by_arm in seconds.items():
+      values = {name: float(reduce(t)) for name, t in by_arm.items()}
+      summary[f'{statistic}_{clock}'] = dict(
+          values, admm_vs_plain=values['admm'] / values['plain'],
+          tfmot_vs_plain=values['tfmot'] / values['plain'])
+  return summary
 
 
 def _deployment(dense, pruned, data):
@@ -221,6 +239,11 @@ def _deployment(dense, pruned, data):
 
 def _compare(model_name, dataset, rates):
   data = _data(dataset)
+  ramp_steps = ADMM_EPOCHS.value * -(-len(data.x_train) // BATCH_SIZE)
+  if ramp_steps < PRUNE_EVERY:
+    raise ValueError(f'--admm_epochs={ADMM_EPOCHS.value} gives a ramp of '
+                     f'{ramp_steps} steps, fewer than the {PRUNE_EVERY} '
+                     'between prunes: raise it.')
   sizes = progressive.kernel_sizes(models.build(model_name))
   profile = models.KEEP_RATIO_PROFILES[model_name]
   comparison, dense_dir = [], None
@@ -330,17 +353,23 @@ def _markdown(results):
               f'{len(high)} rates; below 100x its largest shortfall is '
               f'{max([0.0] + [-100 * d for d in low]):.2f} points.', '']
     timing = result['epoch_seconds']
-    fastest = {k: min(v) for k, v in timing['all_seconds'].items()}
     lines += [
-        f'Seconds per epoch ({timing["examples_per_epoch"]} examples, median '
-        'of interleaved epochs): ' + ', '.join(
-            f'{k} {v:.2f}' for k, v in timing['median_seconds'].items()) +
-        f'. ADMM / plain = {timing["admm_vs_plain"]:.3f}, tfmot / plain = '
-        f'{timing["tfmot_vs_plain"]:.3f}. Fastest epoch of each (this '
-        'machine has a slow mode that hits epochs at random; see the notes): '
-        + ', '.join(f'{k} {v:.2f}' for k, v in fastest.items()) +
-        f'; ADMM / plain = {fastest["admm"] / fastest["plain"]:.3f}, '
-        f'tfmot / plain = {fastest["tfmot"] / fastest["plain"]:.3f}.', '',
+        f'Training cost per epoch ({timing["examples_per_epoch"]} examples, '
+        f'{len(timing["seconds"]["wall"]["plain"])} interleaved epochs per '
+        'arm; the ADMM arm runs the ramp with its prunes every 50 steps). '
+        'CPU seconds are the process\'s, all threads; wall seconds on this '
+        'machine are bimodal (see the notes).', '',
+        '| measure | plain | ADMM | tfmot | ADMM / plain | tfmot / plain |',
+        '|---|---:|---:|---:|---:|---:|']
+    for key, label in (('median_cpu', 'median CPU s'),
+                       ('median_wall', 'median wall s'),
+                       ('fastest_wall', 'fastest wall s')):
+      row = timing[key]
+      lines.append(f'| {label} | {row["plain"]:.2f} | {row["admm"]:.2f} | '
+                   f'{row["tfmot"]:.2f} | {row["admm_vs_plain"]:.3f} | '
+                   f'{row["tfmot_vs_plain"]:.3f} |')
+    lines += [
+        '',
         f'Deployment of the tf-admm model at '
         f'{result["deployment"]["model_rate"]:.1f}x (LiteRT, 1 thread, '
         'median single-example latency):', '',

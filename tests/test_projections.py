@@ -57,6 +57,19 @@ def test_allowed_mask_is_respected():
   assert not np.any(mask.numpy() & ~allowed)
 
 
+def test_nested_counts_match_separate_projections():
+  rng = np.random.default_rng(3)
+  # Ties (few distinct magnitudes) and an allowed mask, as at a ramp prune.
+  w = rng.integers(-4, 5, size=(30, 11)).astype(np.float32)
+  allowed = rng.random(w.shape) < 0.6
+  ks = [int(allowed.sum()) - 3, 57, 0, 57, 12]
+  for k, (values, mask) in zip(ks, projections.keep_top_k_nested(
+      w, ks, allowed=allowed)):
+    want_values, want_mask = numpy_keep_top_k(w, k, allowed)
+    np.testing.assert_array_equal(mask.numpy(), want_mask)
+    np.testing.assert_array_equal(values.numpy(), want_values)
+
+
 def test_out_of_range_k_is_rejected():
   w = np.ones((3, 3), np.float32)
   with pytest.raises(ValueError, match='outside'):

@@ -7,6 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tf_admm import attach
+from tf_admm import projections
 from tf_admm import schedules
 from tf_admm import targets
 
@@ -113,7 +114,8 @@ class AdmmCallback(keras.callbacks.Callback):
     self._pairs = []
     self._steps = 0
     self._first_step = 0  # optimizer steps taken before this fit
-    self._logs = {}
+    self._ready = False  # targets resolved and Z, U set for this fit
+    self._z_change = {}  # per layer, at the last Z-step (0 after a restart)
 
   def on_train_begin(self, logs=None):
     self._pairs = attach.admm_layers(self.model)
@@ -124,7 +126,7 @@ class AdmmCallback(keras.callbacks.Callback):
           'AdmmCallback.')
     self._steps = 0
     self._first_step = int(self.model.optimizer.iterations)
-    self._logs = {}
+    self._ready = False
     if self.model.built:
       self._initialize()
 
@@ -143,7 +145,8 @@ class AdmmCallback(keras.callbacks.Callback):
             int(tf.math.count_nonzero(regularizer.mask)))
         self._start_stage(layer, regularizer)
       regularizer.keep.assign(self._z_keep(layer, regularizer))
-    self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
+    self._z_change = {layer.name: 0.0 for layer, _ in self._pairs}
+    self._ready = True
 
   def _scaled_stages(self, final):
     sizes = {l.name: targets.kernel_size(l) for l, _ in self._pairs}
@@ -182,10 +185,29 @@ class AdmmCallback(keras.callbacks.Callback):
   def _start_stage(self, layer, regularizer):
     """Fresh ADMM at the regularizer's stage: Z = Proj(W), U = 0, rho0."""
     regularizer.keep.assign(self._z_keep(layer, regularizer))
-    regularizer.z.assign(regularizer.project(layer.kernel).values)
+    self._restart(layer, regularizer,
+                  regularizer.project(layer.kernel).values)
+
+  def _restart(self, layer, regularizer, z):
+    regularizer.z.assign(z)
     regularizer.u.assign(tf.zeros_like(regularizer.u))
     regularizer.rho.assign(regularizer.initial_rho)
     regularizer.initialized.assign(True)
+    self._z_change[layer.name] = 0.0
+
+  def _ramp_prune(self, layer, regularizer, step):
+    """A small hard prune to the ramp's count now, then a restart with Z
+    at its count `lookahead_steps` ahead. The ramp only shrinks, so both
+    come from one ranking of the weights (`projections.keep_top_k_nested`).
+    """
+    keep_now = self._ramp_keep(layer, regularizer, step)
+    keep_ahead = self._z_keep(layer, regularizer)
+    pruned, ahead = projections.keep_top_k_nested(
+        layer.kernel, [keep_now, keep_ahead], allowed=regularizer.mask > 0)
+    layer.kernel.assign(pruned.values)
+    regularizer.mask.assign(tf.cast(pruned.mask, tf.float32))
+    regularizer.keep.assign(keep_ahead)
+    self._restart(layer, regularizer, ahead.values)
 
   def _advance_stage(self):
     """Hard-prunes to the current stage and moves every layer to the next."""
@@ -193,28 +215,26 @@ class AdmmCallback(keras.callbacks.Callback):
       self._hard_prune(layer, regularizer)
       regularizer.stage.assign_add(1)
       self._start_stage(layer, regularizer)
-    self._logs = self._measure({layer.name: 0.0 for layer, _ in self._pairs})
 
   def update(self):
     """One Z-step and U-step for every layer under ADMM, then grows rho."""
-    z_change = {}
     for layer, regularizer in self._pairs:
       weight = tf.convert_to_tensor(layer.kernel)
       z_new = regularizer.project(weight + regularizer.u).values
-      z_change[layer.name] = float(tf.norm(z_new - regularizer.z))
+      self._z_change[layer.name] = float(tf.norm(z_new - regularizer.z))
       regularizer.u.assign_add(weight - z_new)
       regularizer.z.assign(z_new)
       regularizer.rho.assign(regularizer.rho * self.rho_growth)
     self.updates += 1
-    self._logs = self._measure(z_change)
     if self.verbose:
+      logs = self._measure()
       print(f'ADMM update {self.updates}: primal residual '
-            f'{self._logs["admm_primal_residual"]:.4f}, Z sparsity '
-            f'{self._logs["admm_z_sparsity"]:.4f}, rho '
-            f'{self._logs["admm_rho"]:.3g}')
+            f'{logs["admm_primal_residual"]:.4f}, Z sparsity '
+            f'{logs["admm_z_sparsity"]:.4f}, rho {logs["admm_rho"]:.3g}')
 
-  def _measure(self, z_change):
-    """Per-layer and overall metrics for `logs`."""
+  def _measure(self):
+    """Per-layer and overall metrics for `logs`, of the state now (measured
+    only when logs are written: a ramp restarts ADMM many times an epoch)."""
     per_layer = {}
     sums = np.zeros(4)  # ||W - Z||^2, ||W||^2, zeros in Z, entries
     for layer, regularizer in self._pairs:
@@ -225,7 +245,7 @@ class AdmmCallback(keras.callbacks.Callback):
       sums += (gap, norm, zeros, z.size)
       per_layer[layer.name] = {
           'primal_residual': np.sqrt(gap / norm) if norm else 0.0,
-          'z_change': z_change[layer.name],
+          'z_change': self._z_change[layer.name],
           'rho': float(regularizer.rho.numpy()),
           'z_sparsity': zeros / z.size,
       }
@@ -249,24 +269,22 @@ class AdmmCallback(keras.callbacks.Callback):
             not self.model.built)
 
   def on_train_batch_end(self, batch, logs=None):
-    if not self._logs:  # `fit` built the model during the first step
+    if not self._ready:  # `fit` built the model during the first step
       self._initialize()
     self._steps += 1
     step = self._first_step + self._steps
     if self.ramp is not None and self.ramp.prunes_at(step):
       for layer, regularizer in self._pairs:
-        regularizer.keep.assign(self._ramp_keep(layer, regularizer, step))
-        self._hard_prune(layer, regularizer)
-        self._start_stage(layer, regularizer)
-      self._logs = self._measure({l.name: 0.0 for l, _ in self._pairs})
+        self._ramp_prune(layer, regularizer, step)
     if self.update_every_steps and self._steps % self.update_every_steps == 0:
       self.update()
       if logs is not None:
-        logs.update(self._logs)
+        logs.update(self._measure())
 
   def on_epoch_end(self, epoch, logs=None):
     if self.update_every_epochs and (epoch + 1) % self.update_every_epochs == 0:
       self.update()
+    epoch_logs = {}
     if self.stage_rates:
       stage = int(self._pairs[0][1].stage)
       if ((epoch + 1) % self.epochs_per_stage == 0 and
@@ -275,6 +293,6 @@ class AdmmCallback(keras.callbacks.Callback):
         if self.verbose:
           print(f'ADMM stage {stage + 2}/{len(self.stage_rates)}: '
                 f'{self.stage_rates[stage + 1]:g}x')
-      self._logs['admm_stage'] = float(self._pairs[0][1].stage)
+      epoch_logs['admm_stage'] = float(self._pairs[0][1].stage)
     if logs is not None:
-      logs.update(self._logs)
+      logs.update(self._measure(), **epoch_logs)

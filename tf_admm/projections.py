@@ -35,28 +35,49 @@ def keep_top_k(weights, k, allowed=None) -> Projection:
   Returns:
     A `Projection`.
   """
+  projection, = keep_top_k_nested(weights, [k], allowed)
+  return projection
+
+
+def keep_top_k_nested(weights, ks, allowed=None) -> list:
+  """`keep_top_k` for several counts at once, from one ranking.
+
+  Returns one `Projection` per entry of `ks`, each equal to
+  `keep_top_k(weights, k, allowed)`; the kept sets are nested (a smaller k
+  keeps a subset). A gradual ramp needs two at every prune: the weights kept
+  now and the Z-step's target further ahead.
+  """
   weights = tf.convert_to_tensor(weights)
   size = weights.shape.num_elements()
-  k = int(k)
-  if not 0 <= k <= size:
-    raise ValueError(f'keep_top_k: k={k} is outside [0, {size}] for a tensor '
-                     f'of shape {weights.shape}.')
-  scores = np.abs(weights.numpy()).ravel()
+  ks = [int(k) for k in ks]
+  for k in ks:
+    if not 0 <= k <= size:
+      raise ValueError(f'keep_top_k: k={k} is outside [0, {size}] for a '
+                       f'tensor of shape {weights.shape}.')
+  values = weights.numpy()
+  scores = np.abs(values).ravel()
   if allowed is not None:
     allowed = np.asarray(allowed, bool).ravel()
-    if k > allowed.sum():
-      raise ValueError(f'keep_top_k: cannot keep {k} entries when the mask '
-                       f'allows only {allowed.sum()}; targets must not shrink '
-                       'the kept set below what earlier stages kept.')
+    if max(ks) > allowed.sum():
+      raise ValueError(f'keep_top_k: cannot keep {max(ks)} entries when the '
+                       f'mask allows only {allowed.sum()}; targets must not '
+                       'shrink the kept set below what earlier stages kept.')
     # Magnitudes are >= 0, so -1 ranks every disallowed entry last.
     scores = np.where(allowed, scores, -1.0)
-  flat_mask = np.zeros(size, bool)
-  if k:
-    # A linear-time selection (a full sort took ~30 ms on a 235k kernel, paid
-    # at every prune of a ramp): everything above the k-th largest score,
-    # then as many entries equal to it as fit, lowest index first.
-    kth = np.partition(scores, size - k)[size - k]
-    flat_mask = scores > kth
-    flat_mask[np.flatnonzero(scores == kth)[:k - flat_mask.sum()]] = True
-  mask = tf.reshape(tf.constant(flat_mask), weights.shape)
-  return Projection(tf.where(mask, weights, tf.zeros_like(weights)), mask)
+  # A linear-time selection (a full sort took ~30 ms on a 235k kernel, paid
+  # at every prune of a ramp): everything above the k-th largest score, then
+  # as many entries equal to it as fit, lowest index first.
+  positions = sorted({size - k for k in ks if k})
+  ranked = np.partition(scores, positions) if positions else scores
+  projections = []
+  for k in ks:
+    flat_mask = np.zeros(size, bool)
+    if k:
+      kth = ranked[size - k]
+      flat_mask = scores > kth
+      flat_mask[np.flatnonzero(scores == kth)[:k - flat_mask.sum()]] = True
+    mask = flat_mask.reshape(values.shape)
+    projections.append(Projection(
+        tf.constant(np.where(mask, values, np.zeros_like(values))),
+        tf.constant(mask)))
+  return projections
