@@ -86,8 +86,19 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
 
   def __call__(self, weight):
     self.build(weight)
-    residual = (tf.cast(weight, tf.float32) - self.z + self.u)
-    penalty = 0.5 * self.rho * tf.reduce_sum(tf.square(residual))
+    z, u, rho = (tf.convert_to_tensor(v) for v in (self.z, self.u, self.rho))
+
+    # The gradient by hand, from the residual the value already computed:
+    # autodiff of square-and-sum costs several more passes over the weights,
+    # a measurable share of a step for a small MLP.
+    @tf.custom_gradient
+    def admm_penalty(w):
+      residual = w - z + u
+      def gradient(upstream):
+        return (upstream * rho) * residual
+      return rho * tf.nn.l2_loss(residual), gradient  # l2_loss: sum(x^2) / 2
+
+    penalty = admm_penalty(tf.cast(weight, tf.float32))
     if self.base is not None:
       penalty += tf.cast(self.base(weight), tf.float32)
     return penalty
