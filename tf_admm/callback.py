@@ -144,7 +144,8 @@ class AdmmCallback(keras.callbacks.Callback):
         regularizer.ramp_start.assign(
             int(tf.math.count_nonzero(regularizer.mask)))
         self._start_stage(layer, regularizer)
-      regularizer.keep.assign(self._z_keep(layer, regularizer))
+      else:  # restored: Z and U continue, the count follows this fit's steps
+        regularizer.keep.assign(self._z_keep(layer, regularizer))
     self._z_change = {layer.name: 0.0 for layer, _ in self._pairs}
     self._ready = True
 
