@@ -46,9 +46,12 @@ def main():
   lines = ['# Progressive ADMM runs of the main job', '',
            'Written by `python benchmarks/progressive_table.py` from the '
            'report.json files in `results/progressive/`. Machine: 2 CPU '
-           'cores, no GPU. The paper run shared the CPU with short '
-           'profiling jobs for about 3 of its 13 minutes; the others ran '
-           'alone.', '']
+           'cores, no GPU. The demo run is from commit 4880192; the paper '
+           'and LeNet-300-100 runs are from the previous stop (library code '
+           'up to commit 62dbe78), before the penalty\'s gradient was '
+           'written by hand (the same mathematics). '
+           'The paper run shared the CPU with short profiling jobs for about '
+           '3 of its 13 minutes; the others ran alone.', '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:
       lines += _run_section(name[:-len('.json')], json.load(f))
