@@ -78,6 +78,10 @@ BATCH_SIZE = 128
 PRUNE_EVERY = 50  # steps between the small hard prunes of both ramps
 
 
+def _steps_per_epoch(examples):
+  return -(-examples // BATCH_SIZE)
+
+
 def _log(line):
   print(f'[benchmark] {line}', flush=True)
 
@@ -121,7 +125,7 @@ def _tfmot_prune(model_name, dense_weights, data, keep_ratios):
   keras.utils.set_random_seed(0)
   model = models.build(model_name)
   model.set_weights(dense_weights)
-  steps_per_epoch = int(np.ceil(len(data.x_train) / BATCH_SIZE))
+  steps_per_epoch = _steps_per_epoch(len(data.x_train))
   # tfmot prunes only at multiples of `frequency`: end the ramp on one, or
   # the final sparsity is never applied.
   end_step = ADMM_EPOCHS.value * steps_per_epoch // PRUNE_EVERY * PRUNE_EVERY
@@ -162,7 +166,7 @@ def _epoch_seconds(model_name, dense_weights, data, keep_ratios):
   """
   subset = (data.x_train[:20000], data.y_train[:20000])
   # Both pruning arms keep pruning through every timed epoch.
-  ramp_steps = (TIMING_EPOCHS.value + 1) * -(-len(subset[0]) // BATCH_SIZE)
+  ramp_steps = (TIMING_EPOCHS.value + 1) * _steps_per_epoch(len(subset[0]))
 
   def plain():
     model = _compile(models.build(model_name))
@@ -239,7 +243,7 @@ def _deployment(dense, pruned, data):
 
 def _compare(model_name, dataset, rates):
   data = _data(dataset)
-  ramp_steps = ADMM_EPOCHS.value * -(-len(data.x_train) // BATCH_SIZE)
+  ramp_steps = ADMM_EPOCHS.value * _steps_per_epoch(len(data.x_train))
   if ramp_steps < PRUNE_EVERY:
     raise ValueError(f'--admm_epochs={ADMM_EPOCHS.value} gives a ramp of '
                      f'{ramp_steps} steps, fewer than the {PRUNE_EVERY} '

@@ -169,17 +169,25 @@ class AdmmCallback(keras.callbacks.Callback):
     return self.ramp.keep(int(regularizer.ramp_start),
                           self._stage_keep[0][layer.name], step)
 
+  @property
+  def _step(self):
+    """Optimizer steps taken, this fit and any before it."""
+    return self._first_step + self._steps
+
   def _z_keep(self, layer, regularizer):
     """The count the Z-step projects to now: the stage's target, or the
     ramp's count `lookahead_steps` ahead."""
     if self.ramp is None:
       return self._stage_keep[int(regularizer.stage)][layer.name]
-    step = self._first_step + self._steps + self.ramp.lookahead_steps
-    return self._ramp_keep(layer, regularizer, step)
+    return self._ramp_keep(layer, regularizer,
+                           self._step + self.ramp.lookahead_steps)
 
-  def _hard_prune(self, layer, regularizer):
-    """W <- Proj(W); the pruned entries stay zero from now on."""
-    pruned = regularizer.project(layer.kernel)
+  @staticmethod
+  def _hard_prune(layer, regularizer, pruned=None):
+    """W <- Proj(W) (or the given projection of W); the pruned entries
+    stay zero from now on."""
+    if pruned is None:
+      pruned = regularizer.project(layer.kernel)
     layer.kernel.assign(pruned.values)
     regularizer.mask.assign(tf.cast(pruned.mask, tf.float32))
 
@@ -196,17 +204,16 @@ class AdmmCallback(keras.callbacks.Callback):
     regularizer.initialized.assign(True)
     self._z_change[layer.name] = 0.0
 
-  def _ramp_prune(self, layer, regularizer, step):
+  def _ramp_prune(self, layer, regularizer):
     """A small hard prune to the ramp's count now, then a restart with Z
     at its count `lookahead_steps` ahead. The ramp only shrinks, so both
     come from one ranking of the weights (`projections.keep_top_k_nested`).
     """
-    keep_now = self._ramp_keep(layer, regularizer, step)
+    keep_now = self._ramp_keep(layer, regularizer, self._step)
     keep_ahead = self._z_keep(layer, regularizer)
     pruned, ahead = projections.keep_top_k_nested(
         layer.kernel, [keep_now, keep_ahead], allowed=regularizer.mask > 0)
-    layer.kernel.assign(pruned.values)
-    regularizer.mask.assign(tf.cast(pruned.mask, tf.float32))
+    self._hard_prune(layer, regularizer, pruned)
     regularizer.keep.assign(keep_ahead)
     self._restart(layer, regularizer, ahead.values)
 
@@ -273,10 +280,9 @@ class AdmmCallback(keras.callbacks.Callback):
     if not self._ready:  # `fit` built the model during the first step
       self._initialize()
     self._steps += 1
-    step = self._first_step + self._steps
-    if self.ramp is not None and self.ramp.prunes_at(step):
+    if self.ramp is not None and self.ramp.prunes_at(self._step):
       for layer, regularizer in self._pairs:
-        self._ramp_prune(layer, regularizer, step)
+        self._ramp_prune(layer, regularizer)
     if self.update_every_steps and self._steps % self.update_every_steps == 0:
       self.update()
       if logs is not None:
