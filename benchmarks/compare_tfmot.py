@@ -62,6 +62,8 @@ TIMING_EPOCHS = flags.DEFINE_integer('timing_epochs', 15, 'Epochs timed per '
                                      'method for the overhead measurement.')
 LATENCY_RUNS = flags.DEFINE_integer('latency_runs', 500, 'Invocations per '
                                     'latency measurement.')
+SEED = flags.DEFINE_integer('seed', 0, 'Random seed of both methods\' '
+                            'training (pretraining included).')
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', None, 'Use only this many training examples (tests).')
 WORK_DIR = flags.DEFINE_string('work_dir', 'runs/benchmark', 'Resumable '
@@ -102,7 +104,7 @@ def _settings(rate):
       stage_rates=[rate], candidates=1, pretrain_epochs=PRETRAIN_EPOCHS.value,
       admm_epochs=ADMM_EPOCHS.value, retrain_epochs=RETRAIN_EPOCHS.value,
       prune_every_steps=PRUNE_EVERY, learning_rate=LEARNING_RATE,
-      batch_size=BATCH_SIZE)
+      batch_size=BATCH_SIZE, seed=SEED.value)
 
 
 def _admm_prune(model_name, dataset_name, data, rate, keep_ratios, dense_dir):
@@ -122,7 +124,7 @@ def _admm_prune(model_name, dataset_name, data, rate, keep_ratios, dense_dir):
 
 def _tfmot_prune(model_name, dense_weights, data, keep_ratios):
   """tfmot gradual magnitude pruning to the same per-layer targets."""
-  keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(SEED.value)
   model = models.build(model_name)
   model.set_weights(dense_weights)
   steps_per_epoch = _steps_per_epoch(len(data.x_train))
