@@ -59,13 +59,15 @@ ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 8, 'Epochs ramping the '
 RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 4, 'Epochs at the '
                                       'final mask (both methods).')
 TIMING_EPOCHS = flags.DEFINE_integer('timing_epochs', 15, 'Epochs timed per '
-                                     'method for the overhead measurement.')
+                                     'method for the overhead measurement.',
+                                     lower_bound=1)
 LATENCY_RUNS = flags.DEFINE_integer('latency_runs', 500, 'Invocations per '
-                                    'latency measurement.')
+                                    'latency measurement.', lower_bound=1)
 SEED = flags.DEFINE_integer('seed', 0, 'Random seed of both methods\' '
-                            'training (pretraining included).')
+                            'training (pretraining included).', lower_bound=0)
 TRAIN_EXAMPLES = flags.DEFINE_integer(
-    'train_examples', None, 'Use only this many training examples (tests).')
+    'train_examples', None, 'Use only this many training examples (tests).',
+    lower_bound=1)
 WORK_DIR = flags.DEFINE_string('work_dir', 'runs/benchmark', 'Resumable '
                                'training state.')
 RESULTS_DIR = flags.DEFINE_string(
