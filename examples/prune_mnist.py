@@ -18,8 +18,6 @@ from absl import app
 from absl import flags
 from absl import logging
 
-import tf_admm  # sets TF_USE_LEGACY_KERAS first
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
 from tf_admm import dataset_flags
@@ -207,7 +205,7 @@ def main(argv):
   tflite = tflite_report.export_variants(
       final, test, calibration, dense_model=summary['dense_model'],
       output_dir=os.path.join(output_dir, 'tflite'))
-  final.save(os.path.join(output_dir, 'pruned.keras'))
+  final.save(os.path.join(output_dir, 'final.keras'))
   report = report_lib.build(
       summary, tflite, 'int8_sparse',
       accuracy=progressive.accuracy(final, data.x_test, data.y_test),
@@ -218,8 +216,16 @@ def main(argv):
   path = report_lib.write(output_dir, report,
                           tflite_report.format_table(tflite))
   print(tflite_report.format_table(tflite))
-  print(f'[tf_admm] {report["compression_rate"]:.1f}x at test accuracy '
-        f'{100 * report["accuracy"]:.2f}% (dense '
+  by_kind = {}
+  for path, kind in report['constraints'].items():
+    by_kind.setdefault(kind, []).append(path)
+  print('[tf_admm] constraints: ' + '; '.join(
+      f'{kind}: {", ".join(paths)}' for kind, paths in by_kind.items()))
+  print('[tf_admm] not pruned: ' + (', '.join(
+      f'{u["path"]} ({u["size"]:,})' for u in report['unpruned']) or 'nothing'))
+  print(f'[tf_admm] {report["compression_rate"]:.1f}x over the prunable '
+        f'weights ({report["model_compression_rate"]:.1f}x over the whole '
+        f'model) at test accuracy {100 * report["accuracy"]:.2f}% (dense '
         f'{100 * report["dense_accuracy"]:.2f}%), {report["epochs"]} epochs, '
         f'{report["wall_seconds"]:.0f} s. Report: {path}', flush=True)
 

@@ -6,10 +6,11 @@ import os
 import numpy as np
 import pytest
 
-import tf_admm  # sets TF_USE_LEGACY_KERAS before TensorFlow loads
-import tf_keras as keras
+import tf_admm
 from tf_admm import datasets
 from tf_admm import models
+from tf_admm import projections
+from tf_admm.keras_compat import keras
 
 TRAIN_EXAMPLES = 12000
 TEST_EXAMPLES = 5000
@@ -53,6 +54,53 @@ def small_model(seed=0):
   ])
 
 
+def separable_cnn(seed=0):
+  """A built functional CNN: separable, depthwise and transposed 2-D convs.
+
+  (10, 10, 3) -> sep (8, 8, 8) -> bn -> dw (6, 6, 16) -> up (8, 8, 5)
+  -> flatten (320) -> fc (3).
+  """
+  keras.utils.set_random_seed(seed)
+  inputs = keras.Input((10, 10, 3))
+  x = keras.layers.SeparableConv2D(8, 3, name='sep')(inputs)
+  x = keras.layers.BatchNormalization(name='bn')(x)
+  x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name='dw')(x)
+  x = keras.layers.Conv2DTranspose(5, 3, name='up')(x)
+  x = keras.layers.Flatten(name='flatten')(x)
+  outputs = keras.layers.Dense(3, name='fc')(x)
+  return keras.Model(inputs, outputs)
+
+
+def token_model(seed=0):
+  """A built Sequential over 10 int32 tokens from a vocabulary of 50."""
+  keras.utils.set_random_seed(seed)
+  return keras.Sequential([
+      keras.Input((10,), dtype='int32'),
+      keras.layers.Embedding(50, 8, name='emb'),
+      keras.layers.Conv1D(8, 3, name='c1'),
+      keras.layers.GlobalAveragePooling1D(name='pool'),
+      keras.layers.Dense(3, name='fc'),
+  ])
+
+
+def nested_model(seed=0):
+  """A built functional model around a nested Sequential 'block'; it takes
+  random_batch()'s inputs.
+
+  (6, 6, 1) -> block[ic (4, 4, 4) -> ibn -> iflat (64) -> id (8)] -> out (3).
+  """
+  keras.utils.set_random_seed(seed)
+  inner = keras.Sequential([
+      keras.layers.Conv2D(4, 3, name='ic'),
+      keras.layers.BatchNormalization(name='ibn'),
+      keras.layers.Flatten(name='iflat'),
+      keras.layers.Dense(8, name='id'),
+  ], name='block')
+  inputs = keras.Input((6, 6, 1))
+  outputs = keras.layers.Dense(3, name='out')(inner(inputs))
+  return keras.Model(inputs, outputs)
+
+
 def random_batch(n=32, seed=0):
   rng = np.random.default_rng(seed)
   return (rng.normal(size=(n, 6, 6, 1)).astype(np.float32),
@@ -67,15 +115,15 @@ def pytest_report_header(config):
 @pytest.fixture(scope='session')
 def pruned_lenet5(mnist, pretrained_lenet5_weights):
   """(stripped LeNet-5 pruned 60x and retrained briefly, its dense parent)."""
-  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
   x, y, _, _ = mnist
   dense = models.lenet5()
   dense.set_weights(pretrained_lenet5_weights)
   keep = tf_admm.keep_counts(dense, tf_admm.CompressionRate(60))
-  masks = {l.name: tf_admm.keep_top_k(l.kernel, keep[l.name]).mask.numpy()
-           for l in tf_admm.prunable_layers(dense)}
+  masks = {w.path: projections.keep_top_k(w.variable.numpy(),
+                                          keep[w.path]).mask
+           for w in tf_admm.prunable_weights(dense)}
   wrapped = models.compile_for_classification(
       tf_admm.to_pruning_wrappers(dense, masks), keras.optimizers.Adam(1e-3))
   wrapped.fit(x, y, batch_size=128, epochs=2, verbose=0,
-              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-  return tfmot.sparsity.keras.strip_pruning(wrapped), dense
+              callbacks=[tf_admm.update_pruning_step()])
+  return tf_admm.strip_pruning(wrapped), dense

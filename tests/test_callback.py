@@ -2,257 +2,274 @@ import csv
 
 import numpy as np
 import pytest
-import tf_keras as keras
+import tensorflow as tf
 
 import tf_admm
+from tf_admm.keras_compat import keras
 from tests.conftest import random_batch, small_model
 from tests.test_projections import numpy_keep_top_k
 
+PER_LAYER = {'conv': tf_admm.KeepRatio(0.5),
+             'dense': tf_admm.CompressionRate(8)}
+KEEP = {'conv/kernel': 18, 'dense/kernel': 24}  # of 36 and 192
+SIZES = {'conv/kernel': 36, 'dense/kernel': 192}
 
-def _admm_model(masks=None):
-  model = tf_admm.attach_admm(small_model(), ['conv', 'dense'], rho=0.01,
-                              masks=masks)
+
+def _admm_model(masks=None, seed=0):
+  model = tf_admm.attach_admm(small_model(seed), per_layer=PER_LAYER,
+                              rho=0.01, masks=masks)
   model.compile(keras.optimizers.Adam(1e-2),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   return model
 
 
-PER_LAYER = {'conv': tf_admm.KeepRatio(0.5), 'dense': tf_admm.CompressionRate(8)}
+def _state(model):
+  return {w.path: (w.variable.numpy(), r.z.numpy(), r.u.numpy(),
+                   float(r.rho)) for w, r in tf_admm.admm_weights(model)}
 
 
-def test_initialization_and_update_match_numpy():
+class Record(keras.callbacks.Callback):
+  """The ADMM state after every step."""
+
+  def __init__(self):
+    super().__init__()
+    self.steps = []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps.append(_state(self.model))
+
+
+def test_start_and_update_match_numpy():
   model = _admm_model()
-  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, update_every_epochs=1,
-                                  rho_growth=1.5)
+  callback = tf_admm.AdmmCallback(tf_admm.Stages(rho_growth=1.5),
+                                  per_weight_metrics=True)
   callback.set_model(model)
+  callback.set_params({'steps': 4, 'epochs': 1})
   callback.on_train_begin()
-  pairs = tf_admm.admm_layers(model)
-  keep = {'conv': 18, 'dense': 24}
-  for layer, regularizer in pairs:
+  callback.on_train_batch_begin(0)  # ADMM starts before the first step
+  pairs = tf_admm.admm_weights(model)
+  for weight, regularizer in pairs:
     np.testing.assert_array_equal(
         regularizer.z.numpy(),
-        numpy_keep_top_k(layer.kernel.numpy(), keep[layer.name])[0])
+        numpy_keep_top_k(weight.variable.numpy(), KEEP[weight.path])[0])
     assert not regularizer.u.numpy().any()
 
   rng = np.random.default_rng(0)
   before = {}
-  for layer, regularizer in pairs:  # as if a W-step had moved W and U
-    layer.kernel.assign(rng.normal(size=layer.kernel.shape))
-    regularizer.u.assign(rng.normal(size=layer.kernel.shape) * 0.1)
-    before[layer.name] = (layer.kernel.numpy(), regularizer.u.numpy(),
-                          regularizer.z.numpy())
+  for weight, regularizer in pairs:  # as if W-steps had moved W and U
+    weight.variable.assign(rng.normal(size=weight.shape))
+    regularizer.u.assign(rng.normal(size=weight.shape) * 0.1)
+    before[weight.path] = (weight.variable.numpy(), regularizer.u.numpy(),
+                           regularizer.z.numpy())
+  for batch in range(4):  # one epoch: Stages updates once, at its end
+    callback.on_train_batch_begin(batch)
+    callback.on_train_batch_end(batch)
   logs = {}
-  callback.on_epoch_end(0, logs)  # the first epoch ends: one update
-  assert callback.updates == 1
+  callback.on_epoch_end(0, logs)
   gaps, norms = 0.0, 0.0
-  for layer, regularizer in pairs:
-    w, u, z_old = before[layer.name]
-    z = numpy_keep_top_k(w + u, keep[layer.name])[0]
+  for weight, regularizer in pairs:
+    w, u, z_old = before[weight.path]
+    z = numpy_keep_top_k(w + u, KEEP[weight.path])[0]
     np.testing.assert_array_equal(regularizer.z.numpy(), z)
     np.testing.assert_allclose(regularizer.u.numpy(), u + w - z, atol=1e-6)
     assert float(regularizer.rho) == pytest.approx(0.015)
-    residual = np.linalg.norm(w - z) / np.linalg.norm(w)
-    assert logs[f'admm_primal_residual/{layer.name}'] == pytest.approx(
-        residual, rel=1e-5)
-    assert logs[f'admm_z_change/{layer.name}'] == pytest.approx(
+    path = weight.path
+    assert logs[f'admm_primal_residual/{path}'] == pytest.approx(
+        np.linalg.norm(w - z) / np.linalg.norm(w), rel=1e-5)
+    assert logs[f'admm_z_change/{path}'] == pytest.approx(
         np.linalg.norm(z - z_old), rel=1e-5)
-    assert logs[f'admm_z_sparsity/{layer.name}'] == pytest.approx(
-        1 - keep[layer.name] / w.size)
+    assert logs[f'admm_z_sparsity/{path}'] == pytest.approx(
+        1 - KEEP[path] / w.size)
     gaps += np.sum((w - z)**2)
     norms += np.sum(w**2)
   assert logs['admm_primal_residual'] == pytest.approx(np.sqrt(gaps / norms),
                                                        rel=1e-5)
   assert logs['admm_rho'] == pytest.approx(0.015)
+  assert logs['admm_progress'] == 1.0
 
 
-def test_fit_logs_to_history_and_csv(tmp_path):
+def test_fit_logs_overall_metrics_to_history_and_csv(tmp_path):
   model = _admm_model()
   x, y = random_batch(64)
-  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, update_every_steps=2,
-                                  rho_growth=2.0)
+  callback = tf_admm.AdmmCallback(tf_admm.Stages(update_every_steps=2,
+                                                 rho_growth=2.0))
   csv_path = tmp_path / 'log.csv'
   history = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
                       callbacks=[callback, keras.callbacks.CSVLogger(csv_path)])
-  assert callback.updates == 4  # 8 steps, one update every 2
-  for _, regularizer in tf_admm.admm_layers(model):
+  for _, regularizer in tf_admm.admm_weights(model):  # 8 steps, 4 updates
     assert float(regularizer.rho) == pytest.approx(0.01 * 2**4)
-  for key in ('admm_primal_residual', 'admm_z_change', 'admm_rho',
-              'admm_z_sparsity', 'admm_primal_residual/conv',
-              'admm_z_sparsity/dense'):
-    assert len(history.history[key]) == 2
+  admm_keys = {k for k in history.history if k.startswith('admm_')}
+  assert admm_keys == {'admm_primal_residual', 'admm_z_change', 'admm_rho',
+                       'admm_z_sparsity', 'admm_progress'}  # no per weight
   with open(csv_path) as f:
     rows = list(csv.DictReader(f))
   assert float(rows[-1]['admm_rho']) == pytest.approx(0.16)
 
 
-def test_restored_state_is_not_reinitialized():
+def test_a_second_fit_continues_the_admm_state():
   model = _admm_model()
   x, y = random_batch(32)
-  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, update_every_epochs=1)
+  callback = tf_admm.AdmmCallback(tf_admm.Stages())
   model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
-  (_, regularizer), _ = tf_admm.admm_layers(model)
+  (_, regularizer), _ = tf_admm.admm_weights(model)
   regularizer.u.assign(regularizer.u + 1.0)
   u = regularizer.u.numpy()
-  callback.on_train_begin()  # a second fit, or a resumed run
+  callback.on_train_begin()
+  callback.on_train_batch_begin(0)
   np.testing.assert_array_equal(regularizer.u.numpy(), u)
 
 
 def test_masked_admm_keeps_pruned_weights_exactly_zero_every_step():
-  masks = {'conv': np.random.default_rng(0).random((3, 3, 1, 4)) < 0.5}
+  masks = {'conv/kernel': np.random.default_rng(0).random((3, 3, 1, 4)) < 0.7}
   model = _admm_model(masks=masks)
-  x, y = random_batch(64)
-  pruned = ~masks['conv']
-  seen = []
-
-  class CheckZeros(keras.callbacks.Callback):
-
-    def on_train_batch_end(self, batch, logs=None):
-      seen.append(np.abs(model.get_layer('conv').kernel.numpy()[pruned]).max())
-
-  callback = tf_admm.AdmmCallback(per_layer={'conv': tf_admm.KeepRatio(0.25),
-                                             'dense': tf_admm.KeepRatio(0.5)},
-                                  update_every_steps=3)
-  model.fit(x, y, batch_size=8, epochs=2, verbose=0,
-            callbacks=[callback, CheckZeros()])
-  assert len(seen) == 16 and max(seen) == 0.0
-  regularizer = model.get_layer('conv').kernel_regularizer
-  assert not regularizer.z.numpy()[pruned].any()
-  kernel = model.get_layer('conv').kernel.numpy()
+  pruned = ~masks['conv/kernel']
+  record = Record()
+  model.fit(*random_batch(64), batch_size=8, epochs=2, verbose=0,
+            callbacks=[tf_admm.AdmmCallback(tf_admm.Stages(
+                update_every_steps=3)), record])
+  assert len(record.steps) == 16
+  assert not any(s['conv/kernel'][0][pruned].any() for s in record.steps)
+  assert not record.steps[-1]['conv/kernel'][1][pruned].any()  # Z too
+  kernel = record.steps[-1]['conv/kernel'][0]
   assert np.abs(kernel[~pruned]).min() > 0  # the others did train
 
 
-def test_unbuilt_model_initializes_after_first_step():
-  model = tf_admm.attach_admm(
-      keras.Sequential([keras.layers.Dense(3, name='d')]), ['d'])
-  model.compile('adam', 'mse')
-  callback = tf_admm.AdmmCallback(tf_admm.Sparsity(0.5), update_every_epochs=1)
-  history = model.fit(np.ones((8, 4)), np.zeros((8, 3)), epochs=1, verbose=0,
-                      callbacks=[callback])
-  assert history.history['admm_z_sparsity'] == [0.5]
-
-
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(target=tf_admm.Sparsity(0.5)), 'exactly one'),
-    (dict(target=tf_admm.Sparsity(0.5), update_every_epochs=1,
-          update_every_steps=1), 'exactly one'),
-    (dict(target=tf_admm.Sparsity(0.5), update_every_epochs=0), '>= 1'),
-    (dict(target=tf_admm.Sparsity(0.5), update_every_steps=2.5), '>= 1'),
-    (dict(target=tf_admm.Sparsity(0.5), update_every_epochs=1,
-          rho_growth=0.9), 'rho_growth'),
-    (dict(update_every_epochs=1), 'needs a `target`'),
-])
-def test_bad_arguments_are_rejected(kwargs, match):
-  with pytest.raises(ValueError, match=match):
-    tf_admm.AdmmCallback(**kwargs)
-
-
-def test_model_without_admm_is_rejected_before_training():
+def test_bad_use_is_rejected_before_training():
+  with pytest.raises(ValueError, match='needs a tf_admm schedule'):
+    tf_admm.AdmmCallback(tf_admm.CompressionRate(4))
   model = small_model()
   model.compile('adam', 'mse')
-  callback = tf_admm.AdmmCallback(tf_admm.Sparsity(0.5), update_every_epochs=1)
   with pytest.raises(ValueError, match='attach_admm'):
-    model.fit(*random_batch(8), epochs=1, verbose=0, callbacks=[callback])
+    model.fit(*random_batch(8), epochs=1, verbose=0,
+              callbacks=[tf_admm.AdmmCallback(tf_admm.Stages())])
+  x, y = random_batch(8)
+
+  def batches():  # a generator: its length is unknown
+    yield x, y
+
+  with pytest.raises(ValueError, match='known length'):
+    _admm_model().fit(batches(), epochs=1, verbose=0,
+                      callbacks=[tf_admm.AdmmCallback(tf_admm.Stages())])
 
 
 def test_stages_prune_progressively_and_hold_earlier_zeros():
-  model = _admm_model()
-  x, y = random_batch(64)
-  callback = tf_admm.AdmmCallback(tf_admm.CompressionRate(6),
-                                  update_every_epochs=1, rho_growth=1.5,
-                                  stage_rates=[2, 6], epochs_per_stage=2)
-  stage_one = {}
-
-  class AfterStageOne(keras.callbacks.Callback):
-
-    def on_epoch_end(self, epoch, logs=None):
-      if epoch == 1:
-        stage_one.update({l.name: l.kernel.numpy() == 0
-                          for l in tf_admm.prunable_layers(model)})
-
-  history = model.fit(x, y, batch_size=16, epochs=4, verbose=0,
-                      callbacks=[callback, AfterStageOne()])
-  assert history.history['admm_stage'] == [0, 1, 1, 1]
-  total = sum(zeros.size for zeros in stage_one.values())
-  # The first boundary hard-pruned to 2x ...
-  assert sum(z.sum() for z in stage_one.values()) == pytest.approx(total / 2,
-                                                                    abs=1)
-  for layer, regularizer in tf_admm.admm_layers(model):
-    # ... and those zeros held through the second stage.
-    assert not layer.kernel.numpy()[stage_one[layer.name]].any()
-    assert float(regularizer.rho) == pytest.approx(0.01 * 1.5**2)
+  model = tf_admm.attach_admm(small_model(), tf_admm.CompressionRate(6),
+                              rho=0.01)
+  model.compile(keras.optimizers.Adam(1e-2),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  record = Record()
+  history = model.fit(*random_batch(64), batch_size=16, epochs=4, verbose=0,
+                      callbacks=[tf_admm.AdmmCallback(tf_admm.Stages(
+                          rates=[2], epochs_per_stage=2, rho_growth=1.5)),
+                                 record])
+  # Each weight's count moves linearly with progress, so at 2x overall the
+  # progress is (1 - 1/2) / (1 - 1/6) = 0.6.
+  assert history.history['admm_progress'] == [0.6, 1.0, 1.0, 1.0]
+  stage_one = record.steps[7]  # the hard prune after step 8
+  zeros = {path: s[0] == 0 for path, s in stage_one.items()}
+  total = sum(z.size for z in zeros.values())
+  assert sum(z.sum() for z in zeros.values()) == pytest.approx(total / 2,
+                                                               abs=2)
+  for path, state in record.steps[-1].items():
+    kernel, _, _, rho = state
+    assert not kernel[zeros[path]].any()  # held through the last stage
+    assert rho == pytest.approx(0.01 * 1.5**2)  # restarted, then 2 updates
   assert history.history['admm_z_sparsity'][-1] == pytest.approx(5 / 6,
                                                                  abs=0.01)
-
-
-def test_last_stage_must_match_the_target():
-  model = _admm_model()
-  callback = tf_admm.AdmmCallback(tf_admm.CompressionRate(6),
-                                  update_every_epochs=1, stage_rates=[2, 5],
-                                  epochs_per_stage=1)
-  with pytest.raises(ValueError, match='must equal the overall rate'):
-    model.fit(*random_batch(16), epochs=1, verbose=0, callbacks=[callback])
-
-
-@pytest.mark.parametrize('kwargs, match', [
-    (dict(stage_rates=[2, 4]), 'together'),
-    (dict(stage_rates=[4, 2], epochs_per_stage=1), 'increase'),
-    (dict(stage_rates=[2, 4], epochs_per_stage=0), 'epochs_per_stage'),
-])
-def test_bad_stage_arguments_are_rejected(kwargs, match):
-  with pytest.raises(ValueError, match=match):
-    tf_admm.AdmmCallback(tf_admm.CompressionRate(4), update_every_epochs=1,
-                         **kwargs)
 
 
 def test_ramp_prunes_gradually_aims_ahead_and_resumes():
   model = _admm_model()
   x, y = random_batch(64)  # 4 steps per epoch at batch size 16
-  ramp = tf_admm.PolynomialRamp(ramp_steps=8, prune_every_steps=2,
+  ramp = tf_admm.PolynomialRamp(epochs=2, prune_every_steps=2,
                                 lookahead_steps=2)
-  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, ramp=ramp)
-  final = {'conv': 18, 'dense': 24}
-  sizes = {'conv': 36, 'dense': 192}
-  seen = []
+  callback = tf_admm.AdmmCallback(ramp)
+  record = Record()
 
-  class Record(keras.callbacks.Callback):
-
-    def on_train_batch_end(self, batch, logs=None):
-      seen.append({l.name: (l.kernel.numpy(), r.z.numpy(), r.u.numpy(),
-                            float(r.rho))
-                   for l, r in tf_admm.admm_layers(model)})
+  def count(path, step):  # numpy reference of the ramp's count
+    progress = 1 - (1 - min(step, 8) / 8)**3
+    return round(SIZES[path] + (KEEP[path] - SIZES[path]) * progress)
 
   # Two fits of one epoch each: the second continues the ramp from the
   # optimizer's step count, as a fit resumed by BackupAndRestore would.
-  for _ in range(2):
+  with pytest.warns(tf_admm.ScheduleNotFinished, match='4 steps into'):
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
-              callbacks=[callback, Record()])
-  for step, layers in enumerate(seen, start=1):
-    for name, (kernel, z, u, rho) in layers.items():
-      pruned_at = step - step % 2  # the last hard prune so far
-      assert np.count_nonzero(kernel) == ramp.keep(sizes[name], final[name],
-                                                   pruned_at), (step, name)
+              callbacks=[callback, record])
+  model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+            callbacks=[callback, record])
+  for step, state in enumerate(record.steps, start=1):
+    for path, (kernel, z, u, rho) in state.items():
+      assert np.count_nonzero(kernel) == count(path, step - step % 2)
       if step > 1:  # once pruned, a weight stays zero
-        assert not kernel[seen[step - 2][name][0] == 0].any()
+        assert not kernel[record.steps[step - 2][path][0] == 0].any()
       if step % 2 == 0:  # each prune restarts ADMM, aimed 2 steps ahead
-        np.testing.assert_array_equal(z, numpy_keep_top_k(
-            kernel, ramp.keep(sizes[name], final[name], step + 2))[0])
+        np.testing.assert_array_equal(
+            z, numpy_keep_top_k(kernel, count(path, step + 2))[0])
         assert not u.any() and rho == pytest.approx(0.01)
-  assert [np.count_nonzero(c['conv'][0]) for c in seen] == [
+  assert [np.count_nonzero(s['conv/kernel'][0]) for s in record.steps] == [
       36, 26, 26, 20, 20, 18, 18, 18]
 
 
-def test_ramp_is_not_combined_with_stages():
-  ramp = tf_admm.PolynomialRamp(ramp_steps=8)
-  with pytest.raises(ValueError, match='not both'):
-    tf_admm.AdmmCallback(tf_admm.CompressionRate(4), ramp=ramp,
-                         update_every_epochs=1, stage_rates=[2, 4],
-                         epochs_per_stage=1)
+def test_a_fit_too_short_for_its_ramp_says_how_far_it_got():
+  model = _admm_model()
+  with pytest.warns(tf_admm.ScheduleNotFinished,
+                    match=r'8 steps into a schedule of 40.*reached 1\.\d\dx'):
+    model.fit(*random_batch(64), batch_size=16, epochs=2, verbose=0,
+              callbacks=[tf_admm.AdmmCallback(tf_admm.PolynomialRamp(
+                  epochs=10, prune_every_steps=2))])
+
+
+@pytest.mark.parametrize('backup_first', [True, False])
+def test_backup_and_restore_resumes_mid_admm(tmp_path, backup_first):
+  x, y = random_batch(64)
+  backup = str(tmp_path / 'backup')
+  saved = {}
+
+  class StopInSecondEpoch(keras.callbacks.Callback):
+
+    def on_epoch_end(self, epoch, logs=None):  # after the backup is written
+      saved.update(_state(self.model))
+
+    def on_train_batch_end(self, batch, logs=None):
+      if saved and batch == 1:
+        raise RuntimeError('interrupted')
+
+  def fit(model, *extra):
+    callbacks = [keras.callbacks.BackupAndRestore(backup),
+                 tf_admm.AdmmCallback(tf_admm.Stages(update_every_steps=3,
+                                                     rho_growth=2.0))]
+    if not backup_first:  # the restore then comes after ADMM's start
+      callbacks.reverse()
+    return model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+                     callbacks=callbacks + list(extra))
+
+  with pytest.raises(RuntimeError, match='interrupted'):
+    fit(_admm_model(), StopInSecondEpoch())
+  restored = {}
+
+  class AtStart(keras.callbacks.Callback):
+
+    def on_train_begin(self, logs=None):
+      restored.update(_state(self.model))
+
+  resumed = _admm_model(seed=1)  # other weights: all must come from backup
+  history = fit(resumed, AtStart())
+  for path, (kernel, z, u, rho) in saved.items():
+    np.testing.assert_array_equal(restored[path][0], kernel)
+    np.testing.assert_array_equal(restored[path][1], z)
+    np.testing.assert_array_equal(restored[path][2], u)
+    assert restored[path][3] == rho
+  assert len(history.history['loss']) == 2  # epochs 2 and 3 only
+  assert int(resumed.optimizer.iterations) == 12
+  regularizer = tf_admm.admm_weights(resumed)[0][1]
+  assert int(regularizer.start_step) == 0  # not restarted by the resume
+  # Updates fell on steps 3, 6, 9 and 12 of the schedule, across the resume.
+  assert float(regularizer.rho) == pytest.approx(0.01 * 2**4)
 
 
 def test_tensorboard_records_the_admm_metrics(tmp_path):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   model = _admm_model()
-  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, update_every_epochs=1)
+  callback = tf_admm.AdmmCallback(tf_admm.Stages(), per_weight_metrics=True)
   model.fit(*random_batch(32), epochs=2, verbose=0, callbacks=[
       callback, keras.callbacks.TensorBoard(str(tmp_path))])
   tags = set()
@@ -260,4 +277,4 @@ def test_tensorboard_records_the_admm_metrics(tmp_path):
     for event in tf.compat.v1.train.summary_iterator(str(event_file)):
       tags.update(value.tag for value in event.summary.value)
   assert {'epoch_admm_primal_residual', 'epoch_admm_rho',
-          'epoch_admm_z_sparsity/dense'} <= tags
+          'epoch_admm_z_sparsity/dense/kernel'} <= tags

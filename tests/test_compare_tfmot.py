@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
                       'compare_tfmot.py')
 
 
+@pytest.mark.slow
 def test_tiny_comparison_writes_results(tmp_path):
   results_dir = tmp_path / 'results'
   completed = subprocess.run(

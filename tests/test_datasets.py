@@ -6,6 +6,7 @@ import pytest
 from tf_admm import datasets
 
 
+@pytest.mark.slow
 def test_mnist_and_fashion_mnist_prepare_from_their_own_archives(tmp_path):
   loaded = {name: datasets.load(name, datasets.default_manual_dir(name),
                                 data_dir=str(tmp_path))

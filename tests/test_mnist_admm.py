@@ -1,9 +1,11 @@
 """ADMM on real MNIST: the residual shrinks and hard pruning costs little."""
 
 import numpy as np
-import tf_keras as keras
+import pytest
 
 import tf_admm
+from tf_admm import projections
+from tf_admm.keras_compat import keras
 
 RATE = tf_admm.CompressionRate(10)
 PER_LAYER = {keras.layers.Conv2D: RATE, keras.layers.Dense: RATE}
@@ -14,22 +16,22 @@ def _accuracy(model, x, y):
   return float(np.mean(np.argmax(logits, -1) == y))
 
 
+@pytest.mark.slow
 def test_admm_beats_magnitude_pruning_at_10x(mnist, pretrained_lenet5):
   x, y, x_test, y_test = mnist
   dense = pretrained_lenet5
   keep = tf_admm.keep_counts(dense, per_layer=PER_LAYER)
 
   magnitude_masks = {
-      l.name: tf_admm.keep_top_k(l.kernel, keep[l.name]).mask.numpy()
-      for l in tf_admm.prunable_layers(dense)}
+      w.path: projections.keep_top_k(w.variable.numpy(), keep[w.path]).mask
+      for w in tf_admm.prunable_weights(dense)}
   magnitude = tf_admm.to_pruning_wrappers(dense, magnitude_masks)
   magnitude_accuracy = _accuracy(magnitude, x_test, y_test)
 
-  admm = tf_admm.attach_admm(dense, keep, rho=1e-2)
+  admm = tf_admm.attach_admm(dense, per_layer=PER_LAYER, rho=1e-2)
   admm.compile(keras.optimizers.Adam(1e-3),
                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-  callback = tf_admm.AdmmCallback(per_layer=PER_LAYER, update_every_epochs=1,
-                                  rho_growth=1.3)
+  callback = tf_admm.AdmmCallback(tf_admm.Stages(rho_growth=1.3))
   history = admm.fit(x, y, batch_size=128, epochs=6, verbose=0,
                      callbacks=[callback])
   residuals = history.history['admm_primal_residual']

@@ -20,8 +20,10 @@ TINY = ['--train_examples=2500', '--validation_examples=500',
         '--target_rate=8', '--first_rate=2', '--stage_factor=2',
         '--candidates=2']
 REPORT_KEYS = {'dataset', 'model', 'dense_accuracy', 'accuracy',
-               'compression_rate', 'total_weights', 'nonzero_weights',
-               'layers', 'epochs', 'wall_seconds', 'tflite'}
+               'compression_rate', 'compression_rate_counts',
+               'model_compression_rate', 'total_weights', 'nonzero_weights',
+               'layers', 'unpruned', 'constraints', 'epochs', 'wall_seconds',
+               'tflite'}
 
 
 def _command(*flags):
@@ -49,6 +51,7 @@ def _snapshot(folder):
   return found
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
   out = str(tmp_path / 'run')
   flags = TINY + [f'--output_dir={out}']
@@ -80,15 +83,20 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
   # dense, then s00_c0, s01_c0 and both pool members pushed at stage 3.
   assert report['epochs'] == 1 + 4 * (1 + 2)
   assert len(report['candidates']) == 4
-  assert [l['name'] for l in report['layers']] == ['conv1', 'conv2', 'fc1',
-                                                   'fc2']
+  assert [l['name'] for l in report['layers']] == [
+      'conv1/kernel', 'conv2/kernel', 'fc1/kernel', 'fc2/kernel']
+  assert [u['path'] for u in report['unpruned']] == [
+      'conv1/bias', 'conv2/bias', 'fc1/bias', 'fc2/bias']
+  assert set(report['constraints'].values()) == {'KeepLargest'}
+  # Biases count in the whole model's rate only.
+  assert 1 < report['model_compression_rate'] < report['compression_rate']
   assert sum(l['nonzero'] for l in report['layers']) == (
       report['nonzero_weights'])
   assert set(report['tflite']) == {'variant', 'bytes', 'gzip_bytes',
                                    'accuracy', 'dense_bytes',
                                    'dense_gzip_bytes'}
   for name in ('report.md', 'accuracy_vs_compression.png', 'kept_weights.png',
-               'pruned.keras', 'tflite/int8_sparse.tflite'):
+               'final.keras', 'tflite/int8_sparse.tflite'):
     assert os.path.getsize(os.path.join(out, name)) > 0
   assert f'Report: {os.path.join(out, "report.json")}' in result.stdout
 

@@ -1,10 +1,20 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 
 import tf_admm
-from tests.conftest import random_batch, small_model
+from tf_admm.constraints import KeepLargest
+from tf_admm.keras_compat import keras
+from tests.test_projections import numpy_keep_top_k
+
+
+def _regularizer(shape, keep, rho=1e-2, seed=0):
+  """A built regularizer on a random weight of `shape`, with its weight."""
+  weight = tf.Variable(np.random.default_rng(seed).normal(size=shape)
+                       .astype(np.float32))
+  regularizer = tf_admm.AdmmRegularizer(KeepLargest(keep), rho)
+  regularizer.build(weight)
+  return regularizer, weight
 
 
 def _set_state(regularizer, shape, seed):
@@ -18,10 +28,7 @@ def _set_state(regularizer, shape, seed):
 @pytest.mark.parametrize('shape', [(5,), (5, 5, 1, 20), (30, 7)])
 @pytest.mark.parametrize('rho', [1e-4, 3e-3, 2.0])
 def test_penalty_and_gradient_match_numpy(shape, rho):
-  weight = tf.Variable(np.random.default_rng(0).normal(size=shape)
-                       .astype(np.float32))
-  regularizer = tf_admm.AdmmRegularizer(rho)
-  regularizer.build(weight)
+  regularizer, weight = _regularizer(shape, keep=1, rho=rho)
   z, u = _set_state(regularizer, shape, seed=1)
   with tf.GradientTape() as tape:
     penalty = regularizer(weight)
@@ -34,105 +41,102 @@ def test_penalty_and_gradient_match_numpy(shape, rho):
 
 def test_base_regularizer_is_added():
   weight = tf.Variable(np.ones((3, 2), np.float32))
-  regularizer = tf_admm.AdmmRegularizer(0.5, base=keras.regularizers.L2(0.1))
+  regularizer = tf_admm.AdmmRegularizer(KeepLargest(1), 0.5,
+                                        base=keras.regularizers.L2(0.1))
   assert float(regularizer(weight)) == pytest.approx(0.5 / 2 * 6 + 0.1 * 6)
 
 
-def test_rho_must_be_positive():
+def test_bad_arguments_are_rejected():
   with pytest.raises(ValueError, match='rho'):
-    tf_admm.AdmmRegularizer(0.0)
+    tf_admm.AdmmRegularizer(KeepLargest(1), 0.0)
+  with pytest.raises(ValueError, match='expected a tf_admm constraint'):
+    tf_admm.AdmmRegularizer(0.01)
 
 
-def test_config_round_trip():
-  regularizer = tf_admm.AdmmRegularizer(0.02, base='l2')
+def test_config_round_trip_keeps_the_constraint():
+  constraint = KeepLargest(7, target=tf_admm.CompressionRate(10))
+  regularizer = tf_admm.AdmmRegularizer(constraint, 0.02, base='l2')
   clone = tf_admm.AdmmRegularizer.from_config(regularizer.get_config())
+  assert clone.constraint == constraint and clone.initial_rho == 0.02
   assert clone.get_config() == regularizer.get_config()
   restored = keras.regularizers.deserialize(
       keras.regularizers.serialize(regularizer))
   assert isinstance(restored, tf_admm.AdmmRegularizer)
+  assert restored.constraint == constraint
 
 
-def test_attach_and_remove_keep_weights_and_structure():
-  model = small_model()
-  admm = tf_admm.attach_admm(model, ['dense'], rho=0.1)
-  assert [l.name for l, _ in tf_admm.admm_layers(admm)] == ['dense']
-  assert len(admm.losses) == 1
-  for got, want in zip(admm.get_weights(), model.get_weights()):
-    np.testing.assert_array_equal(got, want)
-  plain = tf_admm.remove_admm(admm)
-  assert not tf_admm.admm_layers(plain) and not plain.losses
-  for got, want in zip(plain.get_weights(), model.get_weights()):
-    np.testing.assert_array_equal(got, want)
+def test_restart_update_and_hard_project_match_numpy():
+  regularizer, weight = _regularizer((6, 5), keep=8, rho=0.1)
+  regularizer.begin(step=3)
+  assert int(regularizer.start_step) == 3
+  assert int(regularizer.start_nonzeros) == 30
+  regularizer.restart(weight, progress=1.0)
+  np.testing.assert_array_equal(regularizer.z.numpy(),
+                                numpy_keep_top_k(weight.numpy(), 8)[0])
+  assert not regularizer.u.numpy().any()
+
+  rng = np.random.default_rng(1)
+  w = rng.normal(size=(6, 5)).astype(np.float32)
+  u = (rng.normal(size=(6, 5)) * 0.1).astype(np.float32)
+  z_old = regularizer.z.numpy()
+  weight.assign(w)
+  regularizer.u.assign(u)
+  regularizer.update(weight, progress=1.0, rho_growth=1.5)
+  z = numpy_keep_top_k(w + u, 8)[0]
+  np.testing.assert_array_equal(regularizer.z.numpy(), z)
+  np.testing.assert_allclose(regularizer.u.numpy(), u + w - z, atol=1e-6)
+  assert float(regularizer.rho) == pytest.approx(0.15)
+  assert regularizer.z_change == pytest.approx(np.linalg.norm(z - z_old),
+                                               rel=1e-5)
+
+  regularizer.hard_project(weight, progress=1.0)
+  want_values, want_mask = numpy_keep_top_k(w, 8)
+  np.testing.assert_array_equal(weight.numpy(), want_values)
+  np.testing.assert_array_equal(regularizer.mask.numpy(), want_mask)
+  regularizer.restart(weight, progress=1.0)
+  assert float(regularizer.rho) == pytest.approx(0.1)
+  assert regularizer.z_change == 0.0
 
 
-def test_attach_to_unbuilt_model_builds_state_on_first_use():
-  model = keras.Sequential([keras.layers.Dense(3, name='d')])
-  admm = tf_admm.attach_admm(model, ['d'])
-  admm(np.zeros((1, 4), np.float32))
-  (layer, regularizer), = tf_admm.admm_layers(admm)
-  assert admm.losses and regularizer.z.shape == layer.kernel.shape
+def test_progress_moves_the_count_from_the_start_to_the_target():
+  regularizer, weight = _regularizer((10, 10), keep=20)
+  mask = np.ones((10, 10), np.float32)
+  mask[:4] = 0  # an earlier prune left 60 entries
+  regularizer.mask.assign(mask)
+  regularizer.begin(step=0)
+  assert [regularizer.constraint_at(p).keep
+          for p in (0.0, 0.25, 0.5, 1.0, 1.2)] == [60, 50, 40, 20, 20]
+  projection = regularizer.project(weight.numpy(), progress=0.5)
+  np.testing.assert_array_equal(
+      projection.mask, numpy_keep_top_k(weight.numpy(), 40, mask > 0)[1])
 
 
-def test_attach_rejects_bad_input():
-  model = small_model()
-  with pytest.raises(ValueError, match="'nope' is not a prunable layer"):
-    tf_admm.attach_admm(model, ['nope'])
-  with pytest.raises(ValueError, match='shape'):
-    tf_admm.attach_admm(model, ['dense'], masks={'dense': np.ones((2, 2))})
-  with pytest.raises(ValueError, match='already under ADMM'):
-    tf_admm.attach_admm(tf_admm.attach_admm(model, ['dense']), ['dense'])
-
-  class Subclassed(keras.Model):
-
-    def call(self, x):
-      return x
-
-  with pytest.raises(ValueError, match='subclassed'):
-    tf_admm.attach_admm(Subclassed(), ['dense'])
+def test_the_mask_holds_through_optimizer_steps():
+  regularizer, weight = _regularizer((4, 4), keep=4)
+  regularizer.hard_project(weight, progress=1.0)
+  zeros = weight.numpy() == 0
+  optimizer = keras.optimizers.Adam(0.5)
+  for _ in range(3):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum((weight - 1.0)**2)
+    optimizer.apply_gradients([(tape.gradient(loss, weight), weight)])
+    assert not weight.numpy()[zeros].any()
+  assert (weight.numpy()[~zeros] != 0).all()
 
 
-def test_model_with_regularizers_saves_and_loads(tmp_path):
-  model = tf_admm.attach_admm(small_model(), ['conv', 'dense'], rho=0.05)
-  x, _ = random_batch()
-  for name in ('model.keras', 'model.h5'):
-    model.save(tmp_path / name)
-    loaded = keras.models.load_model(tmp_path / name)
-    pairs = tf_admm.admm_layers(loaded)
-    assert [l.name for l, _ in pairs] == ['conv', 'dense']
-    assert pairs[0][1].get_config()['rho'] == pytest.approx(0.05)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0),
-                               model.predict(x, verbose=0), rtol=1e-6)
+def test_state_survives_a_checkpoint_round_trip(tmp_path):
+  regularizer, _ = _regularizer((3, 4), keep=5)
+  z, u = _set_state(regularizer, (3, 4), seed=3)
+  regularizer.rho.assign(0.7)
+  regularizer.mask.assign(np.eye(3, 4, dtype=np.float32))
+  regularizer.begin(step=11)
+  path = tf.train.Checkpoint(admm=regularizer).save(str(tmp_path / 'ckpt'))
 
-
-def test_admm_state_survives_checkpoint_round_trip(tmp_path):
-  model = tf_admm.attach_admm(small_model(), ['conv', 'dense'])
-  states = {}
-  for layer, regularizer in tf_admm.admm_layers(model):
-    states[layer.name] = _set_state(regularizer, layer.kernel.shape, seed=3)
-    regularizer.rho.assign(0.7)
-  path = tf.train.Checkpoint(model=model).save(str(tmp_path / 'ckpt'))
-
-  fresh = tf_admm.attach_admm(small_model(seed=1), ['conv', 'dense'])
-  tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
-  for layer, regularizer in tf_admm.admm_layers(fresh):
-    np.testing.assert_array_equal(regularizer.z.numpy(), states[layer.name][0])
-    np.testing.assert_array_equal(regularizer.u.numpy(), states[layer.name][1])
-    assert float(regularizer.rho) == pytest.approx(0.7)
-
-
-def test_functional_model_round_trip():
-  inputs = keras.Input((6, 6, 1))
-  hidden = keras.layers.Conv2D(4, 3, name='conv',
-                               kernel_regularizer='l2')(inputs)
-  outputs = keras.layers.Dense(3, name='dense')(keras.layers.Flatten()(hidden))
-  model = keras.Model(inputs, outputs)
-  admm = tf_admm.attach_admm(model, ['conv', 'dense'], rho=0.1)
-  conv_regularizer = admm.get_layer('conv').kernel_regularizer
-  assert isinstance(conv_regularizer.base, keras.regularizers.L2)
-  plain = tf_admm.remove_admm(admm)
-  assert isinstance(plain.get_layer('conv').kernel_regularizer,
-                    keras.regularizers.L2)
-  assert plain.get_layer('dense').kernel_regularizer is None
-  x, _ = random_batch(4)
-  np.testing.assert_allclose(plain.predict(x, verbose=0),
-                             model.predict(x, verbose=0), rtol=1e-6)
+  fresh, _ = _regularizer((3, 4), keep=5, seed=1)
+  tf.train.Checkpoint(admm=fresh).restore(path).assert_consumed()
+  np.testing.assert_array_equal(fresh.z.numpy(), z)
+  np.testing.assert_array_equal(fresh.u.numpy(), u)
+  np.testing.assert_array_equal(fresh.mask.numpy(), np.eye(3, 4))
+  assert float(fresh.rho) == pytest.approx(0.7)
+  assert fresh.started and int(fresh.start_step) == 11
+  assert int(fresh.start_nonzeros) == 3

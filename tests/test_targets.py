@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
-import tf_keras as keras
-
 import tf_admm
+from tf_admm.keras_compat import keras
 from tests.conftest import small_model
 
 
@@ -27,12 +26,12 @@ def test_per_layer_targets_by_name_and_type():
   counts = tf_admm.keep_counts(model, per_layer={
       keras.layers.Dense: tf_admm.CompressionRate(4),
       'conv': tf_admm.KeepRatio(0.5)})
-  assert counts == {'conv': 18, 'dense': 48}
+  assert counts == {'conv/kernel': 18, 'dense/kernel': 48}
   # A name beats a type whatever the order.
   counts = tf_admm.keep_counts(model, per_layer={
       'dense': tf_admm.Sparsity(0.5), keras.layers.Dense: tf_admm.KeepRatio(
           0.25)})
-  assert counts == {'dense': 96}
+  assert counts == {'dense/kernel': 96}
 
 
 def numpy_global_allocation(kernels, keep_ratio, min_keep_ratio):
@@ -56,19 +55,19 @@ def test_global_target_is_one_threshold_with_floor(rate):
   model = small_model()
   dense = model.get_layer('dense')
   dense.kernel.assign(dense.kernel * 0.01)  # tiny dense
-  kernels = [l.kernel.numpy() for l in tf_admm.prunable_layers(model)]
+  kernels = [w.variable.numpy() for w in tf_admm.prunable_weights(model)]
   counts = tf_admm.keep_counts(model, tf_admm.CompressionRate(rate),
                                min_keep_ratio=0.02)
   assert list(counts.values()) == numpy_global_allocation(
       kernels, 1 / rate, 0.02)
-  assert counts['dense'] >= 4  # the floor saved the small-weight layer
+  assert counts['dense/kernel'] >= 4  # the floor saved the small-weight layer
 
 
 def test_global_and_per_layer_together():
   model = small_model()
   counts = tf_admm.keep_counts(model, tf_admm.CompressionRate(2),
                                per_layer={'conv': tf_admm.KeepRatio(1.0)})
-  assert counts == {'conv': 36, 'dense': 96}
+  assert counts == {'conv/kernel': 36, 'dense/kernel': 96}
 
 
 def test_unknown_layer_name_lists_the_prunable_layers():
@@ -85,7 +84,7 @@ def test_unmatched_type_is_rejected():
 
 def test_model_without_prunable_layers_is_rejected():
   model = keras.Sequential([keras.Input((4,)), keras.layers.Flatten()])
-  with pytest.raises(ValueError, match='no prunable layer'):
+  with pytest.raises(ValueError, match='no prunable weight'):
     tf_admm.keep_counts(model, tf_admm.Sparsity(0.5))
 
 
@@ -106,6 +105,26 @@ def test_unbuilt_model_is_rejected_with_advice():
   model = keras.Sequential([keras.layers.Dense(3, name='d')])
   with pytest.raises(ValueError, match='not built'):
     tf_admm.keep_counts(model, tf_admm.Sparsity(0.5))
+
+
+def test_a_layer_target_applies_to_each_of_its_weights():
+  inputs = keras.Input((6, 6, 2))
+  hidden = keras.layers.SeparableConv2D(4, 3, name='sep')(inputs)
+  outputs = keras.layers.Dense(3, name='dense')(keras.layers.Flatten()(hidden))
+  model = keras.Model(inputs, outputs)  # depthwise 18, pointwise 8 entries
+  resolved = tf_admm.targets.resolve(model, per_layer={
+      'sep': tf_admm.KeepRatio(0.5)})
+  assert resolved == {
+      'sep/depthwise_kernel': (9, tf_admm.KeepRatio(0.5)),
+      'sep/pointwise_kernel': (4, tf_admm.KeepRatio(0.5))}
+
+
+@pytest.mark.parametrize('target', [None, tf_admm.CompressionRate(12.5),
+                                    tf_admm.Sparsity(0.3),
+                                    tf_admm.KeepRatio(0.01)])
+def test_targets_serialize(target):
+  config = tf_admm.targets.serialize(target)
+  assert tf_admm.targets.deserialize(config) == target
 
 
 def test_keras3_model_is_rejected():

@@ -29,7 +29,7 @@ def exported(mnist, pruned_lenet5):
 
 def test_pruned_model_is_at_least_50x(pruned_lenet5):
   model, _ = pruned_lenet5
-  kernels = [l.kernel.numpy() for l in tf_admm.prunable_layers(model)]
+  kernels = [w.variable.numpy() for w in tf_admm.prunable_weights(model)]
   total = sum(k.size for k in kernels)
   assert total / sum(np.count_nonzero(k) for k in kernels) >= 50
 
@@ -91,6 +91,7 @@ def _run_cli(*args):
                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
 
 
+@pytest.mark.slow
 def test_command_line_converts_a_saved_model(tmp_path, pruned_lenet5):
   model, _ = pruned_lenet5
   model.save(tmp_path / 'pruned.keras')

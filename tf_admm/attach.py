@@ -1,33 +1,31 @@
-"""Putting ADMM regularizers on a model's layers and taking them off."""
+"""Putting ADMM regularizers on a model's weights and taking them off."""
 
-from typing import Iterable, Mapping, Optional
+from typing import Mapping, Optional
 
+from absl import logging
 import numpy as np
-import tf_keras as keras
 
+from tf_admm import constraints as constraints_lib
 from tf_admm import targets
+from tf_admm import weights as weights_lib
+from tf_admm.keras_compat import is_model
+from tf_admm.keras_compat import keras
 from tf_admm.regularizer import AdmmRegularizer
-
-
-def _check_cloneable(model):
-  if not isinstance(model, keras.Model):
-    raise ValueError(f'Expected a tf_keras Model, got {type(model).__name__}. '
-                     'Build models with `import tf_keras`, not Keras 3.')
-  if not (isinstance(model, keras.Sequential) or model._is_graph_network):  # pylint: disable=protected-access
-    raise ValueError(
-        f'Model {model.name!r} is a subclassed model; tf_admm (like tfmot) '
-        'needs a Sequential or functional model, whose layers it can clone.')
+from tf_admm.regularizer import admm_regularizer
 
 
 def clone_with(model, configure):
-  """Clones `model` with layer configs edited by `configure(layer, config)`.
+  """Clones `model`, nested models too, with layer configs edited by
+  `configure(layer, config)`.
 
   The clone has fresh variables holding the same weights (when `model` is
   built), so no optimizer state follows it.
   """
-  _check_cloneable(model)
+  weights_lib.check_cloneable(model)
 
   def clone_layer(layer):
+    if is_model(layer):
+      return keras.models.clone_model(layer, clone_function=clone_layer)
     return layer.__class__.from_config(configure(layer, layer.get_config()))
 
   clone = keras.models.clone_model(model, clone_function=clone_layer)
@@ -36,78 +34,113 @@ def clone_with(model, configure):
   return clone
 
 
-def admm_layers(model):
-  """[(layer, AdmmRegularizer)] for the model's layers under ADMM."""
-  return [(l, l.kernel_regularizer) for l in model.layers
-          if isinstance(getattr(l, 'kernel_regularizer', None),
-                        AdmmRegularizer)]
+def admm_weights(model):
+  """[(PrunableWeight, AdmmRegularizer)] for the model's weights under ADMM."""
+  found = []
+  for weight in weights_lib.prunable_weights(model, require=False):
+    regularizer = admm_regularizer(weight)
+    if regularizer is not None:
+      found.append((weight, regularizer))
+  return found
 
 
 def attach_admm(model,
-                layers: Iterable[str],
+                target: Optional[targets.Target] = None,
+                per_layer: Optional[Mapping[targets.LayerKey,
+                                            targets.Target]] = None,
+                constraint: constraints_lib.Constraint = (
+                    constraints_lib.KeepLargest()),
                 rho: float = 1e-3,
-                masks: Optional[Mapping[str, np.ndarray]] = None):
-  """Returns a copy of `model` whose named layers carry an AdmmRegularizer.
+                masks: Optional[Mapping[str, np.ndarray]] = None,
+                min_keep_ratio: float = 0.001):
+  """Returns a copy of `model` whose targeted weights carry an AdmmRegularizer.
 
   Args:
-    model: a Sequential or functional tf_keras model, built or not.
-    layers: names of prunable layers to put under ADMM (for example the keys
-      of `tf_admm.keep_counts(...)`).
+    model: a built Sequential or functional tf_keras model (models nested in
+      it included).
+    target: one target for every prunable weight of the layers not named in
+      `per_layer`, allocated by a global magnitude threshold
+      (`tf_admm.targets.resolve`).
+    per_layer: targets by layer name or layer class.
+    constraint: the kind of constraint (default: the `keep` largest
+      entries); each weight gets it fitted to its shape and keep count
+      (`Constraint.for_weight`). A constraint that limits weights by itself
+      (a sparsity pattern) needs no target. Weights it cannot fit get what
+      `for_weight` falls back to; the weights' constraints say which.
     rho: the initial penalty factor.
-    masks: optional {layer name: 0/1 array}: entries already pruned by an
+    masks: optional {weight path: 0/1 array}: entries already pruned by an
       earlier stage. They are zeroed now and stay exactly 0 during training
-      (masked ADMM). Needs a built model.
+      (masked ADMM).
+    min_keep_ratio: the floor of a global target's allocation.
 
   A regularizer the layer already had is kept and added to the penalty.
+  Train the copy with `tf_admm.AdmmCallback`, which reads the constraints
+  from it.
   """
-  names = list(layers)
-  masks = dict(masks or {})
-  _check_cloneable(model)
-  prunable = {l.name: l for l in targets.prunable_layers(model)}
-  for name in names + list(masks):
-    if name not in prunable:
-      raise ValueError(f'Layer {name!r} is not a prunable layer of model '
-                       f'{model.name!r}; prunable layers are: '
-                       f'{", ".join(prunable)}.')
-  for name in masks:
-    if name not in names:
-      raise ValueError(f'A mask is given for layer {name!r}, which is not '
-                       'among the layers put under ADMM.')
-  if masks and not model.built:
-    raise ValueError('Masks need a built model: build it first (give it an '
-                     'Input or call model.build(input_shape)).')
-
-  for pair_layer, _ in admm_layers(model):
-    raise ValueError(f'Layer {pair_layer.name!r} is already under ADMM; call '
+  prunable = {w.path: w for w in weights_lib.prunable_weights(model)}
+  for weight, _ in admm_weights(model):
+    raise ValueError(f'Weight {weight.path!r} is already under ADMM; call '
                      'tf_admm.remove_admm first.')
+  masks = dict(masks or {})
+  weights_lib.check_masks(prunable, masks)
+
+  if target is None and not per_layer:
+    resolved = {path: targets.Resolved(None, None) for path in prunable}
+  else:
+    resolved = targets.resolve(model, target, per_layer, min_keep_ratio)
+  chosen = {}
+  for path, (keep, weight_target) in resolved.items():
+    fitted = constraint.for_weight(prunable[path], keep, weight_target)
+    if fitted is None:
+      continue
+    allowed = np.count_nonzero(masks[path]) if path in masks else None
+    if keep is not None and allowed is not None and keep > allowed:
+      raise ValueError(f'The target of {path!r} keeps {keep} entries, but its '
+                       f'mask allows only {allowed}; a stage must not keep '
+                       'more weights than the one before it.')
+    chosen[path] = fitted
+  if not chosen:
+    raise ValueError(f'{constraint!r} constrains no weight of model '
+                     f'{model.name!r} by itself: give a `target` or '
+                     '`per_layer` targets.')
+  for path in masks:
+    if path not in chosen:
+      raise ValueError(f'A mask is given for {path!r}, which no target puts '
+                       'under ADMM.')
+
+  by_layer = {}
+  for path, fitted in chosen.items():
+    weight = prunable[path]
+    by_layer.setdefault(id(weight.layer), []).append((weight, fitted))
 
   def configure(layer, config):
-    if layer.name in names:
-      config['kernel_regularizer'] = AdmmRegularizer(
-          rho, base=layer.kernel_regularizer)
+    for weight, fitted in by_layer.get(id(layer), ()):
+      config[weight.kind.regularizer] = AdmmRegularizer(
+          fitted, rho, base=weight.regularizer)
     return config
 
   clone = clone_with(model, configure)
-  for layer, regularizer in admm_layers(clone):
-    if model.built:
-      regularizer.build(layer.kernel)
-    if layer.name in masks:
-      mask = np.asarray(masks[layer.name], np.float32)
-      if mask.shape != tuple(layer.kernel.shape):
-        raise ValueError(f'Mask for layer {layer.name!r} has shape '
-                         f'{mask.shape}, its kernel {tuple(layer.kernel.shape)}.')
+  for weight, regularizer in admm_weights(clone):
+    regularizer.build(weight.variable)
+    if weight.path in masks:
+      mask = np.asarray(masks[weight.path], np.float32)
       regularizer.mask.assign(mask)
-      layer.kernel.assign(layer.kernel * mask)
+      weight.variable.assign(weight.variable * mask)
+  left_out = [path for path in prunable if path not in chosen]
+  if left_out:
+    logging.info('ADMM leaves unpruned: %s', ', '.join(left_out))
   return clone
 
 
 def remove_admm(model):
-  """Returns a copy of `model` without ADMM regularizers (weights as they are)."""
+  """A copy of `model` without ADMM regularizers (weights as they are)."""
+  under_admm = {}
+  for weight, regularizer in admm_weights(model):
+    under_admm.setdefault(id(weight.layer), []).append((weight, regularizer))
 
   def configure(layer, config):
-    regularizer = getattr(layer, 'kernel_regularizer', None)
-    if isinstance(regularizer, AdmmRegularizer):
-      config['kernel_regularizer'] = regularizer.base
+    for weight, regularizer in under_admm.get(id(layer), ()):
+      config[weight.kind.regularizer] = regularizer.base
     return config
 
   return clone_with(model, configure)
@@ -116,21 +149,21 @@ def remove_admm(model):
 def admm_masks(model) -> dict:
   """Hard-prune masks of a model under ADMM: the support of Proj(W).
 
-  Each layer keeps its regularizer's current `keep` count of largest-magnitude
-  weights among those its mask allows (step 4 of ADMM pruning).
+  Each weight keeps what its constraint allows among the entries its mask
+  allows (step 4 of ADMM pruning).
 
   Returns:
-    {layer name: bool numpy array shaped like the kernel}.
+    {weight path: bool numpy array shaped like the weight}.
   """
-  pairs = admm_layers(model)
+  pairs = admm_weights(model)
   if not pairs:
     raise ValueError(f'Model {model.name!r} has no AdmmRegularizer; attach '
                      'them with tf_admm.attach_admm and train with '
                      'tf_admm.AdmmCallback first, or pass masks explicitly.')
   result = {}
-  for layer, regularizer in pairs:
-    if not regularizer.built or not bool(regularizer.initialized):
-      raise ValueError(f'ADMM state of layer {layer.name!r} was never '
-                       'initialized; train with tf_admm.AdmmCallback first.')
-    result[layer.name] = regularizer.project(layer.kernel).mask.numpy()
+  for weight, regularizer in pairs:
+    if not regularizer.started:
+      raise ValueError(f'ADMM never started on {weight.path!r}; train with '
+                       'tf_admm.AdmmCallback first.')
+    result[weight.path] = regularizer.project(weight.variable.numpy()).mask
   return result

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-import tf_keras as keras
+from tf_admm.keras_compat import keras
 
 DATASETS_ENV = 'TF_ADMM_DATASETS'
 

@@ -8,7 +8,9 @@ compiled train step.
 """
 
 import tensorflow as tf
-import tf_keras as keras
+
+from tf_admm import keras_compat
+from tf_admm.keras_compat import keras
 
 
 class MaskConstraint(keras.constraints.Constraint):
@@ -28,10 +30,9 @@ def hold_mask(variable, mask) -> None:
   """Makes every optimizer step leave `variable` zero where `mask` is 0.
 
   Keeps any constraint the variable already had (applied first). Idempotent
-  for the same mask. Keras fixes a variable's constraint when the layer is
-  built and offers no setter, hence the private attribute.
+  for the same mask.
   """
   current = variable.constraint
   if isinstance(current, MaskConstraint) and current.mask is mask:
     return
-  variable._constraint = MaskConstraint(mask, inner=current)  # pylint: disable=protected-access
+  keras_compat.set_constraint(variable, MaskConstraint(mask, inner=current))

@@ -1,6 +1,6 @@
 """The reference networks of the ADMM pruning papers, for MNIST-sized input."""
 
-import tf_keras as keras
+from tf_admm.keras_compat import keras
 
 layers = keras.layers
 

@@ -14,8 +14,8 @@ a temporary name and renamed, so a killed run loses at most the epoch in
 progress (Keras's BackupAndRestore covers epochs inside a fit):
   run.json                       the settings, checked on resume
   dense/                         the pretrained model
-  candidates/<name>/             one per stage child: weights, masks, ADMM
-                                 state (Z, U, rho, stage) and metrics
+  candidates/<name>/             one per stage child: weights, masks and
+                                 metrics
   pool.json                      the pool after the last finished stage
 """
 
@@ -29,15 +29,16 @@ import zlib
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow_model_optimization as tfmot
-import tf_keras as keras
 
 from tf_admm import attach
 from tf_admm import callback as callback_lib
+from tf_admm import constraints as constraints_lib
 from tf_admm import datasets
 from tf_admm import pruning_wrapper
 from tf_admm import schedules
 from tf_admm import targets
+from tf_admm import weights as weights_lib
+from tf_admm.keras_compat import keras
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,20 +95,20 @@ def geometric_rates(first: float, last: float, factor: float) -> list:
   return [float(first * (last / first)**(i / steps)) for i in range(steps + 1)]
 
 
-def kernel_sizes(model):
-  return {l.name: targets.kernel_size(l)
-          for l in targets.prunable_layers(model)}
+def layer_sizes(model):
+  """{layer name: entries in its prunable weights}: what per-layer targets
+  and keep-ratio profiles apply to."""
+  sizes = {}
+  for weight in weights_lib.prunable_weights(model):
+    sizes[weight.layer.name] = sizes.get(weight.layer.name, 0) + weight.size
+  return sizes
 
 
 def profile_allocation(profile: Mapping[str, float], rate: float):
   """An `allocate` for ProgressiveRun: `profile` scaled to `rate`."""
 
   def allocate(dense_model):
-    sizes = kernel_sizes(dense_model)
-    keep = targets.keep_counts(dense_model, per_layer={
-        name: targets.KeepRatio(ratio)
-        for name, ratio in targets.rescale(profile, sizes, rate).items()})
-    return {name: count / sizes[name] for name, count in keep.items()}
+    return targets.rescale(profile, layer_sizes(dense_model), rate)
 
   return allocate
 
@@ -116,9 +117,13 @@ def global_allocation(rate: float):
   """An `allocate` for ProgressiveRun: one magnitude threshold at `rate`."""
 
   def allocate(dense_model):
-    sizes = kernel_sizes(dense_model)
-    keep = targets.keep_counts(dense_model, targets.CompressionRate(rate))
-    return {name: count / sizes[name] for name, count in keep.items()}
+    counts = targets.keep_counts(dense_model, targets.CompressionRate(rate))
+    kept = {}
+    for weight in weights_lib.prunable_weights(dense_model):
+      kept[weight.layer.name] = kept.get(weight.layer.name, 0) + counts[
+          weight.path]
+    sizes = layer_sizes(dense_model)
+    return {name: count / sizes[name] for name, count in kept.items()}
 
   return allocate
 
@@ -140,10 +145,9 @@ def accuracy(model, x, y) -> float:
 
 
 def nonzero_counts(model) -> dict:
-  """{prunable layer name: (kernel size, nonzero entries)}."""
-  return {l.name: (targets.kernel_size(l),
-                   int(np.count_nonzero(l.kernel.numpy())))
-          for l in targets.prunable_layers(model)}
+  """{prunable weight path: (size, nonzero entries)}."""
+  return {w.path: (w.size, int(np.count_nonzero(w.variable.numpy())))
+          for w in weights_lib.prunable_weights(model)}
 
 
 def compression_rate(model) -> float:
@@ -166,6 +170,9 @@ class ProgressiveRun:
     log: where per-stage lines go.
     pretrained_dir: the dense/ folder of another run of the same model to
       start from instead of pretraining (so several runs share one start).
+    constraint: the kind of constraint every stage trains toward
+      (`tf_admm.attach_admm`'s `constraint`), fitted to each stage's
+      per-layer targets.
   """
 
   def __init__(self, build_model: Callable[[], keras.Model], data: Data,
@@ -173,7 +180,9 @@ class ProgressiveRun:
                settings: Settings,
                output_dir: str, description: Optional[dict] = None,
                log: Callable[[str], None] = print,
-               pretrained_dir: Optional[str] = None):
+               pretrained_dir: Optional[str] = None,
+               constraint: constraints_lib.Constraint = (
+                   constraints_lib.KeepLargest())):
     self.build_model = build_model
     self.data = data
     self.allocate = allocate
@@ -182,9 +191,12 @@ class ProgressiveRun:
     self.output_dir = output_dir
     self.log = log
     self.pretrained_dir = pretrained_dir
+    self.constraint = constraint
     self.description = dict(description or {},
                             settings=dataclasses.asdict(settings),
-                            pretrained_dir=pretrained_dir)
+                            pretrained_dir=pretrained_dir,
+                            constraint=keras.utils.serialize_keras_object(
+                                constraint))
     self.description['settings']['stage_rates'] = list(settings.stage_rates)
 
   # Files.
@@ -220,7 +232,7 @@ class ProgressiveRun:
     else:
       _write_json(run_file, wanted)
 
-  def _save_unit(self, folder, model, metrics, masks=None, admm_state=None):
+  def _save_unit(self, folder, model, metrics, masks=None):
     """Writes a finished unit of work atomically (temp folder, then rename)."""
     temporary = folder + '.tmp'
     shutil.rmtree(temporary, ignore_errors=True)
@@ -228,9 +240,6 @@ class ProgressiveRun:
     model.save_weights(os.path.join(temporary, 'model.weights.h5'))
     if masks is not None:
       np.savez_compressed(os.path.join(temporary, 'masks.npz'), **masks)
-    if admm_state is not None:
-      np.savez_compressed(os.path.join(temporary, 'admm_state.npz'),
-                          **admm_state)
     _write_json(os.path.join(temporary, 'metrics.json'), metrics)
     os.replace(temporary, folder)
 
@@ -308,7 +317,7 @@ class ProgressiveRun:
 
   def _stage_keep_ratios(self, rate):
     sizes = {name: size
-             for name, size in kernel_sizes(self.build_model()).items()
+             for name, size in layer_sizes(self.build_model()).items()
              if name in self.final_keep_ratios}
     return targets.rescale(self.final_keep_ratios, sizes, rate)
 
@@ -323,28 +332,23 @@ class ProgressiveRun:
     masks = None if parent == 'dense' else self._load_masks(
         self._folder(parent))
     ratios = self._stage_keep_ratios(rate)
-    admm = self._compile(attach.attach_admm(model, list(ratios),
-                                            self.settings.rho, masks=masks))
+    admm = self._compile(attach.attach_admm(
+        model, per_layer={n: targets.KeepRatio(r) for n, r in ratios.items()},
+        constraint=self.constraint, rho=self.settings.rho, masks=masks))
     ramp = schedules.PolynomialRamp(
-        ramp_steps=self.settings.admm_epochs * self._steps_per_epoch,
+        epochs=self.settings.admm_epochs,
         prune_every_steps=self.settings.prune_every_steps,
         lookahead_steps=self.settings.lookahead_steps)
-    admm_callback = callback_lib.AdmmCallback(
-        per_layer={n: targets.KeepRatio(r) for n, r in ratios.items()},
-        ramp=ramp)
-    self._fit(admm, f'{name}_admm', self.settings.admm_epochs, [admm_callback])
-    admm_state = {}
-    for layer, regularizer in attach.admm_layers(admm):
-      admm_state.update({f'{layer.name}/z': regularizer.z.numpy(),
-                         f'{layer.name}/u': regularizer.u.numpy(),
-                         f'{layer.name}/rho': regularizer.rho.numpy(),
-                         f'{layer.name}/stage': np.int64(stage)})
+    self._fit(admm, f'{name}_admm', self.settings.admm_epochs,
+              [callback_lib.AdmmCallback(ramp)])
+    constraints = {w.path: type(r.constraint).__name__
+                   for w, r in attach.admm_weights(admm)}
     wrapped = self._compile(pruning_wrapper.to_pruning_wrappers(admm),
                             decay_epochs=self.settings.retrain_epochs)
     if self.settings.retrain_epochs:
       self._fit(wrapped, f'{name}_retrain', self.settings.retrain_epochs,
-                [tfmot.sparsity.keras.UpdatePruningStep()])
-    pruned = tfmot.sparsity.keras.strip_pruning(wrapped)
+                [pruning_wrapper.update_pruning_step()])
+    pruned = pruning_wrapper.strip_pruning(wrapped)
     metrics = {
         'stage': stage, 'target_rate': rate, 'parent': parent,
         'rate': compression_rate(pruned),
@@ -352,9 +356,9 @@ class ProgressiveRun:
         'test_accuracy': accuracy(pruned, self.data.x_test, self.data.y_test),
         'epochs': self.settings.admm_epochs + self.settings.retrain_epochs,
         'seconds': time.time() - start,
+        'constraints': constraints,
     }
-    self._save_unit(folder, pruned, metrics, pruning_wrapper.masks_of(wrapped),
-                    admm_state)
+    self._save_unit(folder, pruned, metrics, pruning_wrapper.masks_of(wrapped))
     return name
 
   def run(self) -> dict:

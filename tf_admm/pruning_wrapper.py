@@ -5,25 +5,33 @@ optimizer move pruned weights between its re-maskings. Here the mask comes
 from ADMM and must hold exactly, so:
   - `FixedMask` is a pruning schedule that never prunes: tfmot never touches
     the masks we assign;
-  - `FixedMaskPruneLowMagnitude` is a `PruneLowMagnitude` that also holds each
-    weight at zero outside its mask after every optimizer step.
-The result trains with plain `model.fit` plus tfmot's `UpdatePruningStep`, and
-`tfmot.sparsity.keras.strip_pruning` turns it into a plain Keras model.
+  - `FixedMaskPruneLowMagnitude` is a `PruneLowMagnitude` that prunes the
+    weights tf_admm prunes (depthwise kernels too, which tfmot's registry
+    leaves alone) and holds each at zero outside its mask after every
+    optimizer step.
+The result trains with plain `model.fit` plus tfmot's `UpdatePruningStep`
+(`update_pruning_step()`), and `strip_pruning` turns it into a plain Keras
+model. This module imports tfmot; importing it registers the wrapper classes,
+so models saved with them load with `keras.models.load_model`.
 """
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
-# The wrapper class itself is not in tfmot's public API, only its factory.
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
-import tf_keras as keras
 
 from tf_admm import attach
+from tf_admm import keras_compat
 from tf_admm import masks as masks_lib
 from tf_admm import registration
-from tf_admm import targets
+from tf_admm import weights as weights_lib
+from tf_admm.keras_compat import is_model
+from tf_admm.keras_compat import keras
+
+tfmot = keras_compat.tfmot()
+PruneLowMagnitude = keras_compat.prune_low_magnitude_class()
+# Loading a wrapped model needs tfmot's own class too.
+keras.utils.get_custom_objects()['PruneLowMagnitude'] = PruneLowMagnitude
 
 
 @registration.register
@@ -41,28 +49,57 @@ class FixedMask(tfmot.sparsity.keras.PruningSchedule):
 class FixedMaskPruneLowMagnitude(PruneLowMagnitude):
   """`PruneLowMagnitude` with masks that never change and always hold.
 
+  Args:
+    layer: the layer to wrap.
+    pruned_weights: the attributes of `layer` it prunes (default: the
+      layer's prunable weights, `tf_admm.weights.PRUNABLE`).
   Its masks start as ones; assign them (`to_pruning_wrappers` does). Each
   pruned weight gets a `MaskConstraint`, which the optimizer applies after
   every step, so pruned entries are exactly 0 after each step with any
   optimizer, not only at the next forward pass or epoch end.
   """
 
-  def __init__(self, layer, pruning_schedule=None, **kwargs):
+  def __init__(self, layer, pruned_weights: Optional[Sequence[str]] = None,
+               pruning_schedule=None, **kwargs):
     del pruning_schedule  # always FixedMask; accepted for from_config
+    if pruned_weights is None:
+      pruned_weights = [kind.attribute
+                        for kind in weights_lib.PRUNABLE.get(type(layer), ())]
+    attributes = list(pruned_weights)
+    # tfmot's documented hook for layers it should prune its own way.
+    layer.get_prunable_weights = lambda: [getattr(layer, attribute)
+                                          for attribute in attributes]
     super().__init__(layer, pruning_schedule=FixedMask(), **kwargs)
+    self.pruned_weights = attributes
+
+  def add_weight(self, name=None, *args, **kwargs):
+    # tfmot names each pruned weight's mask 'mask' and threshold
+    # 'threshold'; a layer pruning two weights (SeparableConv2D) needs
+    # distinct names for legacy H5 files, which store weights by name.
+    if name == 'mask':
+      self._pruned_index = getattr(self, '_pruned_index', -1) + 1
+    if name in ('mask', 'threshold') and getattr(self, '_pruned_index', 0):
+      name = f'{name}_{self._pruned_index}'
+    return super().add_weight(name, *args, **kwargs)
 
   def build(self, input_shape):
     super().build(input_shape)
-    for weight, mask, _ in self.pruning_vars:
+    for weight, mask in keras_compat.wrapper_masks(self):
       masks_lib.hold_mask(weight, mask)
 
+  def get_config(self):
+    return dict(super().get_config(), pruned_weights=self.pruned_weights)
 
-# Loading a wrapped model needs tfmot's own classes too.
-keras.utils.get_custom_objects()['PruneLowMagnitude'] = PruneLowMagnitude
 
-
-def wrapped_layers(model):
-  return [l for l in model.layers if isinstance(l, PruneLowMagnitude)]
+def wrapped_layers(model, prefix=''):
+  """[(path prefix of the inner layer, wrapper)], nested models included."""
+  found = []
+  for layer in model.layers:
+    if isinstance(layer, PruneLowMagnitude):
+      found.append((prefix + layer.layer.name, layer))
+    elif is_model(layer):
+      found += wrapped_layers(layer, prefix + layer.name + '/')
+  return found
 
 
 def to_pruning_wrappers(model,
@@ -72,46 +109,57 @@ def to_pruning_wrappers(model,
   Args:
     model: a Sequential or functional tf_keras model, typically trained under
       ADMM. Its ADMM regularizers are removed; `model` itself is unchanged.
-    masks: {layer name: 0/1 array shaped like that layer's kernel}. Default:
-      `tf_admm.admm_masks(model)`, the support of each ADMM layer's Proj(W).
+    masks: {weight path: 0/1 array shaped like that weight}. Default:
+      `tf_admm.admm_masks(model)`, the support of each ADMM weight's Proj(W).
 
   Returns:
     A new model with fresh variables in which each masked layer is a
     `FixedMaskPruneLowMagnitude` (a `tfmot.sparsity.keras.PruneLowMagnitude`)
-    holding its mask. Compile it and fit with
-    `tfmot.sparsity.keras.UpdatePruningStep()`.
+    holding its masks. Compile it and fit with `update_pruning_step()`.
   """
   if masks is None:
     masks = attach.admm_masks(model)
   if not masks:
     raise ValueError('No masks given: nothing to prune.')
   plain = attach.remove_admm(model)
-  if not plain.built:
-    raise ValueError('Masks need a built model: build it first (give it an '
-                     'Input or call model.build(input_shape)).')
-  kernels = {l.name: l.kernel for l in targets.prunable_layers(plain)}
-  for name, mask in masks.items():
-    if name not in kernels:
-      raise ValueError(f'A mask is given for {name!r}, which is not a '
-                       f'prunable layer; prunable layers are: '
-                       f'{", ".join(kernels)}.')
-    if np.shape(mask) != tuple(kernels[name].shape):
-      raise ValueError(f'Mask for layer {name!r} has shape {np.shape(mask)}, '
-                       f'its kernel {tuple(kernels[name].shape)}.')
+  prunable = {w.path: w for w in weights_lib.prunable_weights(plain)}
+  weights_lib.check_masks(prunable, masks)
+  pruned_attributes = {}
+  for path in masks:
+    weight = prunable[path]
+    pruned_attributes.setdefault(id(weight.layer), []).append(
+        weight.kind.attribute)
 
-  wrapped = keras.models.clone_model(
-      plain,
-      clone_function=lambda layer: (FixedMaskPruneLowMagnitude(layer)
-                                    if layer.name in masks else layer))
-  for wrapper in wrapped_layers(wrapped):
-    mask = np.asarray(masks[wrapper.layer.name], np.float32)
-    (weight, mask_variable, _), = wrapper.pruning_vars
-    mask_variable.assign(mask)
-    weight.assign(weight * mask)
+  def wrap(layer):
+    if is_model(layer):
+      return keras.models.clone_model(layer, clone_function=wrap)
+    if id(layer) in pruned_attributes:
+      return FixedMaskPruneLowMagnitude(layer, pruned_attributes[id(layer)])
+    return layer
+
+  wrapped = keras.models.clone_model(plain, clone_function=wrap)
+  for prefix, wrapper in wrapped_layers(wrapped):
+    for attribute, (weight, mask_variable) in zip(
+        wrapper.pruned_weights, keras_compat.wrapper_masks(wrapper)):
+      mask = np.asarray(masks[f'{prefix}/{attribute}'], np.float32)
+      mask_variable.assign(mask)
+      weight.assign(weight * mask)
   return wrapped
 
 
 def masks_of(model) -> dict:
-  """{inner layer name: bool mask} of a model's pruning wrappers."""
-  return {w.layer.name: w.pruning_vars[0][1].numpy() > 0
-          for w in wrapped_layers(model)}
+  """{weight path: bool mask} of a model's pruning wrappers."""
+  return {f'{prefix}/{attribute}': mask.numpy() > 0
+          for prefix, wrapper in wrapped_layers(model)
+          for attribute, (_, mask) in zip(wrapper.pruned_weights,
+                                          keras_compat.wrapper_masks(wrapper))}
+
+
+def update_pruning_step():
+  """tfmot's callback that masked retraining of wrapped models needs."""
+  return tfmot.sparsity.keras.UpdatePruningStep()
+
+
+def strip_pruning(model):
+  """The plain model inside a wrapped one (tfmot's `strip_pruning`)."""
+  return tfmot.sparsity.keras.strip_pruning(model)

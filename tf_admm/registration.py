@@ -1,6 +1,6 @@
 """Keras registration so saved models load after `import tf_admm`."""
 
-import tf_keras as keras
+from tf_admm.keras_compat import keras
 
 
 def register(cls):

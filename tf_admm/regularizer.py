@@ -1,88 +1,139 @@
-"""The ADMM penalty rho/2 * ||W - Z + U||^2 as a Keras regularizer."""
+"""The ADMM penalty rho/2 * ||W - Z + U||^2 and the ADMM state it reads."""
 
+from typing import Optional
+
+import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
+from tf_admm import constraints as constraints_lib
 from tf_admm import masks
-from tf_admm import projections
 from tf_admm import registration
+from tf_admm.keras_compat import Trackable
+from tf_admm.keras_compat import keras
 
 
 @registration.register
-class AdmmRegularizer(keras.regularizers.Regularizer,
-                      tf.__internal__.tracking.AutoTrackable):
-  """The augmented-Lagrangian term of ADMM for one weight tensor.
+class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
+  """The augmented-Lagrangian term of ADMM for one weight, and its state.
 
-  Holds the ADMM state of that weight as non-trainable variables, created on
-  first use with the weight's shape:
-    z: the projection of W + U onto the constraint set (Z-step).
-    u: the scaled dual variable (U-step).
-    rho: the penalty factor, grown by the callback at each update.
-    mask: 1 where the weight may be nonzero; 0 where an earlier stage pruned
-      it. The regularizer installs a `MaskConstraint` on the weight it
-      regularizes so masked entries stay exactly 0 after every step.
-    keep: how many entries Z keeps (the current pruning target).
-    stage: the progressive stage the callback is in (0 without stages).
-    ramp_start: how many entries the mask allowed when a gradual ramp
-      (`tf_admm.schedules.PolynomialRamp`) began, so a resumed ramp continues
-      from the same curve.
-    initialized: whether Z and U were set from the weights yet.
+  It owns the ADMM state of that weight, as non-trainable variables created
+  on first use with the weight's shape, and the ADMM steps on them:
+    z, u: the projection target and the scaled dual variable.
+    rho: the penalty factor.
+    mask: 1 where the weight may be nonzero, 0 where a hard prune removed
+      it. The regularizer puts a `MaskConstraint` on the weight, so masked
+      entries are exactly 0 after every optimizer step.
+    start_step: the optimizer step at which ADMM began (-1: not yet); a
+      schedule's position is the optimizer's steps since then.
+    start_nonzeros: the entries the mask allowed then, where a ramp starts.
 
-  These variables are checkpoint dependencies of the layer (through its
-  `kernel_regularizer` attribute), so `tf.train.Checkpoint` and TF-format
-  `save_weights` store and restore them; they are not layer weights, so the
-  model's `get_weights()` is the same with or without ADMM. `get_config` keeps
-  `rho` and `base` (an optional regularizer added on top, such as the L2 the
-  layer had before ADMM).
+  `constraint` (a `tf_admm.constraints.Constraint`) is the final target; a
+  schedule's `progress` in [0, 1] moves the kept count from `start_nonzeros`
+  to the constraint's `keep` (`constraint_at`). The callback decides when
+  each step runs; the steps are `begin`, `restart`, `update` and
+  `hard_project`, and `measure` reads the state for metrics.
+
+  The variables are checkpoint dependencies of the layer (through its
+  regularizer attribute), so `tf.train.Checkpoint`, TF-format
+  `save_weights` and `BackupAndRestore` keep them; they are not layer
+  weights, so `get_weights()` is the same with or without ADMM. `get_config`
+  keeps the constraint, the initial rho and `base` (a regularizer added on
+  top, such as the L2 the layer had before ADMM).
   """
 
-  def __init__(self, rho=1e-3, base=None):
+  def __init__(self, constraint: constraints_lib.Constraint, rho=1e-3,
+               base=None):
+    if not isinstance(constraint, constraints_lib.Constraint):
+      raise ValueError(f'AdmmRegularizer: expected a tf_admm constraint, got '
+                       f'{constraint!r}.')
     if not rho > 0:
       raise ValueError(f'AdmmRegularizer: rho must be > 0, got {rho}.')
-    self._initial_rho = float(rho)
+    self.constraint = constraint
+    self.initial_rho = float(rho)
     self.base = keras.regularizers.get(base)
-    self.z = self.u = self.rho = self.mask = self.keep = self.stage = None
-    self.ramp_start = self.initialized = None
-
-  @property
-  def initial_rho(self) -> float:
-    return self._initial_rho
+    self.z_change = 0.0  # ||Z_new - Z_old|| at the last Z-step
+    self.z = self.u = self.rho = self.mask = None
+    self.start_step = self.start_nonzeros = None
 
   @property
   def built(self) -> bool:
     return self.z is not None
 
+  @property
+  def started(self) -> bool:
+    return self.built and int(self.start_step) >= 0
+
   def build(self, weight) -> None:
     """Creates the state for `weight` (a variable) and holds its mask."""
     if self.built:
       return
-    shape, dtype = weight.shape, tf.float32
+    shape = weight.shape
     # Variables may be created while a train step is being traced.
     with tf.init_scope():
-      self.z = tf.Variable(tf.zeros(shape, dtype), trainable=False, name='z')
-      self.u = tf.Variable(tf.zeros(shape, dtype), trainable=False, name='u')
-      self.mask = tf.Variable(tf.ones(shape, dtype), trainable=False,
-                              name='mask')
-      self.rho = tf.Variable(self._initial_rho, trainable=False, name='rho')
-      self.keep = tf.Variable(shape.num_elements(), dtype=tf.int64,
-                              trainable=False, name='keep')
-      self.stage = tf.Variable(0, dtype=tf.int64, trainable=False,
-                               name='stage')
-      self.ramp_start = tf.Variable(shape.num_elements(), dtype=tf.int64,
-                                    trainable=False, name='ramp_start')
-      self.initialized = tf.Variable(False, trainable=False,
-                                     name='initialized')
+      self.z = tf.Variable(tf.zeros(shape), trainable=False, name='z')
+      self.u = tf.Variable(tf.zeros(shape), trainable=False, name='u')
+      self.mask = tf.Variable(tf.ones(shape), trainable=False, name='mask')
+      self.rho = tf.Variable(self.initial_rho, trainable=False, name='rho')
+      self.start_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                    name='start_step')
+      self.start_nonzeros = tf.Variable(
+          shape.num_elements(), dtype=tf.int64, trainable=False,
+          name='start_nonzeros')
     if isinstance(weight, tf.Variable):
       masks.hold_mask(weight, self.mask)
 
-  def project(self, values) -> projections.Projection:
-    """Euclidean projection onto this weight's constraint set.
+  # The ADMM steps.
 
-    Keeps the `keep` largest-magnitude entries among those `mask` allows:
-    the Z-step projects W + U with it, hard pruning projects W.
-    """
-    return projections.keep_top_k(values, int(self.keep),
-                                  allowed=self.mask > 0)
+  def constraint_at(self, progress: float) -> constraints_lib.Constraint:
+    """The constraint `progress` of the way from the start to the target."""
+    final = self.constraint.keep
+    if final is None or progress >= 1:
+      return self.constraint
+    start = int(self.start_nonzeros)
+    return self.constraint.with_keep(
+        int(round(start + (final - start) * max(progress, 0.0))))
+
+  def project(self, values, progress: float = 1.0):
+    """Proj(values) onto the constraint at `progress`, within the mask."""
+    return self.constraint_at(progress).project(np.asarray(values),
+                                                self.mask.numpy() > 0)
+
+  def begin(self, step: int) -> None:
+    """Marks optimizer step `step` and the mask now as where ADMM starts
+    (a `restart` sets Z and U)."""
+    self.start_step.assign(step)
+    self.start_nonzeros.assign(int(tf.math.count_nonzero(self.mask)))
+
+  def restart(self, weight, progress: float) -> None:
+    """Fresh ADMM: Z = Proj(W), U = 0, rho back to its initial value."""
+    self.z.assign(self.project(weight.numpy(), progress).values)
+    self.u.assign(tf.zeros_like(self.u))
+    self.rho.assign(self.initial_rho)
+    self.z_change = 0.0
+
+  def update(self, weight, progress: float, rho_growth: float = 1.0) -> None:
+    """Z <- Proj(W + U), U <- U + W - Z, rho <- rho * rho_growth."""
+    w = weight.numpy()
+    z = self.project(w + self.u.numpy(), progress).values
+    self.z_change = float(np.linalg.norm(z - self.z.numpy()))
+    self.u.assign_add(w - z)
+    self.z.assign(z)
+    self.rho.assign(self.rho * rho_growth)
+
+  def hard_project(self, weight, progress: float) -> None:
+    """W <- Proj(W); the entries it zeroes stay zero from now on."""
+    projection = self.project(weight.numpy(), progress)
+    weight.assign(projection.values)
+    self.mask.assign(projection.mask.astype(np.float32))
+
+  def measure(self, weight) -> dict:
+    """Sums over this weight that `tf_admm.callback` turns into metrics."""
+    w, z = weight.numpy(), self.z.numpy()
+    return {'gap': float(np.sum((w - z)**2)), 'norm': float(np.sum(w**2)),
+            'z_zeros': int(np.count_nonzero(z == 0)), 'size': z.size,
+            'rho': float(self.rho.numpy()), 'z_change': self.z_change}
+
+  # The penalty.
 
   def __call__(self, weight):
     self.build(weight)
@@ -104,6 +155,22 @@ class AdmmRegularizer(keras.regularizers.Regularizer,
     return penalty
 
   def get_config(self):
-    rho = float(self.rho.numpy()) if self.built else self._initial_rho
-    return {'rho': rho, 'base': keras.regularizers.serialize(self.base)
-                                if self.base is not None else None}
+    return {
+        'constraint': keras.utils.serialize_keras_object(self.constraint),
+        'rho': self.initial_rho,
+        'base': (keras.regularizers.serialize(self.base)
+                 if self.base is not None else None),
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config['constraint'] = keras.utils.deserialize_keras_object(
+        config['constraint'])
+    return cls(**config)
+
+
+def admm_regularizer(weight) -> Optional[AdmmRegularizer]:
+  """The AdmmRegularizer of a `tf_admm.weights.PrunableWeight`, if any."""
+  regularizer = weight.regularizer
+  return regularizer if isinstance(regularizer, AdmmRegularizer) else None

@@ -9,24 +9,38 @@ matplotlib.use('Agg')  # files only; no display
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from matplotlib import pyplot as plt
 
+import numpy as np
+
 from tf_admm import progressive
+from tf_admm import weights as weights_lib
+
+COMPRESSION_RATE_COUNTS = ('the prunable weights: kernels of Dense and '
+                           'convolution layers, depthwise and pointwise '
+                           'kernels, embeddings; not biases or normalization')
 
 
 def build(summary: dict, tflite: dict, tflite_variant: str,
           accuracy: float, wall_seconds: float, info: dict) -> dict:
   """The report's content: `info` (dataset, model, command, ...) first."""
-  counts = progressive.nonzero_counts(summary['final_model'])
+  final = summary['final_model']
+  counts = progressive.nonzero_counts(final)
   total = sum(t for t, _ in counts.values())
   nonzero = sum(n for _, n in counts.values())
+  model_total = sum(int(np.prod(v.shape)) for v in final.weights)
+  model_nonzero = sum(int(np.count_nonzero(v.numpy())) for v in final.weights)
   return dict(
       info,
       dense_accuracy=summary['dense_metrics']['test_accuracy'],
       accuracy=accuracy,
       compression_rate=total / nonzero,
+      compression_rate_counts=COMPRESSION_RATE_COUNTS,
       total_weights=total,
       nonzero_weights=nonzero,
+      model_compression_rate=model_total / model_nonzero,
       layers=[{'name': n, 'total': t, 'nonzero': z}
               for n, (t, z) in counts.items()],
+      unpruned=weights_lib.unpruned_weights(final, summary['final_masks']),
+      constraints=summary['stages'][-1]['constraints'],
       epochs=summary['epochs'],
       train_seconds=summary['train_seconds'],
       wall_seconds=wall_seconds,
@@ -93,8 +107,13 @@ def _markdown(report, table):
       '',
       f'- dense test accuracy: {100 * report["dense_accuracy"]:.2f}%',
       f'- pruned test accuracy: {100 * report["accuracy"]:.2f}%',
-      f'- weights: {report["nonzero_weights"]:,} of {report["total_weights"]:,}'
-      f' ({report["compression_rate"]:.1f}x)',
+      f'- prunable weights: {report["nonzero_weights"]:,} of '
+      f'{report["total_weights"]:,} ({report["compression_rate"]:.1f}x; '
+      f'{report["compression_rate_counts"]})',
+      f'- the whole model, biases and all: '
+      f'{report["model_compression_rate"]:.1f}x',
+      '- not pruned: ' + (', '.join(u['path'] for u in report['unpruned'])
+                          or 'nothing'),
       f'- training epochs: {report["epochs"]}; training time '
       f'{report["train_seconds"]:.0f} s; this invocation '
       f'{report["wall_seconds"]:.0f} s',
@@ -108,8 +127,10 @@ def _markdown(report, table):
                  f'{s["rate"]:.1f}x | {s["val_accuracy"]:.4f} | '
                  f'{s["test_accuracy"]:.4f} | {s["epochs"]} | '
                  f'{s["seconds"]:.0f} |')
-  lines += ['', '| layer | weights | kept |', '|---|---:|---:|']
-  lines += [f'| {l["name"]} | {l["total"]:,} | {l["nonzero"]:,} |'
+  lines += ['', '| weight | entries | kept | constraint |',
+            '|---|---:|---:|---|']
+  lines += [f'| {l["name"]} | {l["total"]:,} | {l["nonzero"]:,} | '
+            f'{report["constraints"].get(l["name"], "none")} |'
             for l in report['layers']]
   lines += ['', '## TFLite', '', table, '',
             '![accuracy](accuracy_vs_compression.png)',

@@ -1,29 +1,18 @@
-"""Pruning targets: how many weights each prunable layer keeps.
+"""Pruning targets: how many weights each prunable weight tensor keeps.
 
 A target is given as a `Sparsity`, a `KeepRatio` or a `CompressionRate`;
 `keep_counts` turns per-layer targets (by layer name or layer class) or one
-global target (allocated over layers by a single magnitude threshold) into
-the number of weights each layer keeps.
+global target (allocated over weights by a single magnitude threshold) into
+the number of entries each prunable weight keeps.
 """
 
 import dataclasses
 import math
-from typing import Mapping, Optional, Union
+from typing import Mapping, NamedTuple, Optional, Union
 
 import numpy as np
-import tf_keras as keras
 
-# Layers whose `kernel` ADMM prunes. Matched by exact class, as tfmot's
-# registry does, so DepthwiseConv2D and SeparableConv* (subclasses of Conv,
-# which tfmot never prunes through `kernel`) are left alone.
-PRUNABLE_LAYER_TYPES = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
+from tf_admm import weights as weights_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,29 +63,19 @@ class CompressionRate:
 
 Target = Union[KeepRatio, Sparsity, CompressionRate]
 LayerKey = Union[str, type]
+_TARGET_TYPES = {t.__name__: t for t in (KeepRatio, Sparsity, CompressionRate)}
 
 
-def prunable_layers(model):
-  """The model's layers whose kernel can be pruned, in model order."""
-  if not isinstance(model, keras.Model):
-    raise ValueError(f'Expected a tf_keras Model, got {type(model).__name__}. '
-                     'Build models with `import tf_keras`, not Keras 3.')
-  layers = [l for l in model.layers if type(l) in PRUNABLE_LAYER_TYPES]
-  if not layers:
-    raise ValueError(
-        f'Model {model.name!r} has no prunable layer; tf_admm prunes the '
-        'kernels of ' + ', '.join(t.__name__ for t in PRUNABLE_LAYER_TYPES) +
-        '.')
-  return layers
+def serialize(target: Optional[Target]) -> Optional[dict]:
+  if target is None:
+    return None
+  return {'class_name': type(target).__name__, 'value': target.value}
 
 
-def kernel_size(layer) -> int:
-  """Number of weights in a built layer's kernel."""
-  if not layer.built:
-    raise ValueError(
-        f'Layer {layer.name!r} is not built, so its size is unknown; build the '
-        'model first (give it an Input or call model.build(input_shape)).')
-  return int(np.prod(layer.kernel.shape))
+def deserialize(config: Optional[dict]) -> Optional[Target]:
+  if config is None:
+    return None
+  return _TARGET_TYPES[config['class_name']](config['value'])
 
 
 def _check_target(target, where):
@@ -106,92 +85,106 @@ def _check_target(target, where):
         f'got {target!r}.')
 
 
-def _per_layer_keep(layers, per_layer) -> dict:
-  """Keep ratios for layers named (or typed) in `per_layer`."""
-  ratios = {}
+class Resolved(NamedTuple):
+  keep: int  # entries the weight keeps
+  target: Target  # the target that count came from
+
+
+def _per_layer_targets(weights, per_layer) -> dict:
+  """{weight path: target} for the weights of layers named (or typed) in
+  `per_layer`."""
+  found = {}
   for key, target in per_layer.items():
     _check_target(target, f'per_layer[{key!r}]')
     if isinstance(key, str):
-      matched = [l for l in layers if l.name == key]
+      matched = [w for w in weights if w.layer.name == key]
     elif isinstance(key, type):
-      matched = [l for l in layers if isinstance(l, key)]
+      matched = [w for w in weights if isinstance(w.layer, key)]
     else:
       raise ValueError(f'per_layer keys are layer names or layer classes, got '
                        f'{key!r}.')
     if not matched:
-      raise ValueError(
-          f'per_layer[{key!r}] matches no prunable layer; prunable layers are: '
-          + ', '.join(f'{l.name} ({type(l).__name__})' for l in layers) + '.')
-    for layer in matched:
+      names = dict.fromkeys(f'{w.layer.name} ({type(w.layer).__name__})'
+                            for w in weights)
+      raise ValueError(f'per_layer[{key!r}] matches no prunable layer; '
+                       f'prunable layers are: {", ".join(names)}.')
+    for weight in matched:
       # A name is more specific than a class, so it wins.
-      if layer.name not in ratios or isinstance(key, str):
-        ratios[layer.name] = target.keep_ratio
-  return ratios
+      if weight.path not in found or isinstance(key, str):
+        found[weight.path] = target
+  return found
 
 
-def _global_keep(layers, target, min_keep_ratio) -> dict:
-  """One magnitude threshold over all layers, each keeping a floor."""
-  sizes = np.array([kernel_size(l) for l in layers])
-  kernels = [np.abs(l.kernel.numpy()).ravel() for l in layers]
+def _global_keep(weights, target, min_keep_ratio) -> dict:
+  """One magnitude threshold over all weights, each keeping a floor."""
+  sizes = np.array([w.size for w in weights])
+  magnitudes = [np.abs(w.variable.numpy()).ravel() for w in weights]
   budget = int(round(sizes.sum() * target.keep_ratio))
   floors = np.maximum(1, np.ceil(sizes * min_keep_ratio)).astype(int)
   if floors.sum() > budget:
     raise ValueError(
-        f'The global target keeps {budget} weights, fewer than the per-layer '
+        f'The global target keeps {budget} weights, fewer than the per-weight '
         f'floor of min_keep_ratio={min_keep_ratio} needs ({floors.sum()}); '
         'lower min_keep_ratio or the compression rate.')
-  # Each layer's largest `floor` weights are reserved; the rest of the budget
-  # goes to the largest remaining magnitudes, whatever their layer.
+  # Each weight's largest `floor` entries are reserved; the rest of the
+  # budget goes to the largest remaining magnitudes, wherever they are.
   rest, owner = [], []
-  for i, (kernel, floor) in enumerate(zip(kernels, floors)):
-    ordered = np.sort(kernel)[::-1]
+  for i, (magnitude, floor) in enumerate(zip(magnitudes, floors)):
+    ordered = np.sort(magnitude)[::-1]
     rest.append(ordered[floor:])
     owner.append(np.full(ordered.size - floor, i))
   rest, owner = np.concatenate(rest), np.concatenate(owner)
   winners = owner[np.argsort(-rest, kind='stable')[:budget - floors.sum()]]
-  counts = floors + np.bincount(winners, minlength=len(layers))
-  return {l.name: int(c) for l, c in zip(layers, counts)}
+  counts = floors + np.bincount(winners, minlength=len(weights))
+  return {w.path: int(c) for w, c in zip(weights, counts)}
 
 
-def keep_counts(model,
-                target: Optional[Target] = None,
-                per_layer: Optional[Mapping[LayerKey, Target]] = None,
-                min_keep_ratio: float = 0.001,
-                layers=None) -> dict:
-  """How many kernel weights each prunable layer keeps.
+def resolve(model,
+            target: Optional[Target] = None,
+            per_layer: Optional[Mapping[LayerKey, Target]] = None,
+            min_keep_ratio: float = 0.001) -> dict:
+  """{weight path: Resolved(keep, target)} for every weight a target covers.
 
   Args:
     model: a built tf_keras model.
-    target: one target for all prunable layers not named in `per_layer`,
-      allocated by a global magnitude threshold (so layers with larger weights
-      keep more), every layer keeping at least `min_keep_ratio` of its weights
-      and at least one. None prunes only the layers in `per_layer`.
-    per_layer: targets by layer name or layer class; a name beats a class.
+    target: one target for all prunable weights of layers not named in
+      `per_layer`, allocated by a global magnitude threshold (so weights of
+      larger magnitude keep more), every weight tensor keeping at least
+      `min_keep_ratio` of its entries and at least one. None prunes only the
+      layers in `per_layer`.
+    per_layer: targets by layer name or layer class (a name beats a class);
+      a layer with two prunable weights (SeparableConv2D) applies its target
+      to each.
     min_keep_ratio: floor of the global allocation, in [0, 1].
-    layers: the layers to prune (default: all of `prunable_layers(model)`).
-
-  Returns:
-    {layer name: number of weights kept}, in model order, for each pruned
-    layer.
   """
-  layers = prunable_layers(model) if layers is None else list(layers)
+  weights = weights_lib.prunable_weights(model)
   if target is None and not per_layer:
     raise ValueError('Give a global `target`, `per_layer` targets, or both.')
   if not 0.0 <= min_keep_ratio <= 1.0:
     raise ValueError(f'min_keep_ratio must be in [0, 1], got {min_keep_ratio}.')
-  ratios = _per_layer_keep(layers, per_layer or {})
+  chosen = _per_layer_targets(weights, per_layer or {})
   # The epsilon keeps KeepRatio(k / n) at exactly k despite rounding.
-  counts = {
-      l.name: max(1, math.ceil(kernel_size(l) * ratios[l.name] - 1e-9))
-      for l in layers if l.name in ratios}
-  rest = [l for l in layers if l.name not in ratios]
+  resolved = {w.path: Resolved(
+      max(1, math.ceil(w.size * chosen[w.path].keep_ratio - 1e-9)),
+      chosen[w.path]) for w in weights if w.path in chosen}
+  rest = [w for w in weights if w.path not in chosen]
   if target is not None:
     _check_target(target, 'target')
     if not rest:
       raise ValueError('`target` has no layer left to apply to: per_layer '
                        'already names every prunable layer.')
-    counts.update(_global_keep(rest, target, min_keep_ratio))
-  return {l.name: counts[l.name] for l in layers if l.name in counts}
+    resolved.update({path: Resolved(count, target) for path, count in
+                     _global_keep(rest, target, min_keep_ratio).items()})
+  return {w.path: resolved[w.path] for w in weights if w.path in resolved}
+
+
+def keep_counts(model,
+                target: Optional[Target] = None,
+                per_layer: Optional[Mapping[LayerKey, Target]] = None,
+                min_keep_ratio: float = 0.001) -> dict:
+  """{weight path: entries kept} for the targets (see `resolve`)."""
+  return {path: r.keep for path, r in
+          resolve(model, target, per_layer, min_keep_ratio).items()}
 
 
 def rescale(keep_ratios: Mapping[str, float], sizes: Mapping[str, int],

@@ -1,8 +1,5 @@
 """TFLite export of pruned tf_keras models, with size and accuracy checks."""
 
-import tf_admm  # pylint: disable=unused-import  # sets TF_USE_LEGACY_KERAS first
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from tflite_export.converter import Quantization
 from tflite_export.converter import convert
 from tflite_export.evaluate import accuracy

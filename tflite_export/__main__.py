@@ -1,6 +1,6 @@
 r"""Converts a saved Keras model to TFLite every way and checks each result.
 
-  python -m tflite_export --model=runs/demo/pruned.keras \
+  python -m tflite_export --model=runs/demo/final.keras \
       --dense_model=runs/demo/dense.keras --output_dir=runs/demo/tflite
 
 Prints a table of raw and gzip sizes and LiteRT accuracy on the dataset's
@@ -13,13 +13,11 @@ import os
 from absl import app
 from absl import flags
 
-import tf_admm  # sets TF_USE_LEGACY_KERAS first
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
-import tf_keras as keras
 
 from tf_admm import dataset_flags
+from tf_admm import pruning_wrapper  # registers the wrappers for loading
+from tf_admm.keras_compat import keras
 from tflite_export import report
 
 MODEL = flags.DEFINE_string('model', None, 'Saved Keras model (.keras, .h5 '
@@ -41,7 +39,7 @@ def load_plain_model(path):
   """Loads a saved model and strips any pruning wrappers."""
   if not os.path.exists(path):
     raise ValueError(f'No saved model at {path!r}.')
-  return tfmot.sparsity.keras.strip_pruning(keras.models.load_model(path))
+  return pruning_wrapper.strip_pruning(keras.models.load_model(path))
 
 
 def main(argv):

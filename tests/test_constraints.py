@@ -1,0 +1,300 @@
+"""The contract every constraint class must pass, and KeepLargest's own tests.
+
+A new constraint class is one more entry in CASES: how to make one for a
+shape, which supports its set admits (written here, independently of the
+library), and the shapes to test it on.
+"""
+
+import dataclasses
+import functools
+import json
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import pytest
+
+import tf_admm
+from tf_admm import constraints
+from tf_admm import projections
+from tf_admm.keras_compat import keras
+from tests.conftest import small_model
+from tests.test_projections import numpy_keep_top_k
+
+
+class Case(NamedTuple):
+  # (shape, keep) -> a constraint for a weight of that shape keeping at most
+  # `keep` entries; `keep` never exceeds the entries allowed.
+  make: Callable[[tuple, int], constraints.Constraint]
+  # (constraint, support) -> whether the bool array `support` is a support
+  # of the constraint's set (the allowed mask is checked separately).
+  feasible: Callable[[constraints.Constraint, np.ndarray], bool]
+  shapes: Sequence[tuple]  # shapes to test on
+  tiny_shapes: Sequence[tuple]  # at most 10 entries each, for brute force
+
+
+def _keep_largest_feasible(constraint, support):
+  return np.count_nonzero(support) <= constraint.keep
+
+
+CASES = [
+    pytest.param(
+        Case(make=lambda shape, keep: constraints.KeepLargest(keep=keep),
+             feasible=_keep_largest_feasible,
+             shapes=[(1,), (7,), (12, 5), (3, 3, 2, 4)],
+             tiny_shapes=[(1,), (4,), (2, 3), (3, 3), (2, 5), (10,)]),
+        id='keep_largest'),
+]
+
+SEEDS = [0, 1, 2]
+FRACTIONS = [0.0, 0.3, 0.5, 1.0]  # of the allowed entries kept
+KINDS = ['normal', 'ties', 'float64']
+TARGETS = [None, tf_admm.CompressionRate(10), tf_admm.Sparsity(0.75),
+           tf_admm.KeepRatio(0.5)]
+
+
+def random_weights(shape, seed, kind):
+  rng = np.random.default_rng(seed)
+  if kind == 'ties':  # few distinct magnitudes, both signs, and zeros
+    return rng.integers(-2, 3, size=shape).astype(np.float32)
+  dtype = np.float64 if kind == 'float64' else np.float32
+  return rng.normal(size=shape).astype(dtype)
+
+
+def random_allowed(shape, seed):
+  """A random allowed mask, or None for seed None."""
+  if seed is None:
+    return None
+  return np.random.default_rng(seed + 1000).random(shape) < 0.6
+
+
+def problems(shape, seed, masked):
+  """(weights, allowed) of each kind; the entries not allowed are the
+  largest, so a projection that ignored `allowed` would keep them."""
+  allowed = random_allowed(shape, seed if masked else None)
+  for kind in KINDS:
+    w = random_weights(shape, seed, kind)
+    if allowed is not None:
+      w = np.where(allowed, w, w + np.where(w < 0, -100, 100))
+      w = w.astype(np.float64 if kind == 'float64' else np.float32)
+    yield w, allowed
+
+
+def available(w, allowed):
+  return w.size if allowed is None else int(np.count_nonzero(allowed))
+
+
+def sample_constraint(case, target=None):
+  shape = case.shapes[-1]
+  constraint = case.make(shape, int(np.prod(shape)) // 2)
+  return dataclasses.replace(constraint, target=target)
+
+
+def check_feasible(case, constraint, w, allowed, result):
+  where = f'shape={w.shape} allowed={allowed is not None} {constraint}'
+  assert isinstance(result, projections.Projection), where
+  values, mask = result
+  assert isinstance(values, np.ndarray) and isinstance(mask, np.ndarray), where
+  assert values.shape == w.shape and values.dtype == w.dtype, where
+  assert mask.shape == w.shape and mask.dtype == bool, where
+  np.testing.assert_array_equal(values, np.where(mask, w, 0), err_msg=where)
+  if constraint.keep is not None:
+    assert np.count_nonzero(values) <= constraint.keep, where
+    assert np.count_nonzero(mask) <= constraint.keep, where
+  if allowed is not None:
+    assert not np.any(mask & ~allowed), where
+    assert not np.any(values[~allowed]), where
+  assert case.feasible(constraint, mask), where
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('masked', [False, True])
+@pytest.mark.parametrize('fraction', FRACTIONS)
+def test_projection_is_feasible(case, seed, masked, fraction):
+  for shape in case.shapes:
+    for w, allowed in problems(shape, seed, masked):
+      keep = int(round(fraction * available(w, allowed)))
+      constraint = case.make(shape, keep)
+      before = w.copy()
+      result = constraint.project(w, allowed)
+      np.testing.assert_array_equal(w, before)  # the input is left alone
+      check_feasible(case, constraint, w, allowed, result)
+      if allowed is None:  # allowing everything is the same as no mask
+        every = constraint.project(w, np.ones(shape, bool))
+        np.testing.assert_array_equal(every.values, result.values)
+        np.testing.assert_array_equal(every.mask, result.mask)
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('masked', [False, True])
+@pytest.mark.parametrize('fraction', FRACTIONS)
+def test_projection_is_idempotent(case, seed, masked, fraction):
+  for shape in case.shapes:
+    for w, allowed in problems(shape, seed, masked):
+      constraint = case.make(shape,
+                             int(round(fraction * available(w, allowed))))
+      once = constraint.project(w, allowed)
+      twice = constraint.project(once.values, allowed)
+      check_feasible(case, constraint, once.values, allowed, twice)
+      np.testing.assert_array_equal(twice.values, once.values,
+                                    err_msg=f'shape={shape} {constraint}')
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('seed', SEEDS)
+def test_entries_not_allowed_stay_zero(case, seed):
+  for shape in case.shapes:
+    rng = np.random.default_rng(seed)
+    allowed = rng.random(shape) < 0.4
+    # Large weights outside `allowed`, small ones inside.
+    w = np.where(allowed, rng.normal(size=shape),
+                 1e3 * np.sign(rng.normal(size=shape))).astype(np.float32)
+    count = int(np.count_nonzero(allowed))
+    for keep in sorted({0, count // 2, count}):
+      values, mask = case.make(shape, keep).project(w, allowed)
+      assert not np.any(mask[~allowed]), f'shape={shape} keep={keep}'
+      assert not np.any(values[~allowed]), f'shape={shape} keep={keep}'
+
+
+@functools.lru_cache(maxsize=None)
+def all_supports(shape):
+  """Every bool array of `shape`, stacked: (2 ** size,) + shape."""
+  size = int(np.prod(shape))
+  assert size <= 10, 'brute force is for tiny shapes'
+  bits = (np.arange(2**size)[:, None] >> np.arange(size)) & 1
+  return bits.astype(bool).reshape((-1,) + tuple(shape))
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('masked', [False, True])
+def test_projection_is_the_nearest_feasible_point(case, seed, masked):
+  """No support the constraint admits is strictly closer to the weights."""
+  for shape in case.tiny_shapes:
+    supports = all_supports(shape)
+    for w, allowed in problems(shape, seed, masked):
+      w64 = w.astype(np.float64)
+      # ||W - W * S||^2 for every support S at once.
+      distances = np.sum(np.where(supports, 0.0, w64**2),
+                         axis=tuple(range(1, w.ndim + 1)))
+      inside = np.ones(len(supports), bool) if allowed is None else (
+          ~np.any(supports & ~allowed, axis=tuple(range(1, w.ndim + 1))))
+      for keep in range(available(w, allowed) + 1):
+        constraint = case.make(shape, keep)
+        result = constraint.project(w, allowed)
+        check_feasible(case, constraint, w, allowed, result)
+        admitted = [i for i in np.flatnonzero(inside)
+                    if case.feasible(constraint, supports[i])]
+        best = distances[admitted].min()
+        got = np.sum((w64 - result.values.astype(np.float64))**2)
+        # Ties may pick another support at the same distance.
+        assert got <= best + 1e-9 * (1 + best), (
+            f'shape={shape} allowed={allowed is not None} {constraint}: '
+            f'the projection is {got} away, a feasible support {best}; '
+            f'w={w.ravel()}')
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('target', TARGETS)
+def test_config_round_trip(case, target):
+  constraint = sample_constraint(case, target)
+  config = json.loads(json.dumps(constraint.get_config()))  # as saved
+  restored = type(constraint).from_config(config)
+  assert type(restored) is type(constraint)
+  assert restored == constraint
+  assert restored.target == target and type(restored.target) is type(target)
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('target', TARGETS)
+def test_keras_serialization_round_trip(case, target):
+  constraint = sample_constraint(case, target)
+  config = json.loads(json.dumps(keras.utils.serialize_keras_object(
+      constraint)))
+  restored = keras.utils.deserialize_keras_object(config)
+  assert type(restored) is type(constraint)
+  assert restored == constraint
+  assert restored.target == target and type(restored.target) is type(target)
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_registered_with_keras(case):
+  cls = type(sample_constraint(case))
+  name = cls.__name__
+  assert keras.utils.get_registered_name(cls) == f'tf_admm>{name}'
+  assert keras.utils.get_registered_object(f'tf_admm>{name}') is cls
+  # Legacy formats look objects up by the bare name.
+  assert keras.utils.get_custom_objects()[name] is cls
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_is_a_frozen_constraint_dataclass(case):
+  constraint = sample_constraint(case, tf_admm.CompressionRate(10))
+  assert isinstance(constraint, constraints.Constraint)
+  assert dataclasses.is_dataclass(constraint)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    constraint.keep = 1
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_with_keep_changes_only_keep(case):
+  constraint = sample_constraint(case, tf_admm.CompressionRate(10))
+  shape = case.shapes[-1]
+  for keep in [0, 1, int(np.prod(shape)) // 3]:
+    changed = constraint.with_keep(keep)
+    assert type(changed) is type(constraint)
+    assert changed.keep == keep
+    for field in dataclasses.fields(constraint):
+      if field.name != 'keep':
+        assert getattr(changed, field.name) == getattr(constraint,
+                                                       field.name), field.name
+    w = random_weights(shape, keep, 'normal')
+    assert np.count_nonzero(changed.project(w).mask) <= keep
+  # The original is left as it was.
+  assert constraint == sample_constraint(case, tf_admm.CompressionRate(10))
+
+
+# KeepLargest's own behaviour.
+
+
+@pytest.mark.parametrize('shape', [(7,), (12, 5), (3, 3, 2, 4)])
+@pytest.mark.parametrize('kind', KINDS)
+def test_keep_largest_matches_the_numpy_reference(shape, kind):
+  w = random_weights(shape, 5, kind)
+  allowed = random_allowed(shape, 5)
+  for mask in [None, allowed]:
+    count = available(w, mask)
+    for keep in sorted({0, 1, count // 3, count}):
+      values, got_mask = constraints.KeepLargest(keep=keep).project(w, mask)
+      want_values, want_mask = numpy_keep_top_k(w, keep, mask)
+      np.testing.assert_array_equal(got_mask, want_mask)
+      np.testing.assert_array_equal(values, want_values)
+      assert np.count_nonzero(got_mask) == keep  # exactly keep, zeros too
+
+
+def test_keep_largest_without_keep_cannot_project():
+  with pytest.raises(ValueError, match='KeepLargest needs a `keep` count'):
+    constraints.KeepLargest().project(np.ones((2, 2), np.float32))
+  with pytest.raises(ValueError, match='KeepLargest needs a `keep` count'):
+    constraints.KeepLargest(target=tf_admm.CompressionRate(4)).project(
+        np.ones((2, 2), np.float32), np.ones((2, 2), bool))
+
+
+def test_keep_largest_rejects_keep_above_the_allowed_count():
+  allowed = np.array([True, False, True, False])
+  with pytest.raises(ValueError, match='allows only 2'):
+    constraints.KeepLargest(keep=3).project(np.ones(4, np.float32), allowed)
+
+
+def test_keep_largest_for_weight():
+  weight = tf_admm.prunable_weights(small_model())[0]
+  target = tf_admm.CompressionRate(10)
+  assert constraints.KeepLargest().for_weight(weight, None) is None
+  assert constraints.KeepLargest(keep=3).for_weight(weight, None,
+                                                    target) is None
+  fitted = constraints.KeepLargest().for_weight(weight, 5, target)
+  assert type(fitted) is constraints.KeepLargest
+  assert fitted == constraints.KeepLargest(keep=5, target=target)
+  assert constraints.KeepLargest(keep=9).for_weight(weight, 2) == (
+      constraints.KeepLargest(keep=2))

@@ -1,0 +1,33 @@
+import numpy as np
+import tensorflow as tf
+
+from tf_admm import masks
+from tf_admm.keras_compat import keras
+
+
+def test_mask_constraint_zeroes_after_the_inner_constraint():
+  mask = tf.Variable([[1.0, 0.0], [0.0, 1.0]])
+  constraint = masks.MaskConstraint(mask, inner=keras.constraints.NonNeg())
+  got = constraint(tf.constant([[-1.0, 2.0], [3.0, 4.0]]))
+  np.testing.assert_array_equal(got.numpy(), [[0.0, 0.0], [0.0, 4.0]])
+  mask.assign([[1.0, 1.0], [1.0, 1.0]])  # read at every call
+  np.testing.assert_array_equal(
+      constraint(tf.constant([[-1.0, 2.0], [3.0, 4.0]])).numpy(),
+      [[0.0, 2.0], [3.0, 4.0]])
+
+
+def test_hold_mask_keeps_the_variables_constraint_and_is_idempotent():
+  layer = keras.layers.Dense(2, kernel_constraint='non_neg')
+  layer.build((None, 2))
+  mask = tf.Variable(np.array([[1, 0], [1, 1]], np.float32))
+  masks.hold_mask(layer.kernel, mask)
+  masks.hold_mask(layer.kernel, mask)
+  held = layer.kernel.constraint
+  assert isinstance(held, masks.MaskConstraint) and held.mask is mask
+  assert isinstance(held.inner, keras.constraints.NonNeg)  # not nested twice
+  optimizer = keras.optimizers.SGD(1.0)
+  layer.kernel.assign([[1.0, 1.0], [1.0, 1.0]])
+  optimizer.apply_gradients([(tf.constant([[2.0, -1.0], [-1.0, -1.0]]),
+                              layer.kernel)])
+  np.testing.assert_array_equal(layer.kernel.numpy(),
+                                [[0.0, 0.0], [2.0, 2.0]])

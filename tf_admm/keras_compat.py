@@ -1,0 +1,72 @@
+"""Which Keras tf_admm uses, and every private access to Keras or tfmot.
+
+tf_admm works on Keras 2 models (the `tf_keras` package), the only Keras that
+tensorflow-model-optimization 0.8 accepts. Importing tf_admm leaves
+`tf.keras` alone: tfmot, which switches `tf.keras` to Keras 2 when imported
+(it sets TF_USE_LEGACY_KERAS), is imported only by `tfmot()`, which the
+modules that use its pruning wrappers call.
+
+Every use of a private name of Keras or tfmot lives here, so a new Keras or
+tfmot release has one file to check.
+"""
+
+import functools
+
+import tensorflow as tf
+import tf_keras as keras
+
+# Trackable base of objects that own variables but are not layers (the ADMM
+# regularizer): their variables become checkpoint dependencies of the layer.
+Trackable = tf.__internal__.tracking.AutoTrackable
+
+
+def is_model(obj) -> bool:
+  return isinstance(obj, keras.Model)
+
+
+def is_cloneable(model) -> bool:
+  """Whether `model` is Sequential or functional (clone_model can copy it)."""
+  return isinstance(model, keras.Sequential) or model._is_graph_network  # pylint: disable=protected-access
+
+
+def set_constraint(variable, constraint) -> None:
+  """Replaces a built variable's constraint (Keras offers no setter)."""
+  variable._constraint = constraint  # pylint: disable=protected-access
+
+
+class BatchHookCallback(keras.callbacks.Callback):
+  """A callback whose per-batch hooks run only when `needs_batch_hooks()`.
+
+  Keras calls a callback's batch hooks only if it says it implements them; a
+  hook costs a host round trip every step. The callback also takes logs as
+  tensors, so Keras never pulls batch logs to the host on its account.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self._supports_tf_logs = True  # pylint: disable=protected-access
+
+  def needs_batch_hooks(self) -> bool:
+    raise NotImplementedError
+
+  def _implements_train_batch_hooks(self):
+    return self.needs_batch_hooks()
+
+
+@functools.lru_cache(maxsize=None)
+def tfmot():
+  """tensorflow_model_optimization, imported on first use."""
+  import tensorflow_model_optimization  # pylint: disable=g-import-not-at-top
+  return tensorflow_model_optimization
+
+
+def prune_low_magnitude_class():
+  """tfmot's wrapper class, which its public API exposes only as a factory."""
+  tfmot()
+  from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # pylint: disable=g-import-not-at-top
+  return pruning_wrapper.PruneLowMagnitude
+
+
+def wrapper_masks(wrapper):
+  """[(weight variable, mask variable)] of a tfmot pruning wrapper."""
+  return [(weight, mask) for weight, mask, _ in wrapper.pruning_vars]
