@@ -217,8 +217,8 @@ def main(argv):
                           tflite_report.format_table(tflite))
   print(tflite_report.format_table(tflite))
   by_kind = {}
-  for path, kind in report['constraints'].items():
-    by_kind.setdefault(kind, []).append(path)
+  for weight_path, kind in report['constraints'].items():
+    by_kind.setdefault(kind, []).append(weight_path)
   print('[tf_admm] constraints: ' + '; '.join(
       f'{kind}: {", ".join(paths)}' for kind, paths in by_kind.items()))
   print('[tf_admm] not pruned: ' + (', '.join(
