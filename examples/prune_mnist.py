@@ -20,6 +20,7 @@ from absl import logging
 
 import tensorflow as tf
 
+from tf_admm import constraints
 from tf_admm import dataset_flags
 from tf_admm import models
 from tf_admm import progressive
@@ -84,6 +85,12 @@ VALIDATION_EXAMPLES = flags.DEFINE_integer(
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', None, 'Use only this many training examples (tests).')
 SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+PATTERN = flags.DEFINE_string(
+    'pattern', None, 'N:M structured sparsity, such as 2:4: keep the N '
+    'largest of every M consecutive weights along each kernel\'s input '
+    'dimension. With --target_rate, at that rate too; without it, in one '
+    'stage at M/N where every layer keeps N/M of its weights (weights the '
+    'pattern does not fit keep their largest N/M; the report lists them).')
 ALLOCATION = flags.DEFINE_enum(
     'allocation', 'profile', ['profile', 'global'],
     'Per-layer targets: "profile" scales the model\'s per-layer keep-ratio '
@@ -93,12 +100,27 @@ ALLOCATION = flags.DEFINE_enum(
 FLAGS = flags.FLAGS
 
 
+def _from_preset(name):
+  return bool(PRESET.value) and not FLAGS[name].present and (
+      name in PRESETS[PRESET.value])
+
+
 def _value(name):
   """The flag's value, or the preset's where the flag was not given."""
-  if PRESET.value and not FLAGS[name].present and name in PRESETS[
-      PRESET.value]:
+  if _from_preset(name):
     return PRESETS[PRESET.value][name]
   return FLAGS[name].value
+
+
+def _pattern():
+  """The --pattern constraint, or None."""
+  return constraints.NOutOfM.parse(PATTERN.value) if PATTERN.value else None
+
+
+def _pattern_only():
+  """--pattern without a rate (from the flags or the preset)."""
+  return _pattern() is not None and not (FLAGS['target_rate'].present or
+                                         _from_preset('target_rate'))
 
 
 def _settings():
@@ -110,7 +132,10 @@ def _settings():
   if not target > 1:
     raise ValueError(f'--target_rate must be > 1 (a compression factor such '
                      f'as 50), got {target}.')
-  if _value('stage_rates'):
+  if _pattern_only():  # one stage at the pattern's own rate
+    pattern = _pattern()
+    rates = [pattern.m / pattern.n]
+  elif _value('stage_rates'):
     try:
       rates = [float(r) for r in _value('stage_rates')]
     except ValueError:
@@ -170,6 +195,7 @@ def main(argv):
   start = time.time()
   logging.set_verbosity(logging.WARNING)  # keep stage lines readable
   try:
+    pattern, pattern_only = _pattern(), _pattern_only()
     settings = _settings()
     model_name = _value('model')
     output_dir = _output_dir()
@@ -181,16 +207,19 @@ def main(argv):
     return models.build(model_name, dataset.input_shape, dataset.num_classes)
 
   final_rate = settings.stage_rates[-1]
+  profile = models.KEEP_RATIO_PROFILES[model_name]
+  if pattern_only:  # every layer at N/M
+    profile = {name: 1.0 for name in profile}
   allocate = (progressive.global_allocation(final_rate)
               if ALLOCATION.value == 'global' else
-              progressive.profile_allocation(
-                  models.KEEP_RATIO_PROFILES[model_name], final_rate))
+              progressive.profile_allocation(profile, final_rate))
   run = progressive.ProgressiveRun(
       build_model, data, allocate, settings, output_dir,
       description={'model': model_name, 'dataset': dataset.name,
                    'train_examples': len(data.x_train),
                    'allocation': ALLOCATION.value},
-      log=lambda line: print(f'[tf_admm] {line}', flush=True))
+      log=lambda line: print(f'[tf_admm] {line}', flush=True),
+      constraint=pattern or constraints.KeepLargest())
   print(f'[tf_admm] {model_name} on {dataset.name}: stages at '
         + ', '.join(f'{r:.1f}x' for r in settings.stage_rates)
         + f'; writing to {output_dir}', flush=True)

@@ -17,7 +17,7 @@ import tf_admm
 from tf_admm import constraints
 from tf_admm import projections
 from tf_admm.keras_compat import keras
-from tests.conftest import small_model
+from tests.conftest import separable_cnn, small_model
 from tests.test_projections import numpy_keep_top_k
 
 
@@ -36,6 +36,26 @@ def _keep_largest_feasible(constraint, support):
   return np.count_nonzero(support) <= constraint.keep
 
 
+def _pattern_axis(shape, m):
+  """The last axis whose length is a multiple of m."""
+  return max(i for i, n in enumerate(shape) if n % m == 0)
+
+
+def _n_of_m_feasible(constraint, support):
+  groups = np.moveaxis(support, constraint.axis, -1).reshape(-1, constraint.m)
+  return (groups.sum(-1) <= constraint.n).all() and (
+      constraint.keep is None or support.sum() <= constraint.keep)
+
+
+def _n_of_m_case(n, m):
+  return Case(
+      make=lambda shape, keep: constraints.NOutOfM(
+          n, m, axis=_pattern_axis(shape, m), keep=keep),
+      feasible=_n_of_m_feasible,
+      shapes=[(m,), (3 * m, 5), (3, 3, m, 2), (2, 2 * m)],
+      tiny_shapes=[(m,), (2, m), (m, 2)] if m <= 5 else [(m,)])
+
+
 CASES = [
     pytest.param(
         Case(make=lambda shape, keep: constraints.KeepLargest(keep=keep),
@@ -43,6 +63,9 @@ CASES = [
              shapes=[(1,), (7,), (12, 5), (3, 3, 2, 4)],
              tiny_shapes=[(1,), (4,), (2, 3), (3, 3), (2, 5), (10,)]),
         id='keep_largest'),
+    pytest.param(_n_of_m_case(2, 4), id='2_of_4'),
+    pytest.param(_n_of_m_case(1, 4), id='1_of_4'),
+    pytest.param(_n_of_m_case(3, 8), id='3_of_8'),
 ]
 
 SEEDS = [0, 1, 2]
@@ -298,3 +321,41 @@ def test_keep_largest_for_weight():
   assert fitted == constraints.KeepLargest(keep=5, target=target)
   assert constraints.KeepLargest(keep=9).for_weight(weight, 2) == (
       constraints.KeepLargest(keep=2))
+
+
+# NOutOfM's own behaviour.
+
+
+def test_n_of_m_fits_the_weights_input_dimension_or_falls_back():
+  model = separable_cnn()  # sep: depthwise 3x3x3x1, pointwise 1x1x3x8
+  weights = {w.path: w for w in tf_admm.prunable_weights(model)}
+  pattern = constraints.NOutOfM(2, 4)
+  target = tf_admm.CompressionRate(2)
+  # Conv2DTranspose kernels are (h, w, filters, inputs): 16 inputs.
+  assert pattern.for_weight(weights['up/kernel'], 7, target) == (
+      constraints.NOutOfM(2, 4, axis=-1, keep=7, target=target))
+  assert pattern.for_weight(weights['fc/kernel'], None) == (
+      constraints.NOutOfM(2, 4, axis=0))
+  # No input dimension (depthwise), or one of 3 channels: a plain count.
+  for path in ('sep/depthwise_kernel', 'sep/pointwise_kernel'):
+    assert pattern.for_weight(weights[path], 5, target) == (
+        constraints.KeepLargest(keep=5, target=target))
+    assert pattern.for_weight(weights[path], None) is None
+
+
+@pytest.mark.parametrize('text, want', [('2:4', (2, 4)), ('1:4', (1, 4)),
+                                        ('4:8', (4, 8))])
+def test_n_of_m_parses_its_flag(text, want):
+  parsed = constraints.NOutOfM.parse(text)
+  assert (parsed.n, parsed.m) == want and parsed.axis is None
+
+
+@pytest.mark.parametrize('text', ['2/4', '4:2', '0:4', '2:4:8', 'two:four'])
+def test_n_of_m_rejects_bad_patterns(text):
+  with pytest.raises(ValueError, match='N:M|0 < n < m'):
+    constraints.NOutOfM.parse(text)
+
+
+def test_n_of_m_without_an_axis_cannot_project():
+  with pytest.raises(ValueError, match='needs an `axis`'):
+    constraints.NOutOfM(2, 4).project(np.ones((4, 4), np.float32))

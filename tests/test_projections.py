@@ -114,3 +114,51 @@ def test_out_of_range_k_is_rejected():
   # Exactly the allowed count is fine.
   _, mask = projections.keep_top_k(w, 2, allowed=allowed)
   np.testing.assert_array_equal(mask, allowed)
+
+
+def numpy_n_of_m(w, n, m, axis, keep=None, allowed=None):
+  """Reference: group by group in plain Python, then the largest `keep`."""
+  moved = np.moveaxis(w, axis, -1)
+  ok = (np.ones(w.shape, bool) if allowed is None
+        else np.asarray(allowed, bool))
+  ok = np.moveaxis(ok, axis, -1)
+  mask = np.zeros(moved.shape, bool)
+  for index in np.ndindex(moved.shape[:-1]):
+    for start in range(0, moved.shape[-1], m):
+      group = [(-abs(float(moved[index + (j,)])), j)
+               for j in range(start, start + m) if ok[index + (j,)]]
+      for _, j in sorted(group)[:n]:
+        mask[index + (j,)] = True
+  mask = np.moveaxis(mask, -1, axis)
+  if keep is not None and keep < mask.sum():
+    mask = numpy_keep_top_k(w, keep, mask)[1]
+  return np.where(mask, w, 0), mask
+
+
+N_OF_M_PROBLEMS = [
+    (shape, axis, n, m)
+    for shape, axis in [((8,), 0), ((12, 5), 0), ((3, 3, 8, 2), -2),
+                        ((2, 4), -1)]
+    for n, m in [(2, 4), (1, 4), (3, 8)] if shape[axis] % m == 0]
+
+
+@pytest.mark.parametrize('shape, axis, n, m', N_OF_M_PROBLEMS)
+@pytest.mark.parametrize('kind', ['normal', 'ties'])
+def test_n_of_m_matches_numpy(shape, axis, n, m, kind):
+  rng = np.random.default_rng(7)
+  w = (rng.normal(size=shape) if kind == 'normal' else
+       rng.integers(-2, 3, size=shape)).astype(np.float32)
+  allowed = rng.random(shape) < 0.7
+  for keep in (None, 0, 3, w.size // 4):
+    for mask_in in (None, allowed):
+      values, mask = projections.n_of_m(w, n, m, axis, keep, mask_in)
+      want_values, want_mask = numpy_n_of_m(w, n, m, axis, keep, mask_in)
+      np.testing.assert_array_equal(mask, want_mask)
+      np.testing.assert_array_equal(values, want_values)
+
+
+def test_n_of_m_rejects_bad_arguments():
+  with pytest.raises(ValueError, match='not a multiple of m=4'):
+    projections.n_of_m(np.ones((6, 2)), 2, 4, axis=0)
+  with pytest.raises(ValueError, match='0 < n <= m'):
+    projections.n_of_m(np.ones((4, 2)), 5, 4, axis=0)

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tf_admm import datasets
+from tf_admm.keras_compat import keras
 
 SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'examples',
                       'prune_mnist.py')
@@ -106,6 +108,36 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
   assert 'stage 1/3' not in again.stdout and 'stage 3/3' not in again.stdout
 
 
+def groups_over_n(kernel, axis, n, m):
+  """How many groups of m consecutive entries along `axis` hold more than n
+  nonzeros."""
+  groups = np.moveaxis(kernel, axis, -1).reshape(-1, m)
+  return int(np.sum(np.count_nonzero(groups, axis=-1) > n))
+
+
+@pytest.mark.slow
+def test_pattern_alone_prunes_2_of_4_and_lists_the_fallback(tmp_path):
+  out = str(tmp_path / 'nm')
+  result = _run('--pattern=2:4', '--train_examples=2500',
+                '--validation_examples=500', '--pretrain_epochs=1',
+                '--admm_epochs=1', '--retrain_epochs=1', '--candidates=1',
+                '--prune_every_steps=5', f'--output_dir={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert ('constraints: KeepLargest: conv1/kernel; NOutOfM: conv2/kernel, '
+          'fc1/kernel, fc2/kernel') in result.stdout
+  with open(os.path.join(out, 'report.json')) as f:
+    report = json.load(f)
+  assert report['compression_rate'] == pytest.approx(2.0, rel=0.01)
+  final = keras.models.load_model(os.path.join(out, 'final.keras'))
+  # Input dimensions: axis -2 of a Conv2D kernel, axis 0 of a Dense one.
+  for name, axis in (('conv2', -2), ('fc1', 0), ('fc2', 0)):
+    kernel = final.get_layer(name).kernel.numpy()
+    assert groups_over_n(kernel, axis, 2, 4) == 0, name
+    assert np.count_nonzero(kernel) == kernel.size // 2, name
+  conv1 = final.get_layer('conv1').kernel.numpy()  # one input channel
+  assert np.count_nonzero(conv1) == conv1.size // 2
+
+
 def _corrupt_mnist(tmp_path):
   manual = tmp_path / 'corrupt_mnist'
   shutil.copytree(datasets.default_manual_dir('mnist'), manual)
@@ -117,6 +149,8 @@ def _corrupt_mnist(tmp_path):
 @pytest.mark.parametrize('make_flags, message', [
     (lambda tmp: ['--target_rate=0.5'], '--target_rate must be > 1'),
     (lambda tmp: ['--model=alexnet'], "Unknown --model 'alexnet'"),
+    (lambda tmp: ['--pattern=2/4'], 'A pattern is N:M'),
+    (lambda tmp: ['--pattern=4:2'], 'need integers 0 < n < m'),
     (lambda tmp: ['--dataset=no_such_dataset'], 'Unknown TFDS dataset'),
     (lambda tmp: ['--dataset=cifar10'], 'images of shape (32, 32, 3)'),
     (lambda tmp: [f'--manual_dir={tmp}/missing'], 'does not exist'),

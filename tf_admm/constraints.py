@@ -71,3 +71,51 @@ class KeepLargest(Constraint):
       raise ValueError('KeepLargest needs a `keep` count; attach_admm sets it '
                        'from the targets.')
     return projections.keep_top_k(weights, self.keep, allowed)
+
+
+@registration.register
+@dataclasses.dataclass(frozen=True)
+class NOutOfM(Constraint):
+  """At most `n` nonzeros in every `m` consecutive entries along `axis` (the
+  weight's input dimension), and at most `keep` in all when set.
+
+  2:4 is the pattern NVIDIA's sparse tensor cores run. `attach_admm` sets
+  `axis` for each weight; a weight the pattern does not fit (no input
+  dimension, as in a depthwise kernel or an embedding, or one whose length is
+  not a multiple of `m`, as in a convolution over one input channel) falls
+  back to `KeepLargest` at its target, or stays unpruned without one.
+  """
+  n: int
+  m: int
+  axis: Optional[int] = None
+  keep: Optional[int] = None
+  target: Optional[targets.Target] = None
+
+  def __post_init__(self):
+    if not (isinstance(self.n, int) and isinstance(self.m, int) and
+            0 < self.n < self.m):
+      raise ValueError(f'NOutOfM: need integers 0 < n < m, got '
+                       f'{self.n}:{self.m}.')
+
+  @classmethod
+  def parse(cls, text: str) -> 'NOutOfM':
+    """'2:4' -> NOutOfM(2, 4)."""
+    try:
+      n, m = (int(part) for part in text.split(':'))
+    except ValueError:
+      raise ValueError(f'A pattern is N:M with integers N < M, such as 2:4; '
+                       f'got {text!r}.') from None
+    return cls(n, m)
+
+  def for_weight(self, weight, keep, target=None):
+    axis = weight.kind.input_axis
+    if axis is None or weight.shape[axis] % self.m:
+      return KeepLargest().for_weight(weight, keep, target)
+    return dataclasses.replace(self, axis=axis, keep=keep, target=target)
+
+  def project(self, weights, allowed=None):
+    if self.axis is None:
+      raise ValueError('NOutOfM needs an `axis`; attach_admm sets it for each '
+                       'weight.')
+    return projections.n_of_m(weights, self.n, self.m, self.axis, self.keep,
+                              allowed)

@@ -7,7 +7,7 @@ broken toward the lower flat (row-major) index, so results are
 deterministic. `tf_admm.constraints` wraps each in a serializable object.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -57,3 +57,29 @@ def keep_top_k(weights, k: int, allowed=None) -> Projection:
     mask[ties[:k - np.count_nonzero(mask)]] = True
   return _apply(weights, mask.reshape(weights.shape))
 
+
+def n_of_m(weights, n: int, m: int, axis: int, keep: Optional[int] = None,
+           allowed=None) -> Projection:
+  """Keeps the `n` largest of every `m` consecutive entries along `axis`.
+
+  With `keep`, also at most `keep` entries in all: the largest of the
+  pattern's survivors (greedy selection is exact here, since the feasible
+  supports form a matroid). `weights.shape[axis]` must be a multiple of `m`.
+  """
+  weights = np.asarray(weights)
+  if not 0 < n <= m:
+    raise ValueError(f'n_of_m: need 0 < n <= m, got {n}:{m}.')
+  if weights.shape[axis] % m:
+    raise ValueError(f'n_of_m: axis {axis} of shape {weights.shape} is not a '
+                     f'multiple of m={m}.')
+  scores = np.moveaxis(_scores(weights, allowed), axis, -1)
+  groups = scores.reshape(-1, m)
+  # Stable: among equal magnitudes the lower index ranks first.
+  order = np.argsort(-groups, axis=-1, kind='stable')
+  group_mask = np.zeros(groups.shape, bool)
+  np.put_along_axis(group_mask, order[:, :n], True, axis=-1)
+  group_mask &= groups >= 0  # never an entry that is not allowed
+  mask = np.moveaxis(group_mask.reshape(scores.shape), -1, axis)
+  if keep is not None and keep < np.count_nonzero(mask):
+    mask = keep_top_k(weights, keep, allowed=mask).mask
+  return _apply(weights, mask)
