@@ -133,6 +133,10 @@ def _settings():
     raise ValueError(f'--target_rate must be > 1 (a compression factor such '
                      f'as 50), got {target}.')
   if _pattern_only():  # one stage at the pattern's own rate
+    for name in ('stage_rates', 'allocation'):
+      if FLAGS[name].present:
+        raise ValueError(f'--pattern alone sets one stage with every layer at '
+                         f'N/M; --{name} needs --target_rate too.')
     pattern = _pattern()
     rates = [pattern.m / pattern.n]
   elif _value('stage_rates'):
@@ -246,10 +250,13 @@ def main(argv):
                           tflite_report.format_table(tflite))
   print(tflite_report.format_table(tflite))
   by_kind = {}
-  for weight_path, kind in report['constraints'].items():
-    by_kind.setdefault(kind, []).append(weight_path)
+  for weight_path, config in report['constraints'].items():
+    by_kind.setdefault(report_lib.constraint_kind(config), []).append(
+        weight_path)
+  holds = 'yes' if report['constraints_hold'] else 'NO'
   print('[tf_admm] constraints: ' + '; '.join(
-      f'{kind}: {", ".join(paths)}' for kind, paths in by_kind.items()))
+      f'{kind}: {", ".join(paths)}' for kind, paths in by_kind.items())
+        + f' (every one holds: {holds})')
   print('[tf_admm] not pruned: ' + (', '.join(
       f'{u["path"]} ({u["size"]:,})' for u in report['unpruned']) or 'nothing'))
   print(f'[tf_admm] {report["compression_rate"]:.1f}x over the prunable '

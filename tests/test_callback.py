@@ -152,6 +152,24 @@ def test_bad_use_is_rejected_before_training():
                       callbacks=[tf_admm.AdmmCallback(tf_admm.Stages())])
 
 
+def test_a_recompiled_model_cannot_continue_its_schedule():
+  model = _admm_model()
+  x, y = random_batch(32)
+  callback = tf_admm.AdmmCallback(tf_admm.Stages())
+  model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+  model.compile('adam', 'mse')  # a fresh optimizer, at step 0
+  with pytest.raises(ValueError, match='compiled anew'):
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_several_steps_per_execution_are_refused():
+  model = _admm_model()
+  model.compile('adam', 'mse', steps_per_execution=2)
+  with pytest.raises(ValueError, match='steps_per_execution=1'):
+    model.fit(*random_batch(32), epochs=1, verbose=0,
+              callbacks=[tf_admm.AdmmCallback(tf_admm.Stages())])
+
+
 def test_stages_prune_progressively_and_hold_earlier_zeros():
   model = tf_admm.attach_admm(small_model(), tf_admm.CompressionRate(6),
                               rho=0.01)

@@ -65,7 +65,7 @@ CASES = [
         id='keep_largest'),
     pytest.param(_n_of_m_case(2, 4), id='2_of_4'),
     pytest.param(_n_of_m_case(1, 4), id='1_of_4'),
-    pytest.param(_n_of_m_case(3, 8), id='3_of_8'),
+    pytest.param(_n_of_m_case(4, 8), id='4_of_8'),
 ]
 
 SEEDS = [0, 1, 2]

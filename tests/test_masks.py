@@ -31,3 +31,18 @@ def test_hold_mask_keeps_the_variables_constraint_and_is_idempotent():
                               layer.kernel)])
   np.testing.assert_array_equal(layer.kernel.numpy(),
                                 [[0.0, 0.0], [2.0, 2.0]])
+
+
+def test_the_mask_holds_under_mixed_precision():
+  keras.mixed_precision.set_global_policy('mixed_float16')
+  try:
+    layer = keras.layers.Dense(2)
+    layer.build((None, 2))
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  mask = tf.Variable(np.array([[1, 0], [0, 1]], np.float32))
+  masks.hold_mask(layer.kernel, mask)  # an AutoCastVariable
+  layer.kernel.assign([[1.0, 1.0], [1.0, 1.0]])
+  keras.optimizers.SGD(1.0).apply_gradients(
+      [(tf.constant([[1.0, 1.0], [1.0, 1.0]]), layer.kernel)])
+  np.testing.assert_array_equal(layer.kernel.numpy(), [[0.0, 0.0], [0.0, 0.0]])

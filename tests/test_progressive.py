@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from tf_admm import constraints
 from tf_admm import models
 from tf_admm import progressive
 
@@ -46,3 +47,18 @@ def test_ramped_stages_reach_their_rates_and_share_a_pretraining(data,
   with pytest.raises(ValueError, match='no finished pretraining'):
     missing.pretrain()
   assert not os.path.exists(tmp_path / 'third' / 'dense')
+
+
+def test_a_pattern_with_rates_reaches_every_stage(data, tmp_path):
+  # 2:4 caps every LeNet-300-100 layer at half its weights; the stages'
+  # targets must respect that, or stage 2 would ask for more than stage 1
+  # left.
+  summary = _run(data, tmp_path / 'nm',
+                 constraint=constraints.NOutOfM(2, 4)).run()
+  assert [s['rate'] for s in summary['stages']] == pytest.approx([4.0, 8.0],
+                                                                 rel=0.01)
+  for layer in summary['final_model'].layers[1:]:
+    # Groups of 4 consecutive inputs (axis 0 of a Dense kernel).
+    inputs_last = np.moveaxis(layer.kernel.numpy(), 0, -1)
+    groups = np.count_nonzero(inputs_last.reshape(-1, 4), axis=-1)
+    assert groups.max() <= 2, layer.name

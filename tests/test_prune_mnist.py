@@ -24,7 +24,8 @@ TINY = ['--train_examples=2500', '--validation_examples=500',
 REPORT_KEYS = {'dataset', 'model', 'dense_accuracy', 'accuracy',
                'compression_rate', 'compression_rate_counts',
                'model_compression_rate', 'total_weights', 'nonzero_weights',
-               'layers', 'unpruned', 'constraints', 'epochs', 'wall_seconds',
+               'layers', 'unpruned', 'constraints', 'constraints_hold',
+               'epochs', 'wall_seconds',
                'tflite'}
 
 
@@ -89,7 +90,9 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
       'conv1/kernel', 'conv2/kernel', 'fc1/kernel', 'fc2/kernel']
   assert [u['path'] for u in report['unpruned']] == [
       'conv1/bias', 'conv2/bias', 'fc1/bias', 'fc2/bias']
-  assert set(report['constraints'].values()) == {'KeepLargest'}
+  assert {c['class_name'] for c in report['constraints'].values()} == {
+      'tf_admm>KeepLargest'}
+  assert report['constraints_hold'] is True
   # Biases count in the whole model's rate only.
   assert 1 < report['model_compression_rate'] < report['compression_rate']
   assert sum(l['nonzero'] for l in report['layers']) == (
@@ -124,7 +127,7 @@ def test_pattern_alone_prunes_2_of_4_and_lists_the_fallback(tmp_path):
                 '--prune_every_steps=5', f'--output_dir={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert ('constraints: KeepLargest: conv1/kernel; NOutOfM: conv2/kernel, '
-          'fc1/kernel, fc2/kernel') in result.stdout
+          'fc1/kernel, fc2/kernel (every one holds: yes)') in result.stdout
   with open(os.path.join(out, 'report.json')) as f:
     report = json.load(f)
   assert report['compression_rate'] == pytest.approx(2.0, rel=0.01)
@@ -151,6 +154,8 @@ def _corrupt_mnist(tmp_path):
     (lambda tmp: ['--model=alexnet'], "Unknown --model 'alexnet'"),
     (lambda tmp: ['--pattern=2/4'], 'A pattern is N:M'),
     (lambda tmp: ['--pattern=4:2'], 'need integers 0 < n < m'),
+    (lambda tmp: ['--pattern=2:4', '--allocation=global'],
+     '--allocation needs --target_rate too'),
     (lambda tmp: ['--dataset=no_such_dataset'], 'Unknown TFDS dataset'),
     (lambda tmp: ['--dataset=cifar10'], 'images of shape (32, 32, 3)'),
     (lambda tmp: [f'--manual_dir={tmp}/missing'], 'does not exist'),

@@ -143,3 +143,14 @@ def test_rescale_keeps_the_shape_and_hits_the_rate(rate):
   factors = {ratios[n] / paper_167x[n] for n in uncapped}
   assert max(factors) == pytest.approx(min(factors))
   assert all(r <= 1 for r in ratios.values())
+
+
+def test_rescale_respects_caps_and_rejects_unreachable_rates():
+  sizes = {'a': 100, 'b': 300, 'c': 600}
+  ratios = tf_admm.targets.rescale({'a': 1.0, 'b': 0.5, 'c': 0.1}, sizes, 2,
+                                   caps={'a': 1.0, 'b': 0.5, 'c': 0.5})
+  assert sum(ratios[n] * sizes[n] for n in sizes) == pytest.approx(500)
+  assert ratios['b'] == pytest.approx(0.5) and ratios['c'] <= 0.5
+  with pytest.raises(ValueError, match='more weights than the constraints'):
+    tf_admm.targets.rescale({'a': 1.0, 'b': 1.0, 'c': 1.0}, sizes, 1.5,
+                            caps={'a': 0.5, 'b': 0.5, 'c': 0.5})

@@ -58,6 +58,9 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     if not self.params.get('steps'):
       raise ValueError('AdmmCallback counts its schedule in steps: give fit '
                        'data of known length, or steps_per_epoch.')
+    if keras_compat.steps_per_execution(self.model) > 1:
+      raise ValueError('AdmmCallback acts between training steps: compile the '
+                       'model with steps_per_execution=1.')
     self._step = None
 
   def on_train_batch_begin(self, batch, logs=None):
@@ -79,6 +82,13 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     self.schedule.bind(schedules.FitInfo(
         steps_per_epoch=self.params['steps'], epochs=self.params['epochs'],
         start_rate=sizes / max(start, 1), final_rate=sizes / max(final, 1)))
+    last_step = max(int(r.last_step) for _, r in self._pairs)
+    if iterations < last_step:
+      raise ValueError(
+          f'ADMM ran to optimizer step {last_step}, but the optimizer has '
+          f'taken {iterations}: the model was compiled anew, and the '
+          'schedule, counted in optimizer steps, cannot continue. Fit without '
+          'recompiling, or start over from tf_admm.attach_admm.')
     self._step = iterations - int(self._pairs[0][1].start_step)
     for weight, regularizer in fresh:
       regularizer.restart(weight.variable,
@@ -98,6 +108,9 @@ class AdmmCallback(keras_compat.BatchHookCallback):
                            schedule.rho_growth)
 
   def on_epoch_end(self, epoch, logs=None):
+    step = int(self.model.optimizer.iterations)
+    for _, regularizer in self._pairs:
+      regularizer.last_step.assign(step)
     if logs is not None:
       logs.update(measure(self._pairs, self.per_weight_metrics),
                   admm_progress=self.schedule.z_progress(self._step))

@@ -46,6 +46,12 @@ class Constraint(abc.ABC):
     """The same constraint keeping at most `keep` entries."""
     return dataclasses.replace(self, keep=keep)
 
+  def max_keep_ratio(self, weight) -> float:
+    """The largest share of `weight` this constraint lets it keep: a target
+    above it cannot be reached."""
+    del weight  # a count alone can keep everything
+    return 1.0
+
   def get_config(self) -> dict:
     config = {f.name: getattr(self, f.name)
               for f in dataclasses.fields(self)}
@@ -84,6 +90,8 @@ class NOutOfM(Constraint):
   dimension, as in a depthwise kernel or an embedding, or one whose length is
   not a multiple of `m`, as in a convolution over one input channel) falls
   back to `KeepLargest` at its target, or stays unpruned without one.
+  A schedule's progress moves only the `keep` count: the pattern itself
+  applies in full from the first Z-step and hard prune.
   """
   n: int
   m: int
@@ -107,11 +115,19 @@ class NOutOfM(Constraint):
                        f'got {text!r}.') from None
     return cls(n, m)
 
-  def for_weight(self, weight, keep, target=None):
+  def fits(self, weight) -> bool:
+    """Whether `weight` has an input dimension of a multiple of m entries."""
     axis = weight.kind.input_axis
-    if axis is None or weight.shape[axis] % self.m:
+    return axis is not None and weight.shape[axis] % self.m == 0
+
+  def for_weight(self, weight, keep, target=None):
+    if not self.fits(weight):
       return KeepLargest().for_weight(weight, keep, target)
-    return dataclasses.replace(self, axis=axis, keep=keep, target=target)
+    return dataclasses.replace(self, axis=weight.kind.input_axis, keep=keep,
+                               target=target)
+
+  def max_keep_ratio(self, weight):
+    return self.n / self.m if self.fits(weight) else 1.0
 
   def project(self, weights, allowed=None):
     if self.axis is None:

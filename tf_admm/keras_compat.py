@@ -30,8 +30,18 @@ def is_cloneable(model) -> bool:
 
 
 def set_constraint(variable, constraint) -> None:
-  """Replaces a built variable's constraint (Keras offers no setter)."""
+  """Replaces a built variable's constraint (Keras offers no setter).
+
+  Under a mixed-precision policy a layer's weight is an AutoCastVariable,
+  whose optimizer step reads the constraint of the variable inside it.
+  """
+  variable = getattr(variable, '_variable', variable)  # pylint: disable=protected-access
   variable._constraint = constraint  # pylint: disable=protected-access
+
+
+def steps_per_execution(model) -> int:
+  """Training steps per call of the compiled train function."""
+  return int(model._steps_per_execution)  # pylint: disable=protected-access
 
 
 class BatchHookCallback(keras.callbacks.Callback):

@@ -316,10 +316,17 @@ class ProgressiveRun:
     return _read_json(os.path.join(folder, 'metrics.json'))
 
   def _stage_keep_ratios(self, rate):
-    sizes = {name: size
-             for name, size in layer_sizes(self.build_model()).items()
+    """The final per-layer ratios rescaled to `rate`, none above what the
+    constraint lets its layer keep (half, for 2:4)."""
+    model = self.build_model()
+    sizes = {name: size for name, size in layer_sizes(model).items()
              if name in self.final_keep_ratios}
-    return targets.rescale(self.final_keep_ratios, sizes, rate)
+    caps = dict.fromkeys(sizes, 1.0)
+    for weight in weights_lib.prunable_weights(model):
+      if weight.layer.name in caps:
+        caps[weight.layer.name] = min(caps[weight.layer.name],
+                                      self.constraint.max_keep_ratio(weight))
+    return targets.rescale(self.final_keep_ratios, sizes, rate, caps)
 
   def _child(self, stage, rate, parent, index):
     """Pushes the unit `parent` to `rate`; returns the child's name."""
@@ -341,7 +348,7 @@ class ProgressiveRun:
         lookahead_steps=self.settings.lookahead_steps)
     self._fit(admm, f'{name}_admm', self.settings.admm_epochs,
               [callback_lib.AdmmCallback(ramp)])
-    constraints = {w.path: type(r.constraint).__name__
+    constraints = {w.path: keras.utils.serialize_keras_object(r.constraint)
                    for w, r in attach.admm_weights(admm)}
     wrapped = self._compile(pruning_wrapper.to_pruning_wrappers(admm),
                             decay_epochs=self.settings.retrain_epochs)

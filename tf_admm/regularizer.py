@@ -26,6 +26,8 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     start_step: the optimizer step at which ADMM began (-1: not yet); a
       schedule's position is the optimizer's steps since then.
     start_nonzeros: the entries the mask allowed then, where a ramp starts.
+    last_step: the optimizer step at the last epoch end under ADMM; an
+      optimizer that has taken fewer is not the one the schedule counted.
 
   `constraint` (a `tf_admm.constraints.Constraint`) is the final target; a
   schedule's `progress` in [0, 1] moves the kept count from `start_nonzeros`
@@ -53,7 +55,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     self.base = keras.regularizers.get(base)
     self.z_change = 0.0  # ||Z_new - Z_old|| at the last Z-step
     self.z = self.u = self.rho = self.mask = None
-    self.start_step = self.start_nonzeros = None
+    self.start_step = self.start_nonzeros = self.last_step = None
 
   @property
   def built(self) -> bool:
@@ -79,6 +81,8 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
       self.start_nonzeros = tf.Variable(
           shape.num_elements(), dtype=tf.int64, trainable=False,
           name='start_nonzeros')
+      self.last_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                   name='last_step')
     if isinstance(weight, tf.Variable):
       masks.hold_mask(weight, self.mask)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from tf_admm import progressive
 from tf_admm import weights as weights_lib
+from tf_admm.keras_compat import keras
 
 COMPRESSION_RATE_COUNTS = ('the prunable weights: kernels of Dense and '
                            'convolution layers, depthwise and pointwise '
@@ -41,6 +42,8 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
               for n, (t, z) in counts.items()],
       unpruned=weights_lib.unpruned_weights(final, summary['final_masks']),
       constraints=summary['stages'][-1]['constraints'],
+      constraints_hold=constraints_hold(final, summary['final_masks'],
+                                        summary['stages'][-1]['constraints']),
       epochs=summary['epochs'],
       train_seconds=summary['train_seconds'],
       wall_seconds=wall_seconds,
@@ -56,6 +59,24 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
       stages=summary['stages'],
       candidates=summary['candidates'],
   )
+
+
+def constraint_kind(config) -> str:
+  """'NOutOfM' for a serialized tf_admm.constraints.NOutOfM; 'none'."""
+  return config['class_name'].split('>')[-1] if config else 'none'
+
+
+def constraints_hold(model, masks, configs) -> bool:
+  """Whether every pruned weight of `model` lies in its constraint's set
+  within its mask: projecting it changes nothing."""
+  weights = {w.path: w.variable.numpy()
+             for w in weights_lib.prunable_weights(model)}
+  for path, config in configs.items():
+    constraint = keras.utils.deserialize_keras_object(config)
+    projected = constraint.project(weights[path], masks[path]).values
+    if not np.array_equal(projected, weights[path]):
+      return False
+  return True
 
 
 def _plot_accuracy(report, path):
@@ -112,6 +133,8 @@ def _markdown(report, table):
       f'{report["compression_rate_counts"]})',
       f'- the whole model, biases and all: '
       f'{report["model_compression_rate"]:.1f}x',
+      f'- every pruned weight lies in its constraint\'s set: '
+      f'{"yes" if report["constraints_hold"] else "NO"}',
       '- not pruned: ' + (', '.join(u['path'] for u in report['unpruned'])
                           or 'nothing'),
       f'- training epochs: {report["epochs"]}; training time '
@@ -130,7 +153,7 @@ def _markdown(report, table):
   lines += ['', '| weight | entries | kept | constraint |',
             '|---|---:|---:|---|']
   lines += [f'| {l["name"]} | {l["total"]:,} | {l["nonzero"]:,} | '
-            f'{report["constraints"].get(l["name"], "none")} |'
+            f'{constraint_kind(report["constraints"].get(l["name"]))} |'
             for l in report['layers']]
   lines += ['', '## TFLite', '', table, '',
             '![accuracy](accuracy_vs_compression.png)',

@@ -188,23 +188,27 @@ def keep_counts(model,
 
 
 def rescale(keep_ratios: Mapping[str, float], sizes: Mapping[str, int],
-            rate: float) -> dict:
+            rate: float, caps: Optional[Mapping[str, float]] = None) -> dict:
   """Per-layer keep ratios of the same shape that together reach `rate`.
 
-  Multiplies every ratio by one factor c (capping each at 1) so that the
-  layers keep sum(sizes) / rate weights in total: how per-layer targets scale
-  from one progressive stage to the next.
+  Multiplies every ratio by one factor c (capping each at its `caps` entry,
+  default 1) so that the layers keep sum(sizes) / rate weights in total: how
+  per-layer targets scale from one progressive stage to the next.
   """
+  caps = {n: 1.0 if caps is None else caps[n] for n in sizes}
   total = sum(sizes.values())
   budget = total / CompressionRate(rate).value
-  if budget > total:
-    raise ValueError(f'rate {rate} keeps more weights than there are.')
+  reachable = sum(caps[n] * sizes[n] for n in sizes)
+  if budget > reachable + 1e-9:
+    raise ValueError(f'rate {rate:g} keeps more weights than the constraints '
+                     f'allow: they keep at most 1 in '
+                     f'{total / reachable:.3g}.')
 
   def kept(c):
-    return sum(min(1.0, c * keep_ratios[n]) * sizes[n] for n in sizes)
+    return sum(min(caps[n], c * keep_ratios[n]) * sizes[n] for n in sizes)
 
   low, high = 0.0, 1.0 / min(keep_ratios[n] for n in sizes)
   for _ in range(100):  # kept(c) is monotonic: bisect
     mid = (low + high) / 2
     low, high = (mid, high) if kept(mid) < budget else (low, mid)
-  return {n: min(1.0, high * keep_ratios[n]) for n in sizes}
+  return {n: min(caps[n], high * keep_ratios[n]) for n in sizes}

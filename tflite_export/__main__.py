@@ -1,7 +1,7 @@
 r"""Converts a saved Keras model to TFLite every way and checks each result.
 
   python -m tflite_export --model=runs/demo/final.keras \
-      --dense_model=runs/demo/dense.keras --output_dir=runs/demo/tflite
+      --output_dir=runs/demo/tflite
 
 Prints a table of raw and gzip sizes and LiteRT accuracy on the dataset's
 test split, and writes the .tflite files and tflite_report.json.
