@@ -16,6 +16,16 @@ Also measured: seconds per epoch of plain fit, fit under ADMM and fit with
 tfmot wrappers (alternating, in one process, median of several epochs), and
 .tflite size and single-example LiteRT latency per deployment format.
 
+With --pattern=N:M (such as 2:4) the comparison is at that structured
+pattern instead of --rates: tf-admm under the NOutOfM constraint, tfmot with
+prune_low_magnitude(sparsity_m_by_n=...), both at M/N with every layer
+keeping N/M (a layer the pattern does not fit, such as LeNet-5's first
+convolution over one input channel, is magnitude-pruned to N/M by both), and
+the final models are checked for groups holding more than N nonzeros.
+
+  python benchmarks/compare_tfmot.py --models=lenet5 --pattern=2:4 \
+      --timing_epochs=3 --results_dir=benchmarks/nm24/results
+
 Writes benchmarks/results/<model>.json and benchmarks/RESULTS.md and
 benchmarks/results/accuracy_vs_rate.png.
 """
@@ -40,6 +50,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 import tf_admm
+from tf_admm import constraints
 from tf_admm import dataset_flags
 from tf_admm import models
 from tf_admm import progressive
@@ -52,6 +63,9 @@ MODELS = flags.DEFINE_list('models', ['lenet5', 'lenet300_100'],
                            'Networks to compare.')
 RATES = flags.DEFINE_list('rates', ['25', '50', '100', '167', '250'],
                           'Compression rates to compare at.')
+PATTERN = flags.DEFINE_string(
+    'pattern', None, 'Compare at this N:M pattern (such as 2:4) instead of '
+    '--rates.')
 PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 10, 'Dense epochs.')
 ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 8, 'Epochs ramping the '
                                    'sparsity up (both methods).')
@@ -73,8 +87,8 @@ RESULTS_DIR = flags.DEFINE_string(
     'results_dir', os.path.join(os.path.dirname(__file__), 'results'),
     'Where the JSON results go (RESULTS.md goes beside it).')
 
-# What was tried and concluded, written by hand; appended to RESULTS.md.
-NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'NOTES.md')
+FLAGS = flags.FLAGS
+
 
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 128
@@ -108,19 +122,47 @@ def _settings(rate):
       batch_size=BATCH_SIZE, seed=SEED.value)
 
 
+def _pattern():
+  return constraints.NOutOfM.parse(PATTERN.value) if PATTERN.value else None
+
+
+def _run_name(method, rate):
+  pattern = _pattern()
+  return f'{method}_{rate:g}' + (f'_{pattern.n}of{pattern.m}' if pattern
+                                 else '')
+
+
+def _pattern_holds(model):
+  """Whether every weight the pattern fits lies on it (projecting onto the
+  pattern changes nothing); None without --pattern."""
+  pattern = _pattern()
+  if pattern is None:
+    return None
+  for weight in tf_admm.prunable_weights(model):
+    if pattern.fits(weight):
+      values = weight.variable.numpy()
+      on_pattern = pattern.for_weight(weight, keep=None).project(values)
+      if not np.array_equal(on_pattern.values, values):
+        return False
+  return True
+
+
 def _admm_prune(model_name, dataset_name, data, rate, keep_ratios, dense_dir):
   """tf-admm to `keep_ratios` from the shared start; (run, summary, result)."""
   run = progressive.ProgressiveRun(
       lambda: models.build(model_name), data,
       lambda dense_model: keep_ratios, _settings(rate),
-      os.path.join(WORK_DIR.value, model_name, f'admm_{rate:g}'),
+      os.path.join(WORK_DIR.value, model_name, _run_name('admm', rate)),
       description={'model': model_name, 'dataset': dataset_name}, log=_log,
-      pretrained_dir=dense_dir)
+      pretrained_dir=dense_dir,
+      constraint=_pattern() or constraints.KeepLargest())
   summary = run.run()
   stage, = summary['stages']
   return run, summary, {'accuracy': stage['test_accuracy'],
                         'rate': stage['rate'], 'epochs': stage['epochs'],
-                        'seconds': stage['seconds']}
+                        'seconds': stage['seconds'],
+                        'pattern_holds': _pattern_holds(
+                            summary['final_model'])}
 
 
 def _tfmot_prune(model_name, dense_weights, data, keep_ratios):
@@ -133,14 +175,21 @@ def _tfmot_prune(model_name, dense_weights, data, keep_ratios):
   # the final sparsity is never applied.
   end_step = ADMM_EPOCHS.value * steps_per_epoch // PRUNE_EVERY * PRUNE_EVERY
 
+  pattern = _pattern()
+  fits_pattern = {w.layer.name for w in tf_admm.prunable_weights(model)
+                  if pattern and pattern.fits(w)}
+
   def wrap(layer):
     if layer.name not in keep_ratios:
       return layer
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=1 - keep_ratios[layer.name],
         begin_step=0, end_step=end_step, frequency=PRUNE_EVERY)
-    return tfmot.sparsity.keras.prune_low_magnitude(layer,
-                                                    pruning_schedule=schedule)
+    # tfmot's m_by_n is (zeros, block): N kept of M is (M - N, M).
+    m_by_n = ((pattern.m - pattern.n, pattern.m)
+              if layer.name in fits_pattern else None)
+    return tfmot.sparsity.keras.prune_low_magnitude(
+        layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n)
 
   pruned = _compile(keras.models.clone_model(model, clone_function=wrap))
   start = time.time()
@@ -194,25 +243,25 @@ def _epoch_seconds(model_name, dense_weights, data, keep_ratios):
         model, pruning_schedule=schedule))
     return wrapped, [tfmot.sparsity.keras.UpdatePruningStep()]
 
-  # The ramp outlasts each timing fit on purpose.
-  warnings.simplefilter('ignore', tf_admm.schedules.ScheduleNotFinished)
   makers = {'plain': plain, 'admm': admm, 'tfmot': tfmot_wrapped}
   built = {name: make() for name, make in makers.items()}
-  for model, callbacks in built.values():  # trace outside the timing
-    model.fit(*subset, batch_size=BATCH_SIZE, epochs=1, verbose=0,
-              callbacks=callbacks)
   names = list(makers)
   seconds = {clock: {name: [] for name in names} for clock in ('wall', 'cpu')}
-  for round_index in range(TIMING_EPOCHS.value):
-    # Rotate who goes first: epoch times drift, and order effects cancel.
-    shift = round_index % len(names)
-    for name in names[shift:] + names[:shift]:
-      model, callbacks = built[name]
-      wall, cpu = time.perf_counter(), time.process_time()
+  with warnings.catch_warnings():  # the ramp outlasts each fit on purpose
+    warnings.simplefilter('ignore', tf_admm.ScheduleNotFinished)
+    for model, callbacks in built.values():  # trace outside the timing
       model.fit(*subset, batch_size=BATCH_SIZE, epochs=1, verbose=0,
                 callbacks=callbacks)
-      seconds['wall'][name].append(time.perf_counter() - wall)
-      seconds['cpu'][name].append(time.process_time() - cpu)
+    for round_index in range(TIMING_EPOCHS.value):
+      # Rotate who goes first: epoch times drift, and order effects cancel.
+      shift = round_index % len(names)
+      for name in names[shift:] + names[:shift]:
+        model, callbacks = built[name]
+        wall, cpu = time.perf_counter(), time.process_time()
+        model.fit(*subset, batch_size=BATCH_SIZE, epochs=1, verbose=0,
+                  callbacks=callbacks)
+        seconds['wall'][name].append(time.perf_counter() - wall)
+        seconds['cpu'][name].append(time.process_time() - cpu)
   summary = {'examples_per_epoch': len(subset[0]), 'seconds': seconds}
   for statistic, reduce in (('median', np.median), ('fastest', np.min)):
     for clock, by_arm in seconds.items():
@@ -257,6 +306,10 @@ def _compare(model_name, dataset, rates):
                      'between prunes: raise it.')
   sizes = progressive.layer_sizes(models.build(model_name))
   profile = models.KEEP_RATIO_PROFILES[model_name]
+  pattern = _pattern()
+  if pattern:  # every layer at N/M, the pattern's own rate
+    profile = {name: 1.0 for name in profile}
+    rates = [pattern.m / pattern.n]
   comparison, dense_dir = [], None
   for rate in rates:
     keep_ratios = tf_admm.targets.rescale(profile, sizes, rate)
@@ -265,7 +318,8 @@ def _compare(model_name, dataset, rates):
                                             rate, keep_ratios, dense_dir)
     dense_dir = dense_dir or os.path.join(run.output_dir, 'dense')
     dense = summary['dense_model']
-    cache = os.path.join(WORK_DIR.value, model_name, f'tfmot_{rate:g}.json')
+    cache = os.path.join(WORK_DIR.value, model_name,
+                         _run_name('tfmot', rate) + '.json')
     if os.path.exists(cache):
       with open(cache) as f:
         tfmot_result = json.load(f)
@@ -276,7 +330,8 @@ def _compare(model_name, dataset, rates):
                                                        data.y_test),
                       'rate': progressive.compression_rate(pruned),
                       'epochs': ADMM_EPOCHS.value + RETRAIN_EPOCHS.value,
-                      'seconds': seconds}
+                      'seconds': seconds,
+                      'pattern_holds': _pattern_holds(pruned)}
       with open(cache + '.tmp', 'w') as f:
         json.dump(tfmot_result, f)
       os.replace(cache + '.tmp', cache)
@@ -284,12 +339,14 @@ def _compare(model_name, dataset, rates):
                        'tfmot': tfmot_result})
     _log(f'{model_name} {rate:g}x: tf-admm {admm_result["accuracy"]:.4f}, '
          f'tfmot {tfmot_result["accuracy"]:.4f}')
-  timing = _epoch_seconds(model_name, dense.get_weights(), data,
-                          tf_admm.targets.rescale(profile, sizes, 50))
+  # The overhead is timed on the rate comparison's ramp only.
+  timing = None if pattern else _epoch_seconds(
+      model_name, dense.get_weights(), data,
+      tf_admm.targets.rescale(profile, sizes, 50))
   final = summary['final_model']  # the highest rate's
   deployment = _deployment(dense, final, data)
   return {
-      'model': model_name, 'dataset': dataset.name,
+      'model': model_name, 'dataset': dataset.name, 'pattern': PATTERN.value,
       'dense_accuracy': summary['dense_metrics']['test_accuracy'],
       'pretrain_epochs': PRETRAIN_EPOCHS.value,
       'ramp_epochs': ADMM_EPOCHS.value, 'retrain_epochs': RETRAIN_EPOCHS.value,
@@ -325,13 +382,15 @@ def _plot(results, path):
   plt.close(fig)
 
 
-def _markdown(results):
+def _markdown(results, notes):
   """benchmarks/RESULTS.md from the results, verdicts computed, not typed."""
   lines = ['# tf-admm against tfmot magnitude pruning', '']
   for result in results:
     machine = result['machine']
     lines += [
-        f'## {result["model"]} on {result["dataset"]}', '',
+        f'## {result["model"]} on {result["dataset"]}'
+        + (f' at the {result["pattern"]} pattern' if result.get('pattern')
+           else ''), '',
         f'Measured {result["measured"]} on {machine["cpus"]} CPUs '
         f'({machine["processor"]}, {machine["platform"]}), TensorFlow '
         f'{machine["tensorflow"]}. Command: `{result["command"]}`.', '',
@@ -349,22 +408,34 @@ def _markdown(results):
           f'| {admm["rate"]:.1f}x | {admm["epochs"]} | '
           f'{100 * admm["accuracy"]:.2f}% | {100 * tfmot_row["accuracy"]:.2f}% '
           f'| {100 * (admm["accuracy"] - tfmot_row["accuracy"]):+.2f} |')
-    best = {m: max([r[m]['rate'] for r in result['comparison']
-                    if r[m]['accuracy'] >= 0.99] or [0.0])
-            for m in ('admm', 'tfmot')}
-    reached = {m: f'{rate:.1f}x' if rate else 'none' for m, rate in
-               best.items()}
-    differences = [(r['rate'], r['admm']['accuracy'] - r['tfmot']['accuracy'])
-                   for r in result['comparison']]
-    high = [d for rate, d in differences if rate >= 100]
-    low = [d for rate, d in differences if rate < 100]
-    lines += ['', f'Highest measured rate at >= 99.0%: tf-admm '
-              f'{reached["admm"]}, tfmot {reached["tfmot"]}. At 100x and '
-              f'above tf-admm is ahead at {sum(d > 0 for d in high)} of '
-              f'{len(high)} rates; below 100x its largest shortfall is '
-              f'{max([0.0] + [-100 * d for d in low]):.2f} points.', '']
+    if result.get('pattern'):
+      row, = result['comparison']
+      holds = {m: 'yes' if row[m]['pattern_holds'] else 'NO'
+               for m in ('admm', 'tfmot')}
+      lines += ['', f'Pattern {result["pattern"]} wherever it fits (both '
+                'methods; elsewhere magnitude pruning to the same share). '
+                'Every such weight of the final model on the pattern: '
+                f'tf-admm {holds["admm"]}, tfmot {holds["tfmot"]}. The '
+                'pattern applies in full from the first prune in both; the '
+                'training overhead is timed in the rate comparison only.', '']
+    else:
+      best = {m: max([r[m]['rate'] for r in result['comparison']
+                      if r[m]['accuracy'] >= 0.99] or [0.0])
+              for m in ('admm', 'tfmot')}
+      reached = {m: f'{rate:.1f}x' if rate else 'none' for m, rate in
+                 best.items()}
+      differences = [(r['rate'],
+                      r['admm']['accuracy'] - r['tfmot']['accuracy'])
+                     for r in result['comparison']]
+      high = [d for rate, d in differences if rate >= 100]
+      low = [d for rate, d in differences if rate < 100]
+      lines += ['', f'Highest measured rate at >= 99.0%: tf-admm '
+                f'{reached["admm"]}, tfmot {reached["tfmot"]}. At 100x and '
+                f'above tf-admm is ahead at {sum(d > 0 for d in high)} of '
+                f'{len(high)} rates; below 100x its largest shortfall is '
+                f'{max([0.0] + [-100 * d for d in low]):.2f} points.', '']
     timing = result['epoch_seconds']
-    lines += [
+    lines += [] if timing is None else [
         f'Training cost per epoch ({timing["examples_per_epoch"]} examples, '
         f'{len(timing["seconds"]["wall"]["plain"])} interleaved epochs per '
         'arm; the ADMM arm runs the ramp with its prunes every 50 steps). '
@@ -372,9 +443,9 @@ def _markdown(results):
         'machine are bimodal (see the notes).', '',
         '| measure | plain | ADMM | tfmot | ADMM / plain | tfmot / plain |',
         '|---|---:|---:|---:|---:|---:|']
-    for key, label in (('median_cpu', 'median CPU s'),
-                       ('median_wall', 'median wall s'),
-                       ('fastest_wall', 'fastest wall s')):
+    for key, label in () if timing is None else (
+        ('median_cpu', 'median CPU s'), ('median_wall', 'median wall s'),
+        ('fastest_wall', 'fastest wall s')):
       row = timing[key]
       lines.append(f'| {label} | {row["plain"]:.2f} | {row["admm"]:.2f} | '
                    f'{row["tfmot"]:.2f} | {row["admm_vs_plain"]:.3f} | '
@@ -392,8 +463,8 @@ def _markdown(results):
                    f'{d["runtime"]} |')
     lines.append('')
   lines += ['![accuracy against rate](results/accuracy_vs_rate.png)', '']
-  if os.path.exists(NOTES):
-    with open(NOTES) as f:
+  if os.path.exists(notes):
+    with open(notes) as f:
       lines += [f.read()]
   return '\n'.join(lines)
 
@@ -405,16 +476,25 @@ def write_results(results_dir):
       with open(os.path.join(results_dir, name)) as f:
         results.append(json.load(f))
   _plot(results, os.path.join(results_dir, 'accuracy_vs_rate.png'))
-  path = os.path.join(os.path.dirname(os.path.abspath(results_dir)),
-                      'RESULTS.md')
+  folder = os.path.dirname(os.path.abspath(results_dir))
+  path = os.path.join(folder, 'RESULTS.md')
   with open(path, 'w') as f:
-    f.write(_markdown(results))
+    # What was tried and concluded, written by hand, goes beside RESULTS.md.
+    f.write(_markdown(results, os.path.join(folder, 'NOTES.md')))
   return path
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if PATTERN.value:
+    if FLAGS['rates'].present:
+      raise app.UsageError('--pattern compares at the pattern\'s own rate; '
+                           'leave out --rates.')
+    try:
+      _pattern()
+    except ValueError as error:
+      raise app.UsageError(str(error)) from None
   rates = sorted(float(r) for r in RATES.value)
   dataset = dataset_flags.load()
   os.makedirs(RESULTS_DIR.value, exist_ok=True)

@@ -44,3 +44,24 @@ def test_tiny_comparison_writes_results(tmp_path):
   assert '| 25.0x | 3 |' in markdown
   assert '| median CPU s |' in markdown
   assert (results_dir / 'accuracy_vs_rate.png').stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_tiny_pattern_comparison_checks_the_pattern(tmp_path):
+  results_dir = tmp_path / 'results'
+  completed = subprocess.run(
+      [sys.executable, SCRIPT, '--models=lenet5', '--pattern=2:4',
+       '--train_examples=6400', '--pretrain_epochs=1', '--admm_epochs=1',
+       '--retrain_epochs=1', '--timing_epochs=1', '--latency_runs=5',
+       f'--work_dir={tmp_path / "work"}', f'--results_dir={results_dir}'],
+      capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  with open(results_dir / 'lenet5.json') as f:
+    result = json.load(f)
+  assert result['pattern'] == '2:4'
+  row, = result['comparison']
+  for method in ('admm', 'tfmot'):
+    assert abs(row[method]['rate'] / 2 - 1) < 0.01
+    assert row[method]['pattern_holds'] is True
+  assert 'at the 2:4 pattern' in (tmp_path / 'RESULTS.md').read_text()
