@@ -10,6 +10,7 @@ import tf_keras as keras
 
 import tf_admm
 import tf_admm.pruning_wrapper
+from tf_admm import keras_compat
 from tests.conftest import nested_model, random_batch, separable_cnn
 from tests.conftest import small_model
 
@@ -199,7 +200,7 @@ def test_depthwise_and_pointwise_kernels_hold_their_masks(tmp_path, filename):
                      keras.optimizers.Adam(0.05))
   sep = wrapped.get_layer('fixed_mask_prune_low_magnitude_sep')
   assert sep.pruned_weights == ['depthwise_kernel', 'pointwise_kernel']
-  assert len(sep.pruning_vars) == 2
+  assert len(keras_compat.wrapper_masks(sep)) == 2
   dw = wrapped.get_layer('fixed_mask_prune_low_magnitude_dw')
   assert dw.pruned_weights == ['depthwise_kernel']
   up = wrapped.get_layer('fixed_mask_prune_low_magnitude_up')

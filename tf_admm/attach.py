@@ -108,13 +108,11 @@ def attach_admm(model,
       raise ValueError(f'A mask is given for {path!r}, which no target puts '
                        'under ADMM.')
 
-  by_layer = {}
-  for path, fitted in chosen.items():
-    weight = prunable[path]
-    by_layer.setdefault(id(weight.layer), []).append((weight, fitted))
+  fitted_by_layer = weights_lib.by_layer(
+      (prunable[path], fitted) for path, fitted in chosen.items())
 
   def configure(layer, config):
-    for weight, fitted in by_layer.get(id(layer), ()):
+    for weight, fitted in fitted_by_layer.get(id(layer), ()):
       config[weight.kind.regularizer] = AdmmRegularizer(
           fitted, rho, base=weight.regularizer)
     return config
@@ -134,9 +132,7 @@ def attach_admm(model,
 
 def remove_admm(model):
   """A copy of `model` without ADMM regularizers (weights as they are)."""
-  under_admm = {}
-  for weight, regularizer in admm_weights(model):
-    under_admm.setdefault(id(weight.layer), []).append((weight, regularizer))
+  under_admm = weights_lib.by_layer(admm_weights(model))
 
   def configure(layer, config):
     for weight, regularizer in under_admm.get(id(layer), ()):

@@ -77,6 +77,11 @@ def prune_low_magnitude_class():
   return pruning_wrapper.PruneLowMagnitude
 
 
+# The names tfmot's PruneLowMagnitude.build gives the variables it adds for
+# each pruned weight, in this order.
+PRUNING_VARIABLE_NAMES = ('mask', 'threshold')
+
+
 def wrapper_masks(wrapper):
   """[(weight variable, mask variable)] of a tfmot pruning wrapper."""
   return [(weight, mask) for weight, mask, _ in wrapper.pruning_vars]

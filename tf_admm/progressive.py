@@ -98,10 +98,7 @@ def geometric_rates(first: float, last: float, factor: float) -> list:
 def layer_sizes(model):
   """{layer name: entries in its prunable weights}: what per-layer targets
   and keep-ratio profiles apply to."""
-  sizes = {}
-  for weight in weights_lib.prunable_weights(model):
-    sizes[weight.layer.name] = sizes.get(weight.layer.name, 0) + weight.size
-  return sizes
+  return weights_lib.sum_by_layer(model, lambda weight: weight.size)
 
 
 def profile_allocation(profile: Mapping[str, float], rate: float):
@@ -118,10 +115,7 @@ def global_allocation(rate: float):
 
   def allocate(dense_model):
     counts = targets.keep_counts(dense_model, targets.CompressionRate(rate))
-    kept = {}
-    for weight in weights_lib.prunable_weights(dense_model):
-      kept[weight.layer.name] = kept.get(weight.layer.name, 0) + counts[
-          weight.path]
+    kept = weights_lib.sum_by_layer(dense_model, lambda w: counts[w.path])
     sizes = layer_sizes(dense_model)
     return {name: count / sizes[name] for name, count in kept.items()}
 

@@ -73,12 +73,14 @@ class FixedMaskPruneLowMagnitude(PruneLowMagnitude):
     self.pruned_weights = attributes
 
   def add_weight(self, name=None, *args, **kwargs):
-    # tfmot names each pruned weight's mask 'mask' and threshold
-    # 'threshold'; a layer pruning two weights (SeparableConv2D) needs
-    # distinct names for legacy H5 files, which store weights by name.
-    if name == 'mask':
+    # tfmot gives every pruned weight's variables the same names; a layer
+    # pruning two weights (SeparableConv2D) needs distinct ones for legacy
+    # H5 files, which store weights by name.
+    first, _ = keras_compat.PRUNING_VARIABLE_NAMES
+    if name == first:
       self._pruned_index = getattr(self, '_pruned_index', -1) + 1
-    if name in ('mask', 'threshold') and getattr(self, '_pruned_index', 0):
+    if name in keras_compat.PRUNING_VARIABLE_NAMES and getattr(
+        self, '_pruned_index', 0):
       name = f'{name}_{self._pruned_index}'
     return super().add_weight(name, *args, **kwargs)
 
@@ -124,17 +126,15 @@ def to_pruning_wrappers(model,
   plain = attach.remove_admm(model)
   prunable = {w.path: w for w in weights_lib.prunable_weights(plain)}
   weights_lib.check_masks(prunable, masks)
-  pruned_attributes = {}
-  for path in masks:
-    weight = prunable[path]
-    pruned_attributes.setdefault(id(weight.layer), []).append(
-        weight.kind.attribute)
+  masked_by_layer = weights_lib.by_layer(
+      (prunable[path], mask) for path, mask in masks.items())
 
   def wrap(layer):
     if is_model(layer):
       return keras.models.clone_model(layer, clone_function=wrap)
-    if id(layer) in pruned_attributes:
-      return FixedMaskPruneLowMagnitude(layer, pruned_attributes[id(layer)])
+    if id(layer) in masked_by_layer:
+      return FixedMaskPruneLowMagnitude(
+          layer, [w.kind.attribute for w, _ in masked_by_layer[id(layer)]])
     return layer
 
   wrapped = keras.models.clone_model(plain, clone_function=wrap)

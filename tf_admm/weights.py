@@ -125,6 +125,23 @@ def prunable_weights(model, require=True):
   return found
 
 
+def by_layer(pairs) -> dict:
+  """{id(layer): [(weight, value), ...]} of [(PrunableWeight, value)]: what
+  a clone function, which sees layers, needs of each one's weights."""
+  grouped = {}
+  for weight, value in pairs:
+    grouped.setdefault(id(weight.layer), []).append((weight, value))
+  return grouped
+
+
+def sum_by_layer(model, value_of) -> dict:
+  """{layer name: sum of value_of(weight) over its prunable weights}."""
+  sums = {}
+  for weight in prunable_weights(model):
+    sums[weight.layer.name] = sums.get(weight.layer.name, 0) + value_of(weight)
+  return sums
+
+
 def check_masks(prunable, masks) -> None:
   """Raises unless each of `masks` ({path: array}) names one of `prunable`
   ({path: PrunableWeight}) and has its shape."""
