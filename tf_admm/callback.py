@@ -91,8 +91,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
           'recompiling, or start over from tf_admm.attach_admm.')
     self._step = iterations - int(self._pairs[0][1].start_step)
     for weight, regularizer in fresh:
-      regularizer.restart(weight.variable,
-                            self.schedule.z_progress(self._step))
+      regularizer.restart(weight.variable, self.schedule.z_progress(self._step))
 
   def on_train_batch_end(self, batch, logs=None):
     self._step += 1
