@@ -12,17 +12,23 @@ SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
                       'compare_tfmot.py')
 
 
-@pytest.mark.slow
-def test_tiny_comparison_writes_results(tmp_path):
-  results_dir = tmp_path / 'results'
+def _compare(tmp_path, *flags):
+  """Runs the benchmark with `flags` and a tmp_path work and results dir."""
   completed = subprocess.run(
-      [sys.executable, SCRIPT, '--models=lenet300_100', '--rates=25',
-       '--train_examples=6000', '--pretrain_epochs=2', '--admm_epochs=2',
-       '--retrain_epochs=1', '--timing_epochs=2', '--latency_runs=5',
-       f'--work_dir={tmp_path / "work"}', f'--results_dir={results_dir}'],
+      [sys.executable, SCRIPT, *flags, '--latency_runs=5',
+       f'--work_dir={tmp_path / "work"}',
+       f'--results_dir={tmp_path / "results"}'],
       capture_output=True, text=True, timeout=600,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
   assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_tiny_comparison_writes_results(tmp_path):
+  results_dir = tmp_path / 'results'
+  _compare(tmp_path, '--models=lenet300_100', '--rates=25',
+           '--train_examples=6000', '--pretrain_epochs=2', '--admm_epochs=2',
+           '--retrain_epochs=1', '--timing_epochs=2')
   with open(results_dir / 'lenet300_100.json') as f:
     result = json.load(f)
   row, = result['comparison']
@@ -49,14 +55,9 @@ def test_tiny_comparison_writes_results(tmp_path):
 @pytest.mark.slow
 def test_tiny_pattern_comparison_checks_the_pattern(tmp_path):
   results_dir = tmp_path / 'results'
-  completed = subprocess.run(
-      [sys.executable, SCRIPT, '--models=lenet5', '--pattern=2:4',
-       '--train_examples=6400', '--pretrain_epochs=1', '--admm_epochs=1',
-       '--retrain_epochs=1', '--timing_epochs=1', '--latency_runs=5',
-       f'--work_dir={tmp_path / "work"}', f'--results_dir={results_dir}'],
-      capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  assert completed.returncode == 0, completed.stderr[-3000:]
+  _compare(tmp_path, '--models=lenet5', '--pattern=2:4',
+           '--train_examples=6400', '--pretrain_epochs=1', '--admm_epochs=1',
+           '--retrain_epochs=1')
   with open(results_dir / 'lenet5.json') as f:
     result = json.load(f)
   assert result['pattern'] == '2:4'
