@@ -46,12 +46,16 @@ def main():
   lines = ['# Progressive ADMM runs of the main job', '',
            'Written by `python benchmarks/progressive_table.py` from the '
            'report.json files in `results/progressive/`. Machine: 2 CPU '
-           'cores, no GPU. The demo run is from commit 4880192; the paper '
-           'and LeNet-300-100 runs are from the previous stop (library code '
-           'up to commit 62dbe78), before the penalty\'s gradient was '
-           'written by hand (the same mathematics). '
-           'The paper run shared the CPU with short profiling jobs for about '
-           '3 of its 13 minutes; the others ran alone.', '']
+           'cores, no GPU. The demo run is from commit 69dc070 (the engine '
+           'of issue #10), on a day this machine ran plain LeNet-5 epochs '
+           'at 22-25 s instead of the ~9 s of earlier stops, and shared the '
+           'CPU with test runs for part of its 12 minutes (at commit '
+           '4880192 it gave 50.0x at 99.14%, dense 99.19%, in 2.6 min). The '
+           'nm24 run is from commit b17d0a1 (library code; later commits change benchmarks and docs). The paper and LeNet-300-100 '
+           'runs are from an earlier stop (library code up to commit '
+           '62dbe78), before the penalty\'s gradient was written by hand '
+           '(the same mathematics); the paper run shared the CPU with short '
+           'profiling jobs for about 3 of its 13 minutes.', '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:
       lines += _run_section(name[:-len('.json')], json.load(f))

@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
   assert [u['path'] for u in report['unpruned']] == [
       'conv1/bias', 'conv2/bias', 'fc1/bias', 'fc2/bias']
   assert {c['class_name'] for c in report['constraints'].values()} == {
-      'tf_admm>KeepLargest'}
+      'KeepLargest'}
   assert report['constraints_hold'] is True
   # Biases count in the whole model's rate only.
   assert 1 < report['model_compression_rate'] < report['compression_rate']

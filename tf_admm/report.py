@@ -63,7 +63,7 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
 
 def constraint_kind(config) -> str:
   """'NOutOfM' for a serialized tf_admm.constraints.NOutOfM; 'none'."""
-  return config['class_name'].split('>')[-1] if config else 'none'
+  return config['class_name'] if config else 'none'
 
 
 def constraints_hold(model, masks, configs) -> bool:
