@@ -158,8 +158,9 @@ def check_masks(prunable, masks) -> None:
 def unpruned_weights(model, pruned_paths) -> list:
   """[{'path', 'size'}] of the model's weights outside `pruned_paths`:
   biases, normalization parameters, layers left out or not prunable."""
+  pruned_paths = set(pruned_paths)
   pruned = {w.variable.ref() for w in prunable_weights(model, require=False)
-            if w.path in set(pruned_paths)}
+            if w.path in pruned_paths}
   unpruned = []
   for path, layer in layers_with_paths(model):
     for variable in layer.weights:
