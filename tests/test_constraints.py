@@ -25,14 +25,18 @@ class Case(NamedTuple):
   # (shape, keep) -> a constraint for a weight of that shape keeping at most
   # `keep` entries; `keep` never exceeds the entries allowed.
   make: Callable[[tuple, int], constraints.Constraint]
-  # (constraint, support) -> whether the bool array `support` is a support
-  # of the constraint's set (the allowed mask is checked separately).
-  feasible: Callable[[constraints.Constraint, np.ndarray], bool]
+  # (constraint, support, values) -> whether the bool array `support` with
+  # `values` on it is a point of the constraint's set (the allowed mask is
+  # checked separately).
+  feasible: Callable[[constraints.Constraint, np.ndarray, np.ndarray], bool]
   shapes: Sequence[tuple]  # shapes to test on
   tiny_shapes: Sequence[tuple]  # at most 10 entries each, for brute force
+  # Whether the projection moves kept entries (onto levels) instead of
+  # keeping them as they are.
+  moves_values: bool = False
 
 
-def _keep_largest_feasible(constraint, support):
+def _keep_largest_feasible(constraint, support, values=None):
   return np.count_nonzero(support) <= constraint.keep
 
 
@@ -41,7 +45,7 @@ def _pattern_axis(shape, m):
   return max(i for i, n in enumerate(shape) if n % m == 0)
 
 
-def _n_of_m_feasible(constraint, support):
+def _n_of_m_feasible(constraint, support, values=None):
   groups = np.moveaxis(support, constraint.axis, -1).reshape(-1, constraint.m)
   return (groups.sum(-1) <= constraint.n).all() and (
       constraint.keep is None or support.sum() <= constraint.keep)
@@ -56,7 +60,63 @@ def _n_of_m_case(n, m):
       tiny_shapes=[(m,), (2, m), (m, 2)] if m <= 5 else [(m,)])
 
 
-CASES = [
+def _on_levels(constraint, support, values):
+  """Each row (output channel, or the whole tensor) takes few values: at
+  most the level count, and for uniform kinds integer multiples of one q
+  within the codes (0 only where ternary allows it)."""
+  if constraint.keep is not None and support.sum() > constraint.keep:
+    return False
+  if np.any(values[~support]):
+    return False
+  axis = constraint.axis
+  rows = [values] if axis is None else list(np.moveaxis(values, axis, 0))
+  masks = [support] if axis is None else list(np.moveaxis(support, axis, 0))
+  for row, mask in zip(rows, masks):
+    kept = row[mask].astype(np.float64)
+    if len(np.unique(kept)) > constraint.level_count:
+      return False
+    if constraint.levels == 'kmeans' or not np.any(kept):
+      continue
+    codes = np.array(constraint.codes)
+    top = np.abs(kept).max()
+    # Some q = top / c puts every |value| on a code.
+    if not any(np.all(np.isin(np.round(np.abs(kept) / (top / c)), codes) &
+                      np.isclose(np.abs(kept) / (top / c),
+                                 np.round(np.abs(kept) / (top / c)),
+                                 atol=1e-5))
+               for c in codes if c > 0):
+      return False
+  return True
+
+
+def _levels_case(make):
+  return Case(make=make, feasible=_on_levels,
+              shapes=[(1,), (7,), (12, 5), (3, 3, 2, 4)],
+              tiny_shapes=[], moves_values=True)
+
+
+def _quantize(shape, keep, **kwargs):
+  """Per channel along the last axis, as for a Dense or Conv kernel."""
+  return constraints.Quantize(axis=-1 if len(shape) > 1 else None, keep=keep,
+                              **kwargs)
+
+
+LEVEL_CASES = [
+    pytest.param(_levels_case(functools.partial(_quantize, levels='uniform',
+                                                bits=bits)),
+                 id=f'uniform_{bits}bit') for bits in (1, 2, 3)
+] + [
+    pytest.param(_levels_case(functools.partial(_quantize, levels=kind)),
+                 id=kind) for kind in ('ternary', 'binary')
+] + [
+    pytest.param(_levels_case(functools.partial(_quantize, levels='kmeans',
+                                                bits=2)), id='kmeans_2bit'),
+    pytest.param(_levels_case(lambda shape, keep: constraints.Quantize(
+        levels='uniform', bits=2, per_channel=False, keep=keep)),
+                 id='uniform_2bit_per_tensor'),
+]
+
+SUPPORT_CASES = [
     pytest.param(
         Case(make=lambda shape, keep: constraints.KeepLargest(keep=keep),
              feasible=_keep_largest_feasible,
@@ -67,6 +127,7 @@ CASES = [
     pytest.param(_n_of_m_case(1, 4), id='1_of_4'),
     pytest.param(_n_of_m_case(4, 8), id='4_of_8'),
 ]
+CASES = SUPPORT_CASES + LEVEL_CASES
 
 SEEDS = [0, 1, 2]
 FRACTIONS = [0.0, 0.3, 0.5, 1.0]  # of the allowed entries kept
@@ -119,14 +180,17 @@ def check_feasible(case, constraint, w, allowed, result):
   assert isinstance(values, np.ndarray) and isinstance(mask, np.ndarray), where
   assert values.shape == w.shape and values.dtype == w.dtype, where
   assert mask.shape == w.shape and mask.dtype == bool, where
-  np.testing.assert_array_equal(values, np.where(mask, w, 0), err_msg=where)
+  if case.moves_values:
+    assert not np.any(values[~mask]), where
+  else:
+    np.testing.assert_array_equal(values, np.where(mask, w, 0), err_msg=where)
   if constraint.keep is not None:
     assert np.count_nonzero(values) <= constraint.keep, where
     assert np.count_nonzero(mask) <= constraint.keep, where
   if allowed is not None:
     assert not np.any(mask & ~allowed), where
     assert not np.any(values[~allowed]), where
-  assert case.feasible(constraint, mask), where
+  assert case.feasible(constraint, mask, values), where
 
 
 @pytest.mark.parametrize('case', CASES)
@@ -160,8 +224,11 @@ def test_projection_is_idempotent(case, seed, masked, fraction):
       once = constraint.project(w, allowed)
       twice = constraint.project(once.values, allowed)
       check_feasible(case, constraint, once.values, allowed, twice)
-      np.testing.assert_array_equal(twice.values, once.values,
-                                    err_msg=f'shape={shape} {constraint}')
+      # Levels refitted to values already on them agree to rounding.
+      np.testing.assert_allclose(twice.values, once.values,
+                                 rtol=(8 * np.finfo(w.dtype).eps
+                                       if case.moves_values else 0),
+                                 err_msg=f'shape={shape} {constraint}')
 
 
 @pytest.mark.parametrize('case', CASES)
@@ -189,7 +256,9 @@ def all_supports(shape):
   return bits.astype(bool).reshape((-1,) + tuple(shape))
 
 
-@pytest.mark.parametrize('case', CASES)
+# Level constraints' nearest-point property (for their fitted levels, whose
+# error is checked against a fine scan) is tested in test_projections.py.
+@pytest.mark.parametrize('case', SUPPORT_CASES)
 @pytest.mark.parametrize('seed', SEEDS)
 @pytest.mark.parametrize('masked', [False, True])
 def test_projection_is_the_nearest_feasible_point(case, seed, masked):
@@ -208,7 +277,7 @@ def test_projection_is_the_nearest_feasible_point(case, seed, masked):
         result = constraint.project(w, allowed)
         check_feasible(case, constraint, w, allowed, result)
         admitted = [i for i in np.flatnonzero(inside)
-                    if case.feasible(constraint, supports[i])]
+                    if case.feasible(constraint, supports[i], None)]
         best = distances[admitted].min()
         got = np.sum((w64 - result.values.astype(np.float64))**2)
         # Ties may pick another support at the same distance.

@@ -162,3 +162,110 @@ def test_n_of_m_rejects_bad_arguments():
     projections.n_of_m(np.ones((6, 2)), 2, 4, axis=0)
   with pytest.raises(ValueError, match='0 < n <= m'):
     projections.n_of_m(np.ones((4, 2)), 5, 4, axis=0)
+
+
+# Level sets.
+
+
+def numpy_nearest_level(w, levels):
+  """Brute force: each entry of a 1-D row to the closest of `levels`."""
+  return levels[np.abs(w[:, None] - levels[None, :]).argmin(axis=1)]
+
+
+def scan_error(w, codes, scales):
+  """Per scale: the squared error of rounding |w| to the codes at it (codes
+  consecutive), by brute force over every code."""
+  codes = np.asarray(codes, np.float64)
+  a = np.abs(w.astype(np.float64))[None, :, None]
+  per_code = (a - codes[None, None, :] * scales[:, None, None])**2
+  return per_code.min(axis=2).sum(axis=1)
+
+
+@pytest.mark.parametrize('codes', [(1,), (0, 1), (1, 2), (1, 2, 3, 4)])
+@pytest.mark.parametrize('seed', [0, 1, 2])
+@pytest.mark.parametrize('distribution', ['normal', 'laplace', 'sparse'])
+def test_uniform_levels_beat_a_fine_scan(codes, seed, distribution):
+  rng = np.random.default_rng(seed)
+  rows = {'normal': rng.normal(size=(4, 60)),
+          'laplace': rng.laplace(size=(4, 60)),
+          'sparse': rng.normal(size=(4, 60)) * (rng.random((4, 60)) < 0.1),
+          }[distribution]
+  allowed = rows != 0 if distribution == 'sparse' else None
+  levels = projections.uniform_levels(rows, codes, axis=0, allowed=allowed)
+  for row in range(4):
+    kept = rows[row] if allowed is None else rows[row][allowed[row]]
+    if not kept.size:
+      continue
+    q = levels[row].max() / codes[-1]
+    top = np.abs(kept).max()
+    fine = np.linspace(top / codes[-1] * 1e-3, 2 * top, 40001)
+    best = scan_error(kept, codes, fine).min()
+    got = scan_error(kept, codes, np.array([q]))[0]
+    assert got <= best * (1 + 1e-9) + 1e-12, (row, got, best)
+    signed = np.array(codes, np.float64)
+    want = np.concatenate([-signed[::-1][signed[::-1] > 0], signed]) * q
+    np.testing.assert_allclose(levels[row], want, rtol=1e-12)
+
+
+def test_binary_and_ternary_scales_have_closed_forms():
+  rng = np.random.default_rng(3)
+  w = rng.normal(size=200)
+  binary = projections.uniform_levels(w, (1,))
+  np.testing.assert_allclose(binary[0, 1], np.abs(w).mean(), rtol=1e-9)
+  # Ternary: the best t largest magnitudes share q = their mean.
+  a = np.sort(np.abs(w))[::-1]
+  t = np.argmax(np.cumsum(a)**2 / np.arange(1, a.size + 1)) + 1
+  ternary = projections.uniform_levels(w, (0, 1))
+  np.testing.assert_allclose(ternary[0, 2], a[:t].mean(), rtol=1e-9)
+
+
+@pytest.mark.parametrize('axis', [None, 0, -1])
+def test_round_to_levels_matches_brute_force(axis):
+  rng = np.random.default_rng(4)
+  w = rng.normal(size=(6, 5)).astype(np.float32)
+  rows = w.shape[axis] if axis is not None else 1
+  levels = np.sort(rng.normal(size=(rows, 3)), axis=1)
+  allowed = rng.random(w.shape) < 0.7
+  values, mask = projections.round_to_levels(w, levels, axis, allowed)
+  np.testing.assert_array_equal(mask, allowed)
+  assert values.dtype == w.dtype
+  moved = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0)
+  got = values.reshape(1, -1) if axis is None else np.moveaxis(values, axis, 0)
+  keep = (allowed.reshape(1, -1) if axis is None else
+          np.moveaxis(allowed, axis, 0))
+  for row in range(rows):
+    want = numpy_nearest_level(moved[row].ravel().astype(np.float64),
+                               levels[row]).astype(np.float32)
+    want = np.where(keep[row].ravel(), want, 0)
+    np.testing.assert_array_equal(got[row].ravel(), want)
+
+
+def test_kmeans_levels_are_a_lloyd_fixed_point():
+  rng = np.random.default_rng(5)
+  w = np.concatenate([rng.normal(-2, .3, 50), rng.normal(0.5, .2, 80),
+                      rng.normal(3, .5, 30)])
+  levels = projections.kmeans_levels(w, 3)[0]
+  np.testing.assert_allclose(levels, [-2, 0.5, 3], atol=0.25)
+  nearest = np.abs(w[:, None] - levels[None]).argmin(axis=1)
+  for k in range(3):  # each level is the mean of the entries nearest it
+    np.testing.assert_allclose(levels[k], w[nearest == k].mean(), rtol=1e-12)
+
+
+def test_kmeans_levels_keep_few_distinct_values_exactly():
+  w = np.array([[0.5, -1.25, 0.5, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+  allowed = np.array([[1, 1, 1, 0, 1], [1, 1, 1, 1, 1]], bool)
+  levels = projections.kmeans_levels(w, 4, axis=0, allowed=allowed)
+  np.testing.assert_array_equal(levels, [[-1.25, 0.5, 2.0, 2.0],
+                                         [1.0, 1.0, 1.0, 1.0]])
+  assert not projections.kmeans_levels(w, 2, axis=0,
+                                       allowed=np.zeros_like(allowed)).any()
+
+
+def test_level_functions_reject_bad_arguments():
+  w = np.ones((2, 3))
+  with pytest.raises(ValueError, match='consecutive integers'):
+    projections.uniform_levels(w, (1, 3))
+  with pytest.raises(ValueError, match='k must be an integer'):
+    projections.kmeans_levels(w, 0)
+  with pytest.raises(ValueError, match='one row of levels'):
+    projections.round_to_levels(w, np.zeros((3, 2)), axis=0)

@@ -12,9 +12,11 @@ from tf_admm.attach import admm_weights
 from tf_admm.attach import attach_admm
 from tf_admm.attach import remove_admm
 from tf_admm.callback import AdmmCallback
+from tf_admm.constraints import Quantize
 from tf_admm.masks import MaskConstraint
 from tf_admm.regularizer import AdmmRegularizer
 from tf_admm.schedules import PolynomialRamp
+from tf_admm.schedules import Rounds
 from tf_admm.schedules import ScheduleNotFinished
 from tf_admm.schedules import Stages
 from tf_admm.targets import CompressionRate

@@ -1,6 +1,6 @@
 """Putting ADMM regularizers on a model's weights and taking them off."""
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Union
 
 from absl import logging
 import numpy as np
@@ -48,8 +48,9 @@ def attach_admm(model,
                 target: Optional[targets.Target] = None,
                 per_layer: Optional[Mapping[targets.LayerKey,
                                             targets.Target]] = None,
-                constraint: constraints_lib.Constraint = (
-                    constraints_lib.KeepLargest()),
+                constraint: Union[constraints_lib.Constraint,
+                                  Mapping[str, constraints_lib.Constraint]] = (
+                                      constraints_lib.KeepLargest()),
                 rho: float = 1e-3,
                 masks: Optional[Mapping[str, np.ndarray]] = None,
                 min_keep_ratio: float = 0.001):
@@ -67,6 +68,8 @@ def attach_admm(model,
       (`Constraint.for_weight`). A constraint that limits weights by itself
       (a sparsity pattern) needs no target. Weights it cannot fit get what
       `for_weight` falls back to; the weights' constraints say which.
+      A {layer name: constraint} dict gives each named layer its own (such
+      as quantization bits per layer); other layers get none.
     rho: the initial penalty factor.
     masks: optional {weight path: 0/1 array}: entries already pruned by an
       earlier stage. They are zeroed now and stay exactly 0 during training
@@ -89,8 +92,17 @@ def attach_admm(model,
   else:
     resolved = targets.resolve(model, target, per_layer, min_keep_ratio)
   chosen = {}
+  if isinstance(constraint, Mapping):
+    names = {w.layer.name for w in prunable.values()}
+    unknown = sorted(set(constraint) - names)
+    if unknown:
+      raise ValueError(f'Constraints are given for {", ".join(unknown)}, '
+                       f'which are not layers with prunable weights; those '
+                       f'are: {", ".join(sorted(names))}.')
   for path, (keep, weight_target) in resolved.items():
-    fitted = constraint.for_weight(prunable[path], keep, weight_target)
+    kind = (constraint.get(prunable[path].layer.name)
+            if isinstance(constraint, Mapping) else constraint)
+    fitted = kind and kind.for_weight(prunable[path], keep, weight_target)
     if fitted is None:
       continue
     allowed = np.count_nonzero(masks[path]) if path in masks else None

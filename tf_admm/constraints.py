@@ -9,6 +9,11 @@ None for no count), which a gradual ramp lowers step by step with
 
 A new constraint is one projection function in `tf_admm.projections` and one
 class here; the regularizer, callback, wrappers and export take any.
+
+A level constraint (`Quantize`) also has levels: the values each output
+channel's weights may take. `fit_levels` chooses them and
+`project(..., levels=...)` rounds to given ones, so the regularizer can hold
+them fixed once weights sit on them (`levels_shape` says it has some).
 """
 
 import abc
@@ -45,6 +50,12 @@ class Constraint(abc.ABC):
   def with_keep(self, keep: int):
     """The same constraint keeping at most `keep` entries."""
     return dataclasses.replace(self, keep=keep)
+
+  def levels_shape(self, shape):
+    """The shape of this constraint's levels for a weight of `shape`; None
+    for a constraint without levels."""
+    del shape
+    return None
 
   def max_keep_ratio(self, weight) -> float:
     """The largest share of `weight` this constraint lets it keep: a target
@@ -135,3 +146,94 @@ class NOutOfM(Constraint):
                        'weight.')
     return projections.n_of_m(weights, self.n, self.m, self.axis, self.keep,
                               allowed)
+
+
+LEVEL_KINDS = ('uniform', 'ternary', 'binary', 'kmeans')
+
+
+@registration.register
+@dataclasses.dataclass(frozen=True)
+class Quantize(Constraint):
+  """Every kept entry on one of a few levels; the others 0.
+
+  levels:
+    'uniform': {±1, ..., ±L} * q with L = 2**(bits - 1) (0 is kept for
+      pruned weights: `bits` bits index the 2L levels);
+    'ternary': {-q, 0, +q};
+    'binary': {-q, +q} (uniform at 1 bit);
+    'kmeans': 2**bits levels placed by 1-D k-means over the kept entries.
+  q (or the k-means levels) is chosen per output channel (`per_channel`,
+  what TFLite stores) or per tensor, to minimize the squared error of the
+  projection (`tf_admm.projections.uniform_levels`, `kmeans_levels`).
+  With `keep`, only the `keep` largest entries are kept (pruning and
+  quantization at once); without it, every entry the mask allows.
+  `attach_admm` sets `axis`, the weight's output-channel axis.
+  """
+  levels: str = 'uniform'
+  bits: Optional[int] = None
+  per_channel: bool = True
+  axis: Optional[int] = None
+  keep: Optional[int] = None
+  target: Optional[targets.Target] = None
+
+  def __post_init__(self):
+    if self.levels not in LEVEL_KINDS:
+      raise ValueError(f'Quantize: levels must be one of '
+                       f'{", ".join(LEVEL_KINDS)}; got {self.levels!r}.')
+    needs_bits = self.levels in ('uniform', 'kmeans')
+    if needs_bits and not (isinstance(self.bits, int) and
+                           1 <= self.bits <= 8):
+      raise ValueError(f'Quantize({self.levels!r}) needs bits, an integer '
+                       f'from 1 to 8; got {self.bits!r}.')
+    if not needs_bits and self.bits is not None:
+      raise ValueError(f'Quantize({self.levels!r}) has fixed levels; give no '
+                       f'bits (got {self.bits}).')
+
+  @property
+  def codes(self) -> tuple:
+    """The non-negative level multiples of q (uniform kinds)."""
+    if self.levels == 'ternary':
+      return (0, 1)
+    if self.levels == 'binary':
+      return (1,)
+    return tuple(range(1, 2**(self.bits - 1) + 1))
+
+  @property
+  def level_count(self) -> int:
+    if self.levels == 'kmeans':
+      return 2**self.bits
+    return len(self.codes) * 2 - (self.codes[0] == 0)
+
+  @property
+  def storage_bits(self) -> int:
+    """Bits that name a nonzero entry's level, in the papers' terms (where
+    the zeros are is the sparse index's job)."""
+    nonzero_levels = self.level_count - (self.levels == 'ternary')
+    return max(1, (nonzero_levels - 1).bit_length())
+
+  def for_weight(self, weight, keep, target=None):
+    axis = weight.kind.output_axis if self.per_channel else None
+    return dataclasses.replace(self, axis=axis, keep=keep, target=target)
+
+  def levels_shape(self, shape):
+    return (1 if self.axis is None else shape[self.axis], self.level_count)
+
+  def _kept(self, weights, allowed):
+    if self.keep is None:
+      return allowed
+    return projections.keep_top_k(weights, self.keep, allowed).mask
+
+  def fit_levels(self, weights, allowed=None):
+    """The best levels for the kept entries of `weights`."""
+    allowed = self._kept(weights, allowed)
+    if self.levels == 'kmeans':
+      return projections.kmeans_levels(weights, self.level_count, self.axis,
+                                       allowed)
+    return projections.uniform_levels(weights, self.codes, self.axis, allowed)
+
+  def project(self, weights, allowed=None, levels=None):
+    """Rounds the kept entries to `levels` (fitted to them when None)."""
+    allowed = self._kept(weights, allowed)
+    if levels is None:
+      levels = self.fit_levels(weights, allowed)
+    return projections.round_to_levels(weights, levels, self.axis, allowed)

@@ -83,3 +83,152 @@ def n_of_m(weights, n: int, m: int, axis: int, keep: Optional[int] = None,
   if keep is not None and keep < np.count_nonzero(mask):
     mask = keep_top_k(weights, keep, allowed=mask).mask
   return _apply(weights, mask)
+
+
+# Level sets. A level constraint quantizes each row of a weight (one output
+# channel, or the whole tensor) to a few values, its `levels`: an array of
+# shape (rows, levels per row). Fitting the levels and rounding to them are
+# separate, so levels can be held fixed once some weights sit on them.
+
+
+def _rows(array, axis):
+  """`array` as (rows, entries per row): one row per index along `axis`, or
+  a single row when `axis` is None."""
+  array = np.asarray(array)
+  if axis is None:
+    return array.reshape(1, -1)
+  return np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+
+
+def _from_rows(rows, shape, axis):
+  if axis is None:
+    return rows.reshape(shape)
+  moved = np.moveaxis(np.empty(shape, bool), axis, 0).shape
+  return np.moveaxis(rows.reshape(moved), 0, axis)
+
+
+def _allowed_rows(weights, allowed, axis):
+  if allowed is None:
+    return np.ones(_rows(weights, axis).shape, bool)
+  return _rows(np.asarray(allowed, bool), axis)
+
+
+def uniform_levels(weights, codes, axis=None, allowed=None) -> np.ndarray:
+  """Symmetric levels {±c * q : c in codes} per row, q minimizing the
+  squared error of rounding the allowed entries to them.
+
+  `codes` are consecutive non-negative integers: (1, ..., L) for L levels a
+  sign with 0 kept for pruned weights, (0, 1) for ternary, (1,) for binary.
+  The error as a function of q is a piecewise quadratic whose pieces change
+  where an entry's nearest code does (q = |w| / (c + 1/2)); q is the best
+  of the pieces' own least-squares optima, which is exact. A row without
+  allowed entries gets q = 0.
+
+  Returns:
+    (rows, len(signed codes)) levels, ascending: q * (-L..-1, 1..L).
+  """
+  codes = np.asarray(codes)
+  if codes.ndim != 1 or not np.all(np.diff(codes) == 1) or codes[0] < 0:
+    raise ValueError(f'uniform_levels: codes must be consecutive integers >= '
+                     f'0, got {codes.tolist()}.')
+  allowed = _allowed_rows(weights, allowed, axis)
+  magnitudes = np.where(allowed, np.abs(_rows(weights, axis)), 0.0).astype(
+      np.float64)
+  low, high = int(codes[0]), int(codes[-1])
+  # As q grows past |w| / (c + 1/2) an entry's code drops from c + 1 to c;
+  # below every such point all codes are `high`.
+  steps = np.arange(low, high)  # c
+  bounds = magnitudes[:, :, None] / (steps + 0.5)
+  bounds = np.where(allowed[:, :, None], bounds, np.inf).reshape(
+      len(magnitudes), -1)
+  drop_s1 = np.broadcast_to(magnitudes[:, :, None], allowed.shape +
+                            (len(steps),)).reshape(len(magnitudes), -1)
+  drop_s2 = np.broadcast_to(2 * steps + 1.0, allowed.shape +
+                            (len(steps),)).reshape(len(magnitudes), -1)
+  order = np.argsort(bounds, axis=1, kind='stable')
+  bounds = np.take_along_axis(bounds, order, axis=1)
+  finite = np.isfinite(bounds)
+  zero = np.zeros((len(bounds), 1))
+
+  def after_each_bound(start, drops):
+    drops = np.where(finite, np.take_along_axis(drops, order, axis=1), 0.0)
+    return start[:, None] - np.concatenate([zero, np.cumsum(drops, axis=1)],
+                                           axis=1)
+
+  # S1 = sum |w| c and S2 = sum c^2 on each piece.
+  s1 = after_each_bound(high * magnitudes.sum(axis=1), drop_s1)
+  s2 = after_each_bound(high**2 * allowed.sum(axis=1).astype(np.float64),
+                        drop_s2)
+  lower = np.concatenate([zero, bounds], axis=1)
+  upper = np.concatenate([bounds, np.full((len(bounds), 1), np.inf)], axis=1)
+  best = np.where(s2 > 0, s1 / np.where(s2 > 0, s2, 1.0), 0.0)
+  # Pieces past the last allowed entry's bound (lower = inf) do not exist.
+  exists = np.isfinite(lower)
+  q = np.where(exists, np.minimum(np.maximum(best, lower), upper), 0.0)
+  error = np.where(exists, q**2 * s2 - 2 * q * s1, np.inf)
+  scale = np.take_along_axis(q, error.argmin(axis=1)[:, None], axis=1)[:, 0]
+  signed = np.concatenate([-codes[::-1][codes[::-1] > 0], codes])
+  return scale[:, None] * signed[None, :]
+
+
+def kmeans_levels(weights, k: int, axis=None, allowed=None,
+                  iterations=50) -> np.ndarray:
+  """`k` levels per row by 1-D k-means (Lloyd's algorithm) over the allowed
+  entries, started from their quantiles. A row with at most `k` distinct
+  allowed values gets exactly those values (the rest repeat the largest),
+  so projecting again changes nothing; a row with none gets zeros.
+
+  Returns:
+    (rows, k) levels, ascending.
+  """
+  if not (isinstance(k, int) and k >= 1):
+    raise ValueError(f'kmeans_levels: k must be an integer >= 1, got {k!r}.')
+  allowed = _allowed_rows(weights, allowed, axis)
+  values = _rows(weights, axis).astype(np.float64)
+  levels = np.zeros((len(values), k))
+  for row, (row_values, row_allowed) in enumerate(zip(values, allowed)):
+    kept = row_values[row_allowed]
+    if not kept.size:
+      continue
+    distinct = np.unique(kept)
+    if distinct.size <= k:
+      levels[row] = np.pad(distinct, (0, k - distinct.size), mode='edge')
+      continue
+    centroids = np.quantile(kept, (np.arange(k) + 0.5) / k)
+    for _ in range(iterations):
+      nearest = np.abs(kept[:, None] - centroids[None, :]).argmin(axis=1)
+      sums = np.bincount(nearest, kept, minlength=k)
+      counts = np.bincount(nearest, minlength=k)
+      # An empty cluster keeps its centroid.
+      updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+      if np.array_equal(updated, centroids):
+        break
+      centroids = updated
+    levels[row] = np.sort(centroids)
+  return levels
+
+
+def round_to_levels(weights, levels, axis=None, allowed=None) -> Projection:
+  """Each allowed entry to the nearest of its row's `levels` (the lower one
+  on a tie), the rest to 0: the projection onto the level set for fixed
+  levels. The mask is `allowed` (an entry rounded to a level of 0 stays in
+  it, as keep_top_k keeps a weight that happens to be 0)."""
+  weights = np.asarray(weights)
+  allowed_rows = _allowed_rows(weights, allowed, axis)
+  rows = _rows(weights, axis).astype(np.float64)
+  levels = np.asarray(levels, np.float64)
+  if levels.ndim != 2 or levels.shape[0] != rows.shape[0]:
+    raise ValueError(f'round_to_levels: levels of shape {levels.shape} do not '
+                     f'give one row of levels for each of the {rows.shape[0]} '
+                     'rows.')
+  best = np.full(rows.shape, np.inf)
+  rounded = np.zeros(rows.shape)
+  for column in levels.T:  # a few levels: one pass over the weights each
+    distance = np.abs(rows - column[:, None])
+    closer = distance < best
+    best[closer], rounded[closer] = distance[closer], np.broadcast_to(
+        column[:, None], rows.shape)[closer]
+  rounded = np.where(allowed_rows, rounded, 0.0)
+  return Projection(_from_rows(rounded.astype(weights.dtype), weights.shape,
+                               axis),
+                    _from_rows(allowed_rows, weights.shape, axis))

@@ -28,6 +28,14 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     start_nonzeros: the entries the mask allowed then, where a ramp starts.
     last_step: the optimizer step at the last epoch end under ADMM; an
       optimizer that has taken fewer is not the one the schedule counted.
+  and, for a constraint with levels (`tf_admm.constraints.Quantize`):
+    levels: the levels Z and hard projections round to, fitted at each
+      projection until the first weights are held, fixed from then on.
+    held, held_values: 1 where a hard projection fixed the weight on its
+      level, and that value; the `MaskConstraint` puts held weights back on
+      it after every optimizer step. A hard projection at `progress` p holds
+      the fraction p of the kept entries nearest their levels (the iterative
+      quantization of the papers), all of them at p = 1.
 
   `constraint` (a `tf_admm.constraints.Constraint`) is the final target; a
   schedule's `progress` in [0, 1] moves the kept count from `start_nonzeros`
@@ -55,6 +63,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     self.base = keras.regularizers.get(base)
     self.z_change = 0.0  # ||Z_new - Z_old|| at the last Z-step
     self.z = self.u = self.rho = self.mask = None
+    self.levels = self.held = self.held_values = None
     self.start_step = self.start_nonzeros = self.last_step = None
 
   @property
@@ -83,8 +92,15 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
           name='start_nonzeros')
       self.last_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                    name='last_step')
+      levels_shape = self.constraint.levels_shape(tuple(shape))
+      if levels_shape is not None:
+        self.levels = tf.Variable(tf.zeros(levels_shape), trainable=False,
+                                  name='levels')
+        self.held = tf.Variable(tf.zeros(shape), trainable=False, name='held')
+        self.held_values = tf.Variable(tf.zeros(shape), trainable=False,
+                                       name='held_values')
     if isinstance(weight, tf.Variable):
-      masks.hold_mask(weight, self.mask)
+      masks.hold_mask(weight, self.mask, self.held, self.held_values)
 
   # The ADMM steps.
 
@@ -97,10 +113,20 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     return self.constraint.with_keep(
         int(round(start + (final - start) * max(progress, 0.0))))
 
+  @property
+  def levels_held(self) -> bool:
+    """Whether weights are held on the levels, which are then fixed."""
+    return self.held is not None and bool(tf.reduce_any(self.held > 0))
+
   def project(self, values, progress: float = 1.0):
-    """Proj(values) onto the constraint at `progress`, within the mask."""
-    return self.constraint_at(progress).project(np.asarray(values),
-                                                self.mask.numpy() > 0)
+    """Proj(values) onto the constraint at `progress`, within the mask (on
+    the held levels once there are any)."""
+    constraint = self.constraint_at(progress)
+    allowed = self.mask.numpy() > 0
+    if self.levels_held:
+      return constraint.project(np.asarray(values), allowed,
+                                levels=self.levels.numpy())
+    return constraint.project(np.asarray(values), allowed)
 
   def begin(self, step: int) -> None:
     """Marks optimizer step `step` and the mask now as where ADMM starts
@@ -125,10 +151,37 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     self.rho.assign(self.rho * rho_growth)
 
   def hard_project(self, weight, progress: float) -> None:
-    """W <- Proj(W); the entries it zeroes stay zero from now on."""
-    projection = self.project(weight.numpy(), progress)
-    weight.assign(projection.values)
+    """W <- Proj(W); the entries it zeroes stay zero from now on. With
+    levels, only the held entries (see the class) move onto them."""
+    w = weight.numpy()
+    if self.levels is None:
+      projection = self.project(w, progress)
+      weight.assign(projection.values)
+      self.mask.assign(projection.mask.astype(np.float32))
+      return
+    constraint, allowed = self.constraint_at(progress), self.mask.numpy() > 0
+    if not self.levels_held:
+      self.levels.assign(constraint.fit_levels(w, allowed))
+    projection = constraint.project(w, allowed, levels=self.levels.numpy())
     self.mask.assign(projection.mask.astype(np.float32))
+    held = self._more_held(w, projection, progress)
+    self.held.assign(held.astype(np.float32))
+    self.held_values.assign(np.where(held, projection.values, 0.0))
+    weight.assign(np.where(held, projection.values, w * projection.mask))
+
+  def _more_held(self, w, projection, progress):
+    """The held entries after holding the kept entries nearest their levels,
+    up to the fraction `progress` of those kept."""
+    kept = projection.mask
+    held = (self.held.numpy() > 0) & kept
+    wanted = int(np.ceil(min(max(progress, 0.0), 1.0) * np.count_nonzero(kept)
+                         - 1e-9))
+    more = wanted - np.count_nonzero(held)
+    if more > 0:
+      distance = np.where(kept & ~held, np.abs(w - projection.values), np.inf)
+      nearest = np.argsort(distance, axis=None, kind='stable')[:more]
+      held.flat[nearest] = True
+    return held
 
   def measure(self, weight) -> dict:
     """Sums over this weight that `tf_admm.callback` turns into metrics."""

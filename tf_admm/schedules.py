@@ -227,3 +227,56 @@ class Stages(Schedule):
 
   def z_progress(self, step):
     return self._progress[self._stage(step)]
+
+
+class Rounds(Schedule):
+  """Iterative quantization: rounds of ADMM, each ending in a hard
+  projection that holds `fraction_per_round` more of the kept weights on
+  their levels (those nearest them first), until all are held.
+
+  Args:
+    fraction_per_round: the share of the kept weights held at each round's
+      end (0.3 as in the papers: 30%, 60%, 90%, 100%).
+    epochs_per_round: length of each round.
+    **updates: Z/U updates (see `Schedule`); default every epoch.
+  The Z-step always rounds every kept weight; with a `keep` count as well,
+  the count moves in the same steps. After the last round every quantized
+  weight is held, and the rest of the fit trains the other parameters.
+  """
+
+  def __init__(self, fraction_per_round: float = 0.3,
+               epochs_per_round: float = 1.0, **updates):
+    if not {'update_every_epochs', 'update_every_steps'} & set(updates):
+      updates['update_every_epochs'] = 1
+    super().__init__(**updates)
+    if not 0 < fraction_per_round <= 1:
+      raise ValueError(f'Rounds: fraction_per_round must be in (0, 1], got '
+                       f'{fraction_per_round}.')
+    if not epochs_per_round > 0:
+      raise ValueError(f'Rounds: epochs_per_round must be > 0, got '
+                       f'{epochs_per_round}.')
+    self.fraction_per_round = fraction_per_round
+    self.epochs_per_round = epochs_per_round
+    self.rounds = math.ceil(1 / fraction_per_round - 1e-9)
+    self._round_steps = None
+
+  def bind(self, fit):
+    super().bind(fit)
+    self._round_steps = max(1, round(self.epochs_per_round *
+                                     fit.steps_per_epoch))
+
+  def _progress(self, rounds_done):
+    return min(1.0, rounds_done * self.fraction_per_round)
+
+  @property
+  def end_step(self):
+    return self.rounds * self._round_steps
+
+  def prunes_at(self, step):
+    return 0 < step <= self.end_step and step % self._round_steps == 0
+
+  def prune_progress(self, step):
+    return self._progress(step // self._round_steps)
+
+  def z_progress(self, step):
+    return self._progress(max(step, 0) // self._round_steps + 1)

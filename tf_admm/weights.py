@@ -26,10 +26,14 @@ class WeightKind:
   # a matrix product), along which N:M groups run; None where there is none
   # (a depthwise kernel mixes no channels, an embedding is a lookup).
   input_axis: Optional[int]
+  # The output-channel axis, along which per-channel quantization scales
+  # run (TFLite's quantized dimension); None where the tensor has one scale.
+  output_axis: Optional[int] = -1
 
 
 _KERNEL = WeightKind('kernel', 'kernel_regularizer', -2)
-_DEPTHWISE = WeightKind('depthwise_kernel', 'depthwise_regularizer', None)
+_DEPTHWISE = WeightKind('depthwise_kernel', 'depthwise_regularizer', None,
+                        None)
 _POINTWISE = WeightKind('pointwise_kernel', 'pointwise_regularizer', -2)
 
 # Matched by exact class, as tfmot's registry matches them: a subclass may
@@ -41,15 +45,15 @@ PRUNABLE = {
     keras.layers.Conv3D: (_KERNEL,),
     # A transposed convolution's kernel is (..., filters, input channels).
     keras.layers.Conv2DTranspose: (
-        WeightKind('kernel', 'kernel_regularizer', -1),),
+        WeightKind('kernel', 'kernel_regularizer', -1, -2),),
     keras.layers.Conv3DTranspose: (
-        WeightKind('kernel', 'kernel_regularizer', -1),),
+        WeightKind('kernel', 'kernel_regularizer', -1, -2),),
     keras.layers.DepthwiseConv1D: (_DEPTHWISE,),
     keras.layers.DepthwiseConv2D: (_DEPTHWISE,),
     keras.layers.SeparableConv1D: (_DEPTHWISE, _POINTWISE),
     keras.layers.SeparableConv2D: (_DEPTHWISE, _POINTWISE),
     keras.layers.Embedding: (
-        WeightKind('embeddings', 'embeddings_regularizer', None),),
+        WeightKind('embeddings', 'embeddings_regularizer', None, 0),),
 }
 
 
