@@ -1,0 +1,185 @@
+"""Sub-8-bit weights in a .tflite file: packed INT2 and INT4 tensors.
+
+The TFLite converter writes weights as float or int8 only. A float .tflite
+whose FULLY_CONNECTED and CONV_2D kernels already lie on symmetric
+per-channel grids (what `tf_admm.constraints.Quantize` trains: uniform,
+ternary and binary levels, pruned weights 0) is rewritten by
+ai-edge-quantizer's DEQUANTIZED_WEIGHT_RECOVERY algorithm, which recovers
+each channel's integer codes and scale exactly and stores the codes packed:
+  INT2 for codes in {-1, 0, 1} (ternary, binary) in FULLY_CONNECTED ops;
+  INT4 for codes within ±7 (uniform levels up to 3 bits), and for every
+    CONV_2D, since LiteRT 2.3 has no INT2 convolution kernel.
+Kernels not on such a grid (k-means levels, unquantized layers) stay float.
+"""
+
+import enum
+import functools
+import json
+import re
+from typing import NamedTuple
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_quantizer import algorithm_manager
+from ai_edge_quantizer import default_policy
+from ai_edge_quantizer import qtyping
+from ai_edge_quantizer import quantizer
+from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+_RECOVERY = quantizer.AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
+_OPS = {schema.BuiltinOperator.FULLY_CONNECTED:
+            qtyping.TFLOperationName.FULLY_CONNECTED,
+        schema.BuiltinOperator.CONV_2D: qtyping.TFLOperationName.CONV_2D}
+_PACKED_TYPES = {schema.TensorType.INT2: 2, schema.TensorType.INT4: 4}
+# How far a weight may sit from its channel's grid, relative to the
+# channel's largest weight: float32 rounding of level values.
+_GRID_TOLERANCE = 1e-5
+
+
+class PackMode(enum.Enum):
+  # A DEQUANTIZE op feeds float compute: outputs equal the float model's.
+  WEIGHT_ONLY = 'weight_only'
+  # Integer compute with activations quantized on the fly: faster, close.
+  DYNAMIC = 'dynamic'
+
+
+class Packed(NamedTuple):
+  content: bytes  # the .tflite file
+  bits: dict  # {weight tensor name: 2 or 4} of the packed kernels
+
+
+def grid_codes(kernel: np.ndarray):
+  """The integer codes of a TFLite-layout kernel (output channels first)
+  whose channels each lie on a symmetric grid {c * s}, found the way
+  DEQUANTIZED_WEIGHT_RECOVERY finds them (s: the smallest gap between the
+  channel's distinct magnitudes, 0 included); None if some channel is not
+  on its grid."""
+  rows = kernel.reshape(len(kernel), -1).astype(np.float64)
+  codes = np.zeros(rows.shape, np.int64)
+  for row, values in enumerate(rows):
+    magnitudes = np.unique(np.abs(values))
+    gaps = np.diff(np.concatenate([[0.0], magnitudes]))
+    gaps = gaps[gaps > 0]
+    if not gaps.size:
+      continue  # an all-zero channel
+    scale = gaps.min()
+    codes[row] = np.round(values / scale)
+    if np.abs(codes[row] * scale - values).max() > (
+        _GRID_TOLERANCE * magnitudes[-1]):
+      return None
+  return codes
+
+
+def packed_bits(codes, operator) -> int:
+  """2 or 4 for kernels with these codes in this op; 0: leave it float."""
+  if codes is None:
+    return 0
+  largest = int(np.abs(codes).max())
+  if largest <= 1 and operator == schema.BuiltinOperator.FULLY_CONNECTED:
+    return 2
+  return 4 if largest <= 7 else 0
+
+
+def _kernels(model):
+  """[(op scope, operator, weight tensor, kernel array)] of the float
+  FULLY_CONNECTED and CONV_2D ops with constant kernels."""
+  found = []
+  for subgraph in model.subgraphs:
+    for op in subgraph.operators:
+      operator = model.operatorCodes[op.opcodeIndex].builtinCode
+      if operator not in _OPS:
+        continue
+      tensor = subgraph.tensors[op.inputs[1]]
+      data = model.buffers[tensor.buffer].data
+      if tensor.type != schema.TensorType.FLOAT32 or data is None:
+        continue
+      kernel = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape)
+      found.append((tfl_flatbuffer_utils.get_op_scope(op, subgraph.tensors),
+                    operator, tensor, kernel))
+  return found
+
+
+@functools.lru_cache(maxsize=None)
+def _allow_weight_only_int2() -> None:
+  """ai-edge-quantizer 0.10's policy lists weight-only configs at 4 and 8
+  bits only (2-bit weights are listed for dynamic compute). The LiteRT
+  DEQUANTIZE kernel reads INT2, so register the 2-bit weight-only config
+  for the recovery algorithm, the same way the package builds its own."""
+  policy = json.loads(default_policy.DEFAULT_JSON_POLICY)
+  config = json.loads(json.dumps(policy['configs']['weightonly_wi4_afp32']))
+  config['weight_tensor_config']['num_bits'] = 2
+  policy['configs']['weightonly_wi2_afp32'] = config
+  policy['ops_per_config']['weightonly_wi2_afp32'] = [
+      'FULLY_CONNECTED', 'CONV_2D', 'EMBEDDING_LOOKUP']
+  algorithm_manager.register_config_check_policy_func(
+      _RECOVERY,
+      default_policy.update_default_config_policy(json.dumps(policy)))
+
+
+def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
+         ) -> Packed:
+  """Rewrites a float .tflite with its on-grid kernels packed.
+
+  Raises:
+    ValueError: if no kernel lies on a grid that INT2 or INT4 can hold
+      (train with tf_admm.constraints.Quantize first).
+  """
+  mode = PackMode(mode)
+  model = tfl_flatbuffer_utils.read_model(float_content)
+  rules = []
+  bits = {}
+  for scope, operator, tensor, kernel in _kernels(model):
+    width = packed_bits(grid_codes(kernel), operator)
+    if width:
+      rules.append((scope, _OPS[operator], width))
+      bits[tensor.name.decode()] = width
+  if not rules:
+    raise ValueError(
+        'No FULLY_CONNECTED or CONV_2D kernel of this model lies on a '
+        'symmetric per-channel grid of at most 15 levels, so none can be '
+        'packed into INT2/INT4: quantize the model with '
+        'tf_admm.constraints.Quantize (uniform up to 3 bits, ternary or '
+        'binary levels) first.')
+  _allow_weight_only_int2()
+  rewriter = quantizer.Quantizer(bytes(float_content))
+  add = (rewriter.add_weight_only_config if mode is PackMode.WEIGHT_ONLY
+         else rewriter.add_dynamic_config)
+  for scope, operation, width in rules:
+    add(regex=f'^{re.escape(scope)}$', operation_name=operation,
+        num_bits=width, granularity=qtyping.QuantGranularity.CHANNELWISE,
+        algorithm_key=_RECOVERY)
+  result = rewriter.quantize(enable_progress_report=False)
+  return Packed(bytes(result.quantized_model), bits)
+
+
+def _unpack(data, bits, count):
+  """Signed `bits`-bit codes packed low bits first, as LiteRT stores them."""
+  raw = np.frombuffer(bytes(data), np.uint8)
+  per_byte = 8 // bits
+  fields = np.stack([(raw >> (bits * k)) & ((1 << bits) - 1)
+                     for k in range(per_byte)], axis=1).reshape(-1)[:count]
+  fields = fields.astype(np.int16)
+  return np.where(fields >= 1 << (bits - 1), fields - (1 << bits), fields)
+
+
+def packed_tensors(content: bytes) -> dict:
+  """{tensor name: (bits, codes, dequantized float32 values)} of the INT2
+  and INT4 tensors of a .tflite file, in TFLite layout."""
+  model = tfl_flatbuffer_utils.read_model(content)
+  found = {}
+  for subgraph in model.subgraphs:
+    for tensor in subgraph.tensors:
+      if tensor.type not in _PACKED_TYPES:
+        continue
+      bits = _PACKED_TYPES[tensor.type]
+      shape = tuple(tensor.shape)
+      codes = _unpack(model.buffers[tensor.buffer].data, bits,
+                      int(np.prod(shape))).reshape(shape)
+      scale = np.asarray(tensor.quantization.scale, np.float32)
+      axis = tensor.quantization.quantizedDimension
+      scale = np.expand_dims(scale, tuple(
+          i for i in range(len(shape)) if i != axis)) if scale.size > 1 else (
+              scale.reshape(()))
+      found[tensor.name.decode()] = (bits, codes,
+                                     codes.astype(np.float32) * scale)
+  return found
