@@ -3,6 +3,7 @@ TFLite, with a report.
 
   python examples/prune_mnist.py --preset=demo
   python examples/prune_mnist.py --preset=paper --output_dir=runs/paper
+  python examples/prune_mnist.py --preset=paper_quantized
 
 Rerunning the same command resumes an interrupted run from its last finished
 stage, candidate or epoch. The report lands in --output_dir (report.json,
@@ -41,6 +42,20 @@ PRESETS = {
                   stage_rates=['167', '250'], candidates=1,
                   pretrain_epochs=10, admm_epochs=16, retrain_epochs=12,
                   shift_pixels=2),
+    # The papers' pruning + quantization of LeNet-5: pruned to 167x, then
+    # conv 3-bit, fc 2-bit, output 3-bit levels, one scale per layer as in
+    # the papers, shipped as packed INT2/INT4 weights.
+    'paper_quantized': dict(model='lenet5', target_rate=167.0,
+                            stage_rates=['167'], candidates=1,
+                            pretrain_epochs=10, admm_epochs=16,
+                            retrain_epochs=12, shift_pixels=2,
+                            levels='uniform',
+                            bits=['conv1:3', 'conv2:3', 'fc1:2', 'fc2:3'],
+                            per_channel=False),
+    # Every layer binarized ({-q, +q} per output channel), nothing pruned.
+    'binary': dict(model='lenet5', target_rate=1.0, pretrain_epochs=10,
+                   shift_pixels=2, levels='binary',
+                   quantize_epochs_per_round=2.0),
 }
 
 PRESET = flags.DEFINE_enum('preset', None, list(PRESETS),
@@ -52,7 +67,8 @@ OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Run folder (default runs/<preset or model>); '
     'rerunning with the same folder resumes.')
 TARGET_RATE = flags.DEFINE_float('target_rate', 50.0, 'Final compression '
-                                 'rate: prunable weights / nonzero weights.')
+                                 'rate: prunable weights / nonzero weights. '
+                                 '1 with --levels: no pruning.')
 FIRST_RATE = flags.DEFINE_float('first_rate', 4.0, 'Rate of the first stage.')
 STAGE_FACTOR = flags.DEFINE_float('stage_factor', 2.0, 'Approximate factor '
                                   'between consecutive stage rates.')
@@ -97,6 +113,23 @@ ALLOCATION = flags.DEFINE_enum(
     'profile (tf_admm.models.KEEP_RATIO_PROFILES) to the rate; "global" '
     'allocates by one magnitude threshold over the pretrained weights.')
 
+LEVELS = flags.DEFINE_enum(
+    'levels', None, list(constraints.LEVEL_KINDS),
+    'Quantize the pruned model\'s kept weights onto levels: "uniform" '
+    '{±1..±2^(bits-1)}·q, "ternary" {-q, 0, q}, "binary" {±q}, "kmeans" '
+    '2^bits k-means levels. The zeros stay fixed.')
+BITS = flags.DEFINE_list(
+    'bits', None, 'Bits for --levels=uniform or kmeans: one number for every '
+    'layer, or layer:bits for each layer (conv1:3,conv2:3,fc1:2,fc2:3).')
+PER_CHANNEL = flags.DEFINE_bool(
+    'per_channel', True, 'One level scale per output channel (what TFLite '
+    'stores); --noper_channel: one per layer, as in the papers.')
+HOLD_FRACTION = flags.DEFINE_float(
+    'hold_fraction', 0.3, 'Quantization: share of the kept weights fixed on '
+    'their levels after each round (those nearest them first).')
+QUANTIZE_EPOCHS_PER_ROUND = flags.DEFINE_float(
+    'quantize_epochs_per_round', 1.0, 'Quantization: epochs of each round.')
+
 FLAGS = flags.FLAGS
 
 
@@ -123,16 +156,63 @@ def _pattern_only():
                                          _from_preset('target_rate'))
 
 
+def _bits_by_layer(layers):
+  """{layer: bits} from --bits; raises ValueError naming what is wrong."""
+  given = _value('bits')
+  if len(given) == 1 and ':' not in given[0]:
+    given = [f'{layer}:{given[0]}' for layer in layers]
+  bits = {}
+  for item in given:
+    layer, _, number = item.partition(':')
+    if layer not in layers:
+      raise ValueError(f'--bits names {layer!r}, which is not a layer of the '
+                       f'model; its layers are {", ".join(layers)}.')
+    try:
+      bits[layer] = int(number)
+    except ValueError:
+      raise ValueError(f'--bits: {item!r} is not layer:bits with whole '
+                       'bits, such as fc1:2.') from None
+  missing = [layer for layer in layers if layer not in bits]
+  if missing:
+    raise ValueError(f'--bits gives no bits for {", ".join(missing)}: give '
+                     'one number for every layer, or layer:bits for each.')
+  return bits
+
+
+def _quantization(layers):
+  """{layer: Quantize} from --levels and --bits, or None."""
+  levels = _value('levels')
+  if levels is None:
+    for name in ('bits', 'per_channel'):
+      if FLAGS[name].present:
+        raise ValueError(f'--{name} needs --levels.')
+    return None
+  if levels in ('ternary', 'binary'):
+    if _value('bits'):
+      raise ValueError(f'--levels={levels} has fixed levels; give no --bits.')
+    bits = dict.fromkeys(layers)
+  elif not _value('bits'):
+    raise ValueError(f'--levels={levels} needs --bits (one number, or '
+                     'layer:bits for each layer).')
+  else:
+    bits = _bits_by_layer(layers)
+  return {layer: constraints.Quantize(levels, bits=b,
+                                      per_channel=_value('per_channel'))
+          for layer, b in bits.items()}
+
+
 def _settings():
   """Settings from flags and preset; raises ValueError before any work."""
   if _value('model') not in models.MODELS:
     raise ValueError(f'Unknown --model {_value("model")!r}; choose one of '
                      f'{", ".join(models.MODELS)}.')
   target = _value('target_rate')
-  if not target > 1:
+  if target == 1 and _value('levels'):
+    rates = []  # quantization alone
+  elif not target > 1:
     raise ValueError(f'--target_rate must be > 1 (a compression factor such '
-                     f'as 50), got {target}.')
-  if _pattern_only():  # one stage at the pattern's own rate
+                     f'as 50; 1 only with --levels), got {target}.')
+  elif _pattern_only():  # one stage at the pattern's own rate
     for name in ('stage_rates', 'allocation'):
       if FLAGS[name].present:
         raise ValueError(f'--pattern alone sets one stage with every layer at '
@@ -151,6 +231,10 @@ def _settings():
   else:
     rates = progressive.geometric_rates(min(_value('first_rate'), target),
                                         target, _value('stage_factor'))
+  if _value('levels') is None:
+    for name in ('hold_fraction', 'quantize_epochs_per_round'):
+      if FLAGS[name].present:
+        raise ValueError(f'--{name} needs --levels.')
   return progressive.Settings(
       stage_rates=rates,
       candidates=_value('candidates'),
@@ -162,6 +246,8 @@ def _settings():
       rho=_value('rho'),
       learning_rate=_value('learning_rate'), batch_size=_value('batch_size'),
       shift_pixels=_value('shift_pixels'),
+      hold_fraction=_value('hold_fraction'),
+      quantize_epochs_per_round=_value('quantize_epochs_per_round'),
       seed=_value('seed'))
 
 
@@ -202,6 +288,7 @@ def main(argv):
     pattern, pattern_only = _pattern(), _pattern_only()
     settings = _settings()
     model_name = _value('model')
+    quantization = _quantization(list(models.KEEP_RATIO_PROFILES[model_name]))
     output_dir = _output_dir()
     dataset, data = _data()
   except ValueError as error:
@@ -210,7 +297,7 @@ def main(argv):
   def build_model():
     return models.build(model_name, dataset.input_shape, dataset.num_classes)
 
-  final_rate = settings.stage_rates[-1]
+  final_rate = settings.stage_rates[-1] if settings.stage_rates else 1.0
   profile = models.KEEP_RATIO_PROFILES[model_name]
   if pattern_only:  # every layer at N/M
     profile = {name: 1.0 for name in profile}
@@ -223,10 +310,16 @@ def main(argv):
                    'train_examples': len(data.x_train),
                    'allocation': ALLOCATION.value},
       log=lambda line: print(f'[tf_admm] {line}', flush=True),
-      constraint=pattern or constraints.KeepLargest())
-  print(f'[tf_admm] {model_name} on {dataset.name}: stages at '
-        + ', '.join(f'{r:.1f}x' for r in settings.stage_rates)
-        + f'; writing to {output_dir}', flush=True)
+      constraint=pattern or constraints.KeepLargest(),
+      quantization=quantization)
+  plan = ('stages at ' + ', '.join(f'{r:.1f}x' for r in settings.stage_rates)
+          if settings.stage_rates else 'no pruning')
+  if quantization:
+    plan += '; then ' + ', '.join(
+        f'{layer} {q.levels}' + (f' {q.bits}-bit' if q.bits else '')
+        for layer, q in quantization.items())
+  print(f'[tf_admm] {model_name} on {dataset.name}: {plan}; writing to '
+        f'{output_dir}', flush=True)
   try:
     summary = run.run()
   except ValueError as error:
@@ -238,9 +331,20 @@ def main(argv):
   tflite = tflite_report.export_variants(
       final, test, calibration, dense_model=summary['dense_model'],
       output_dir=os.path.join(output_dir, 'tflite'))
+  variant = 'int8_sparse'
+  if quantization:
+    try:
+      tflite.update(tflite_report.export_packed(
+          final, test, tflite['dense']['gzip_bytes'],
+          os.path.join(output_dir, 'tflite')))
+      variant = 'packed_weight_only'
+    except ValueError as error:  # k-means levels are no grid
+      print(f'[tf_admm] no packed INT2/INT4 file: {error} The int8 file '
+            'carries the levels as int8 codes; they shrink under gzip only.')
+      variant = 'dynamic_int8'
   final.save(os.path.join(output_dir, 'final.keras'))
   report = report_lib.build(
-      summary, tflite, 'int8_sparse',
+      summary, tflite, variant,
       accuracy=progressive.accuracy(final, data.x_test, data.y_test),
       wall_seconds=time.time() - start,
       info={'dataset': dataset.name, 'model': model_name,
@@ -259,6 +363,13 @@ def main(argv):
         + f' (every one holds: {holds})')
   print('[tf_admm] not pruned: ' + (', '.join(
       f'{u["path"]} ({u["size"]:,})' for u in report['unpruned']) or 'nothing'))
+  stored = report['storage']
+  print(f'[tf_admm] weight data {stored["weight_data_bytes"]:,.0f} bytes '
+        f'({stored["weight_data_reduction"]:,.0f}x smaller than float32), '
+        f'{stored["with_index_bytes"]:,.0f} with sparse indices '
+        f'({stored["with_index_reduction"]:,.0f}x); {variant}.tflite '
+        f'{stored["tflite"]["gzip_bytes"]:,} bytes gzipped, accuracy '
+        f'{100 * stored["tflite"]["accuracy"]:.2f}%', flush=True)
   print(f'[tf_admm] {report["compression_rate"]:.1f}x over the prunable '
         f'weights ({report["model_compression_rate"]:.1f}x over the whole '
         f'model) at test accuracy {100 * report["accuracy"]:.2f}% (dense '

@@ -8,6 +8,10 @@ validation split.
 While the pool holds fewer than `candidates` models the best child joins it;
 after that the best child replaces the parent it came from. With one
 candidate this is plain progressive pruning.
+With `quantization` (per-layer `tf_admm.constraints.Quantize`), the best
+final model (or the dense one, without stages) is then quantized with its
+zeros fixed: rounds of ADMM toward the levels, each holding a share more of
+the weights on them (`tf_admm.Rounds`), until all are held.
 
 Everything finished is saved under the output folder, each piece written to
 a temporary name and renamed, so a killed run loses at most the epoch in
@@ -17,10 +21,12 @@ progress (Keras's BackupAndRestore covers epochs inside a fit):
   candidates/<name>/             one per stage child: weights, masks and
                                  metrics
   pool.json                      the pool after the last finished stage
+  candidates/quantized/          the quantized model, when quantizing
 """
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -55,14 +61,21 @@ class Settings:
   learning_rate: float = 1e-3
   batch_size: int = 128
   shift_pixels: int = 0  # > 0: train on randomly shifted images
+  # Quantization (when the run has levels to train toward): the share of
+  # the weights held on their levels after each round, and its length.
+  hold_fraction: float = 0.3
+  quantize_epochs_per_round: float = 1.0
   seed: int = 0
 
   def __post_init__(self):
     rates = list(self.stage_rates)
-    if not rates or not all(1 < a < b for a, b in zip(rates, rates[1:] +
-                                                       [float('inf')])):
+    if not all(1 < a < b for a, b in zip(rates, rates[1:] + [float('inf')])):
       raise ValueError(f'stage_rates must be increasing rates > 1, got '
                        f'{rates}.')
+    if not (0 < self.hold_fraction <= 1 and
+            self.quantize_epochs_per_round > 0):
+      raise ValueError('hold_fraction must be in (0, 1] and '
+                       'quantize_epochs_per_round > 0.')
     for name in ('candidates', 'pretrain_epochs', 'admm_epochs',
                  'prune_every_steps', 'batch_size'):
       if getattr(self, name) < 1:
@@ -167,6 +180,9 @@ class ProgressiveRun:
     constraint: the kind of constraint every stage trains toward
       (`tf_admm.attach_admm`'s `constraint`), fitted to each stage's
       per-layer targets.
+    quantization: {layer name: `tf_admm.constraints.Quantize`} for every
+      layer with prunable weights, to quantize the final model; None: no
+      quantization. Without stage rates, the dense model is quantized.
   """
 
   def __init__(self, build_model: Callable[[], keras.Model], data: Data,
@@ -176,7 +192,11 @@ class ProgressiveRun:
                log: Callable[[str], None] = print,
                pretrained_dir: Optional[str] = None,
                constraint: constraints_lib.Constraint = (
-                   constraints_lib.KeepLargest())):
+                   constraints_lib.KeepLargest()),
+               quantization: Optional[Mapping[
+                   str, constraints_lib.Constraint]] = None):
+    if not settings.stage_rates and not quantization:
+      raise ValueError('A run needs stage rates, quantization, or both.')
     self.build_model = build_model
     self.data = data
     self.allocate = allocate
@@ -186,11 +206,15 @@ class ProgressiveRun:
     self.log = log
     self.pretrained_dir = pretrained_dir
     self.constraint = constraint
+    self.quantization = dict(quantization or {})
     self.description = dict(description or {},
                             settings=dataclasses.asdict(settings),
                             pretrained_dir=pretrained_dir,
                             constraint=keras.utils.serialize_keras_object(
-                                constraint))
+                                constraint),
+                            quantization={
+                                name: keras.utils.serialize_keras_object(q)
+                                for name, q in self.quantization.items()})
     self.description['settings']['stage_rates'] = list(settings.stage_rates)
 
   # Files.
@@ -362,15 +386,59 @@ class ProgressiveRun:
     self._save_unit(folder, pruned, metrics, pruning_wrapper.masks_of(wrapped))
     return name
 
+  def _quantize(self, parent):
+    """Quantizes the unit `parent` with its zeros fixed; returns the
+    quantized unit's name."""
+    name = 'quantized'
+    folder = self._folder(name)
+    if os.path.exists(os.path.join(folder, 'metrics.json')):
+      return name
+    start = time.time()
+    model = self._load_model(self._folder(parent))
+    masks = None if parent == 'dense' else self._load_masks(
+        self._folder(parent))
+    rounds = schedules.Rounds(self.settings.hold_fraction,
+                              self.settings.quantize_epochs_per_round)
+    # The rounds, then as long again with every weight held, for the rest.
+    epochs = math.ceil((rounds.rounds + 1) *
+                       self.settings.quantize_epochs_per_round)
+    admm = self._compile(attach.attach_admm(
+        model, constraint=self.quantization, rho=self.settings.rho,
+        masks=masks), decay_epochs=epochs)
+    self._fit(admm, name, epochs, [callback_lib.AdmmCallback(rounds)])
+    pairs = attach.admm_weights(admm)
+    held = all(np.array_equal(r.held.numpy() > 0, r.mask.numpy() > 0)
+               for _, r in pairs)
+    constraints = {w.path: keras.utils.serialize_keras_object(r.constraint)
+                   for w, r in pairs}
+    masks = {w.path: r.mask.numpy() > 0 for w, r in pairs}
+    quantized = attach.remove_admm(admm)
+    metrics = {
+        'stage': len(self.settings.stage_rates), 'parent': parent,
+        'rate': compression_rate(quantized),
+        'val_accuracy': accuracy(quantized, self.data.x_val, self.data.y_val),
+        'test_accuracy': accuracy(quantized, self.data.x_test,
+                                  self.data.y_test),
+        'epochs': epochs, 'seconds': time.time() - start,
+        'constraints': constraints, 'all_held': held,
+    }
+    self._save_unit(folder, quantized, metrics, masks)
+    self.log(f'quantized: {metrics["rate"]:.1f}x, val accuracy '
+             f'{metrics["val_accuracy"]:.4f}, test accuracy '
+             f'{metrics["test_accuracy"]:.4f}, every kept weight held on its '
+             f'level: {"yes" if held else "NO"} ({metrics["seconds"]:.0f} s)')
+    return name
+
   def run(self) -> dict:
     """Runs (or resumes) every stage; returns the run's summary."""
     self._claim_output_dir()
     dense_metrics = self.pretrain()
     allocation_file = self._path('allocation.json')
-    if not os.path.exists(allocation_file):
+    if self.settings.stage_rates and not os.path.exists(allocation_file):
       ratios = self.allocate(self._load_model(self._folder('dense')))
       _write_json(allocation_file, {n: float(r) for n, r in ratios.items()})
-    self.final_keep_ratios = _read_json(allocation_file)
+    if self.settings.stage_rates:
+      self.final_keep_ratios = _read_json(allocation_file)
     pool_file = self._path('pool.json')
     state = (_read_json(pool_file) if os.path.exists(pool_file)
              else {'stages_done': 0, 'pool': [], 'best': []})
@@ -395,13 +463,18 @@ class ProgressiveRun:
                f'{metrics[best]["val_accuracy"]:.4f}, test accuracy '
                f'{metrics[best]["test_accuracy"]:.4f} ({len(children)} '
                f'candidate(s), {seconds:.0f} s)')
-    return self._summary(state, dense_metrics)
+    quantized = None
+    if self.quantization:
+      quantized = self._quantize(state['best'][-1] if state['best']
+                                 else 'dense')
+    return self._summary(state, dense_metrics, quantized)
 
-  def _summary(self, state, dense_metrics):
+  def _summary(self, state, dense_metrics, quantized=None):
     names = sorted(n for n in os.listdir(self._path('candidates'))
-                   if not n.endswith('.tmp'))
+                   if not n.endswith('.tmp') and n != quantized)
     candidates = [dict(self._metrics(n), name=n) for n in names]
-    final = state['best'][-1]
+    final = quantized or state['best'][-1]
+    trained = candidates + ([self._metrics(quantized)] if quantized else [])
     return {
         'final_model': self._load_model(self._folder(final)),
         'final_masks': self._load_masks(self._folder(final)),
@@ -409,8 +482,9 @@ class ProgressiveRun:
         'dense_metrics': dense_metrics,
         'stages': [dict(self._metrics(n), name=n) for n in state['best']],
         'candidates': candidates,
-        'epochs': dense_metrics['epochs'] + sum(c['epochs']
-                                                for c in candidates),
+        'quantized': (dict(self._metrics(quantized), name=quantized)
+                      if quantized else None),
+        'epochs': dense_metrics['epochs'] + sum(c['epochs'] for c in trained),
         'train_seconds': dense_metrics['seconds'] + sum(
-            c['seconds'] for c in candidates),
+            c['seconds'] for c in trained),
     }

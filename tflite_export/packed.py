@@ -5,7 +5,8 @@ whose FULLY_CONNECTED and CONV_2D kernels already lie on symmetric
 per-channel grids (what `tf_admm.constraints.Quantize` trains: uniform,
 ternary and binary levels, pruned weights 0) is rewritten by
 ai-edge-quantizer's DEQUANTIZED_WEIGHT_RECOVERY algorithm, which recovers
-each channel's integer codes and scale exactly and stores the codes packed:
+each channel's (or the whole tensor's, where one grid holds it) integer
+codes and scale exactly and stores the codes packed:
   INT2 for codes in {-1, 0, 1} (ternary, binary) in FULLY_CONNECTED ops;
   INT4 for codes within ±7 (uniform levels up to 3 bits), and for every
     CONV_2D, since LiteRT 2.3 has no INT2 convolution kernel.
@@ -30,6 +31,8 @@ _RECOVERY = quantizer.AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
 _OPS = {schema.BuiltinOperator.FULLY_CONNECTED:
             qtyping.TFLOperationName.FULLY_CONNECTED,
         schema.BuiltinOperator.CONV_2D: qtyping.TFLOperationName.CONV_2D}
+_TENSORWISE = qtyping.QuantGranularity.TENSORWISE
+_CHANNELWISE = qtyping.QuantGranularity.CHANNELWISE
 _PACKED_TYPES = {schema.TensorType.INT2: 2, schema.TensorType.INT4: 4}
 # How far a weight may sit from its channel's grid, relative to the
 # channel's largest weight: float32 rounding of level values.
@@ -129,10 +132,18 @@ def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
   rules = []
   bits = {}
   for scope, operator, tensor, kernel in _kernels(model):
-    width = packed_bits(grid_codes(kernel), operator)
-    if width:
-      rules.append((scope, _OPS[operator], width))
-      bits[tensor.name.decode()] = width
+    # One scale for the tensor where one grid holds it all (per-layer
+    # levels): hundreds of float scales fewer in the file. ai-edge-quantizer
+    # 0.10's recovery fails on tensor-wise 4-D kernels (a scale-rank error),
+    # so convolutions keep one scale per channel.
+    granularities = ((_TENSORWISE, kernel.reshape(1, -1)),) if (
+        kernel.ndim == 2) else ()
+    for granularity, rows in granularities + ((_CHANNELWISE, kernel),):
+      width = packed_bits(grid_codes(rows), operator)
+      if width:
+        rules.append((scope, _OPS[operator], width, granularity))
+        bits[tensor.name.decode()] = width
+        break
   if not rules:
     raise ValueError(
         'No FULLY_CONNECTED or CONV_2D kernel of this model lies on a '
@@ -144,10 +155,9 @@ def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
   rewriter = quantizer.Quantizer(bytes(float_content))
   add = (rewriter.add_weight_only_config if mode is PackMode.WEIGHT_ONLY
          else rewriter.add_dynamic_config)
-  for scope, operation, width in rules:
+  for scope, operation, width, granularity in rules:
     add(regex=f'^{re.escape(scope)}$', operation_name=operation,
-        num_bits=width, granularity=qtyping.QuantGranularity.CHANNELWISE,
-        algorithm_key=_RECOVERY)
+        num_bits=width, granularity=granularity, algorithm_key=_RECOVERY)
   result = rewriter.quantize(enable_progress_report=False)
   return Packed(bytes(result.quantized_model), bits)
 

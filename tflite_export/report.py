@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tflite_export import converter
 from tflite_export import evaluate
+from tflite_export import packed
 
 Quantization = converter.Quantization
 
@@ -60,6 +61,25 @@ def export_variants(model,
       results[name] = _measure(content, test_data)
       results[name]['gzip_ratio'] = (results['dense']['gzip_bytes'] /
                                      results[name]['gzip_bytes'])
+  return results
+
+
+def export_packed(model, test_data: tf.data.Dataset, dense_gzip_bytes: int,
+                  output_dir: Optional[str] = None) -> dict:
+  """The packed INT2/INT4 variants (`tflite_export.packed`) of a quantized
+  model, measured like `export_variants`' (plus `packed_bits`: {weight
+  tensor: 2 or 4}). Raises ValueError if no kernel can be packed."""
+  float_content = converter.convert(model)
+  results = {}
+  for mode in packed.PackMode:
+    result = packed.pack(float_content, mode)
+    name = 'packed_' + mode.value
+    if output_dir:
+      _write(os.path.join(output_dir, name + '.tflite'), result.content)
+    results[name] = dict(_measure(result.content, test_data),
+                         packed_bits=result.bits)
+    results[name]['gzip_ratio'] = dense_gzip_bytes / results[name][
+        'gzip_bytes']
   return results
 
 
