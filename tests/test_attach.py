@@ -4,7 +4,7 @@ import pytest
 import tf_admm
 from tf_admm.constraints import KeepLargest
 from tf_admm.keras_compat import keras
-from tests.conftest import random_batch, small_model
+from tests.conftest import random_batch, separable_cnn, small_model
 
 
 def _paths(model):
@@ -124,3 +124,35 @@ def test_admm_masks_need_a_started_admm():
     tf_admm.admm_masks(model)
   with pytest.raises(ValueError, match='no AdmmRegularizer'):
     tf_admm.admm_masks(small_model())
+
+
+def test_constraints_by_layer_fit_each_named_layer():
+  model = small_model()
+  admm = tf_admm.attach_admm(model, constraint={
+      'conv': tf_admm.Quantize('ternary'),
+      'dense': tf_admm.Quantize('uniform', bits=2, per_channel=False)})
+  fitted = {w.path: r.constraint for w, r in tf_admm.admm_weights(admm)}
+  assert fitted == {
+      'conv/kernel': tf_admm.Quantize('ternary', axis=-1),
+      'dense/kernel': tf_admm.Quantize('uniform', bits=2, per_channel=False)}
+  only_conv = tf_admm.attach_admm(
+      model, tf_admm.KeepRatio(0.5),
+      constraint={'conv': KeepLargest()})
+  assert [w.path for w, _ in tf_admm.admm_weights(only_conv)] == [
+      'conv/kernel']
+  with pytest.raises(ValueError, match="given for fc9, which are not layers"):
+    tf_admm.attach_admm(model, constraint={'fc9': tf_admm.Quantize('binary')})
+
+
+def test_quantize_constraints_fit_each_kind_of_weight():
+  weights = {w.path: w for w in tf_admm.prunable_weights(separable_cnn())}
+  levels = tf_admm.Quantize('uniform', bits=3)
+  axes = {path: levels.for_weight(weight, None).axis
+          for path, weight in weights.items()}
+  # Output channels: last for kernels, -2 for a transposed kernel (h, w,
+  # filters, inputs); a depthwise kernel has one scale.
+  assert axes == {'sep/depthwise_kernel': None, 'sep/pointwise_kernel': -1,
+                  'dw/depthwise_kernel': None, 'up/kernel': -2,
+                  'fc/kernel': -1}
+  assert tf_admm.Quantize('binary', per_channel=False).for_weight(
+      weights['fc/kernel'], 7).axis is None

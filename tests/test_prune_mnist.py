@@ -162,6 +162,17 @@ def _corrupt_mnist(tmp_path):
     (lambda tmp: [f'--manual_dir={_corrupt_mnist(tmp)}',
                   f'--tfds_data_dir={tmp}/tfds'], 'Could not prepare'),
     (lambda tmp: [f'--output_dir={tmp}/a_file/run'], 'output folder'),
+    (lambda tmp: ['--bits=3'], '--bits needs --levels'),
+    (lambda tmp: ['--levels=uniform'], '--levels=uniform needs --bits'),
+    (lambda tmp: ['--levels=ternary', '--bits=2'], 'give no --bits'),
+    (lambda tmp: ['--levels=kmeans', '--bits=conv1:3,fc9:2'],
+     "--bits names 'fc9'"),
+    (lambda tmp: ['--levels=uniform', '--bits=conv1:3,conv2:3'],
+     '--bits gives no bits for fc1, fc2'),
+    (lambda tmp: ['--levels=uniform', '--bits=conv1:x'], 'is not layer:bits'),
+    (lambda tmp: ['--levels=uniform', '--bits=9'], 'from 1 to 8'),
+    (lambda tmp: ['--target_rate=1'], '1 only with --levels'),
+    (lambda tmp: ['--hold_fraction=0.5'], '--hold_fraction needs --levels'),
 ])
 def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
                                                  message):
@@ -184,3 +195,45 @@ def test_other_settings_never_touch_an_existing_run(tmp_path):
   assert result.returncode != 0
   assert 'holds a run with other settings' in result.stderr.splitlines()[-1]
   assert _snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path):
+  out = str(tmp_path / 'quantized')
+  flags = ['--train_examples=2500', '--validation_examples=500',
+           '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=1',
+           '--target_rate=8', '--stage_rates=8', '--candidates=1',
+           '--prune_every_steps=5', '--levels=uniform',
+           '--bits=conv1:3,conv2:3,fc1:1,fc2:3', '--noper_channel',
+           '--quantize_epochs_per_round=0.5', f'--output_dir={out}']
+  result = _run(*flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(out, 'report.json')) as f:
+    report = json.load(f)
+  assert report['compression_rate'] == pytest.approx(8.0, rel=0.01)
+  assert report['constraints_hold'] and report['quantized']['all_held']
+  stored = report['storage']
+  assert {'weight_data_bytes', 'weight_data_reduction', 'with_index_bytes',
+          'with_index_reduction', 'tflite'} <= set(stored)
+  assert set(stored['tflite']) == {'bytes', 'gzip_bytes', 'accuracy'}
+  nonzeros = {l['name']: l['nonzero'] for l in report['layers']}
+  bits = {'conv1/kernel': 3, 'conv2/kernel': 3, 'fc1/kernel': 1,
+          'fc2/kernel': 3}
+  assert stored['weight_data_bytes'] == sum(
+      nonzeros[p] * b for p, b in bits.items()) / 8
+  assert stored['weight_data_reduction'] == pytest.approx(
+      report['total_weights'] * 4 / stored['weight_data_bytes'])
+  # The packed file: fc1 binary in INT2, the rest INT4, as accurate as Keras.
+  packed_bits = report['tflite_variants']['packed_weight_only']['packed_bits']
+  assert sorted(packed_bits.values()) == [2, 4, 4, 4]
+  assert stored['tflite']['gzip_bytes'] == report['tflite_variants'][
+      'packed_weight_only']['gzip_bytes']
+  assert abs(stored['tflite']['accuracy'] - report['accuracy']) <= 0.001
+  final = keras.models.load_model(os.path.join(out, 'final.keras'))
+  for name, b in (('conv1', 3), ('fc1', 1), ('fc2', 3)):
+    kernel = final.get_layer(name).kernel.numpy()
+    assert len(np.unique(kernel[kernel != 0])) <= 2**b, name
+  # Rerunning finds every unit finished and only exports again.
+  again = _run(*flags)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'quantized:' not in again.stdout and 'Epoch' not in again.stdout

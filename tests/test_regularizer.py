@@ -140,3 +140,62 @@ def test_state_survives_a_checkpoint_round_trip(tmp_path):
   assert float(fresh.rho) == pytest.approx(0.7)
   assert fresh.started and int(fresh.start_step) == 11
   assert int(fresh.start_nonzeros) == 3
+
+
+def _quantizing(shape, seed=0, **kwargs):
+  weight = tf.Variable(np.random.default_rng(seed).normal(size=shape)
+                       .astype(np.float32))
+  regularizer = tf_admm.AdmmRegularizer(
+      tf_admm.Quantize(axis=-1, **kwargs), rho=1e-2)
+  regularizer.build(weight)
+  return regularizer, weight
+
+
+def test_hard_projection_holds_the_nearest_share_on_fixed_levels():
+  regularizer, weight = _quantizing((20, 5), levels='uniform', bits=2)
+  w = weight.numpy()
+  levels = regularizer.constraint.fit_levels(w)
+  on_levels = regularizer.constraint.project(w, levels=levels).values
+  regularizer.hard_project(weight, progress=0.3)
+  held = regularizer.held.numpy() > 0
+  assert held.sum() == 30
+  # The held entries are the 30 nearest their levels, and sit on them.
+  distance = np.abs(w - on_levels).ravel()
+  assert distance[held.ravel()].max() <= np.sort(distance)[29]
+  np.testing.assert_array_equal(weight.numpy()[held], on_levels[held])
+  np.testing.assert_array_equal(weight.numpy()[~held], w[~held])
+  np.testing.assert_allclose(regularizer.levels.numpy(), levels)
+  # Later projections round to the held levels, even after W moves.
+  weight.assign(w * 3)
+  regularizer.hard_project(weight, progress=1.0)
+  assert (regularizer.held.numpy() > 0).all()
+  np.testing.assert_allclose(regularizer.levels.numpy(), levels)
+  np.testing.assert_array_equal(weight.numpy()[held], on_levels[held])
+  for row in range(5):
+    assert set(np.unique(weight.numpy()[:, row])) <= set(
+        levels[row].astype(np.float32))
+
+
+def test_held_levels_survive_optimizer_steps_and_pruned_entries_stay_zero():
+  regularizer, weight = _quantizing((6, 4), levels='ternary', keep=12)
+  regularizer.hard_project(weight, progress=1.0)
+  before = weight.numpy().copy()
+  assert np.count_nonzero(regularizer.mask.numpy()) == 12
+  optimizer = keras.optimizers.Adam(0.5)
+  for _ in range(3):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum((weight - 1.0)**2)
+    optimizer.apply_gradients([(tape.gradient(loss, weight), weight)])
+    np.testing.assert_array_equal(weight.numpy(), before)
+
+
+def test_held_state_survives_a_checkpoint_round_trip(tmp_path):
+  regularizer, weight = _quantizing((8, 3), levels='kmeans', bits=2)
+  regularizer.hard_project(weight, progress=0.5)
+  path = tf.train.Checkpoint(admm=regularizer).save(str(tmp_path / 'ckpt'))
+  fresh, _ = _quantizing((8, 3), seed=1, levels='kmeans', bits=2)
+  tf.train.Checkpoint(admm=fresh).restore(path).assert_consumed()
+  for name in ('levels', 'held', 'held_values', 'mask'):
+    np.testing.assert_array_equal(getattr(fresh, name).numpy(),
+                                  getattr(regularizer, name).numpy())
+  assert fresh.levels_held

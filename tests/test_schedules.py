@@ -306,3 +306,40 @@ def test_bind_rejects_rates_outside_start_and_final(rates, start_rate,
 def test_bad_stages_arguments_are_rejected(kwargs, match):
   with pytest.raises(ValueError, match=match):
     schedules.Stages(**kwargs)
+
+
+# Rounds.
+
+
+@pytest.mark.parametrize('fraction, rounds, held', [
+    (0.3, 4, [0.3, 0.6, 0.9, 1.0]),
+    (0.5, 2, [0.5, 1.0]),
+    (1.0, 1, [1.0]),
+    (0.25, 4, [0.25, 0.5, 0.75, 1.0]),
+])
+def test_rounds_hold_a_fraction_more_at_each_round_end(fraction, rounds,
+                                                       held):
+  schedule = bound(schedules.Rounds(fraction, epochs_per_round=2),
+                   steps_per_epoch=5)
+  assert schedule.rounds == rounds and schedule.end_step == rounds * 10
+  prunes = [s for s in range(-2, 100) if schedule.prunes_at(s)]
+  assert prunes == [10 * (i + 1) for i in range(rounds)]
+  assert [schedule.prune_progress(s) for s in prunes] == pytest.approx(held)
+  # Between round ends the Z-step aims at the next round's share.
+  assert [schedule.z_progress(s - 1) for s in prunes] == pytest.approx(held)
+  assert schedule.z_progress(schedule.end_step + 7) == 1.0
+
+
+def test_rounds_update_every_epoch_by_default():
+  schedule = bound(schedules.Rounds(), steps_per_epoch=4)
+  assert [s for s in range(1, 13) if schedule.updates_at(s)] == [4, 8, 12]
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(fraction_per_round=0), 'fraction_per_round must be in'),
+    (dict(fraction_per_round=1.5), 'fraction_per_round must be in'),
+    (dict(epochs_per_round=0), 'epochs_per_round must be > 0'),
+])
+def test_bad_rounds_arguments_are_rejected(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    schedules.Rounds(**kwargs)

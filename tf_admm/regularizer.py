@@ -164,10 +164,13 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
       self.levels.assign(constraint.fit_levels(w, allowed))
     projection = constraint.project(w, allowed, levels=self.levels.numpy())
     self.mask.assign(projection.mask.astype(np.float32))
-    held = self._more_held(w, projection, progress)
+    # Entries held before keep their values, wherever W has gone since.
+    values = np.where(self.held.numpy() > 0, self.held_values.numpy(),
+                      projection.values)
+    held = self._more_held(w, projection._replace(values=values), progress)
     self.held.assign(held.astype(np.float32))
-    self.held_values.assign(np.where(held, projection.values, 0.0))
-    weight.assign(np.where(held, projection.values, w * projection.mask))
+    self.held_values.assign(np.where(held, values, 0.0))
+    weight.assign(np.where(held, values, w * projection.mask))
 
   def _more_held(self, w, projection, progress):
     """The held entries after holding the kept entries nearest their levels,
