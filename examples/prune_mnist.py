@@ -19,13 +19,16 @@ from absl import app
 from absl import flags
 from absl import logging
 
+import numpy as np
 import tensorflow as tf
 
 from tf_admm import constraints
 from tf_admm import dataset_flags
+from tf_admm import dead_units
 from tf_admm import models
 from tf_admm import progressive
 from tf_admm import report as report_lib
+from tf_admm import weights as weights_lib
 from tflite_export import report as tflite_report
 
 PRESETS = {
@@ -326,6 +329,14 @@ def main(argv):
     sys.exit(f'prune_mnist: error: {error}')
 
   final = summary['final_model']
+  removed = dead_units.remove_dead_units(final)
+  for weight in weights_lib.prunable_weights(final):
+    summary['final_masks'][weight.path] = np.logical_and(
+        summary['final_masks'][weight.path], weight.variable.numpy() != 0)
+  print('[tf_admm] units that cannot affect the output, weights zeroed: ' +
+        ', '.join(f'{name}: {r["dead"]} without input, {r["unused"]} unread, '
+                  f'{r["weights_zeroed"]} weights' for name, r in
+                  removed.items()), flush=True)
   test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
   calibration = tf.data.Dataset.from_tensor_slices(data.x_train[:500])
   tflite = tflite_report.export_variants(
@@ -348,6 +359,7 @@ def main(argv):
       accuracy=progressive.accuracy(final, data.x_test, data.y_test),
       wall_seconds=time.time() - start,
       info={'dataset': dataset.name, 'model': model_name,
+            'dead_units': removed,
             'command': shlex.join(sys.argv), 'preset': PRESET.value,
             'settings': run.description['settings']})
   path = report_lib.write(output_dir, report,

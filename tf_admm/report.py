@@ -94,6 +94,10 @@ def constraints_hold(model, masks, configs) -> bool:
              for w in weights_lib.prunable_weights(model)}
   for path, config in configs.items():
     constraint = keras.utils.deserialize_keras_object(config)
+    allowed = int(np.count_nonzero(masks[path]))
+    if constraint.keep is not None and constraint.keep > allowed:
+      # Masks narrowed after training (tf_admm.dead_units) keep fewer.
+      constraint = constraint.with_keep(allowed)
     projected = constraint.project(weights[path], masks[path]).values
     # Levels refitted to weights already on them agree to float rounding.
     tolerance = 8 * np.finfo(np.float32).eps if (

@@ -1,0 +1,70 @@
+"""Dead and unused units go without changing the model's outputs."""
+
+import numpy as np
+import pytest
+
+from tf_admm import dead_units
+from tf_admm.keras_compat import keras
+
+
+def sparse_mlp(activation, seed=0):
+  """Input 12 -> a (10) -> b (8) -> out (3), kernels ~85% zero, with units
+  of `a` and `b` that have no input and units that nothing reads."""
+  keras.utils.set_random_seed(seed)
+  model = keras.Sequential([
+      keras.Input((12,)),
+      keras.layers.Dense(10, activation=activation, name='a'),
+      keras.layers.Dense(8, activation=activation, name='b'),
+      keras.layers.Dense(3, name='out'),
+  ])
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    kernel, bias = layer.get_weights()
+    kernel = kernel * (rng.random(kernel.shape) < 0.4)
+    layer.set_weights([kernel, rng.normal(size=bias.shape).astype(np.float32)])
+  a, b = model.get_layer('a'), model.get_layer('b')
+  for layer, column in ((a, 0), (a, 3), (b, 2)):  # no incoming weight
+    kernel, bias = layer.get_weights()
+    kernel[:, column] = 0
+    layer.set_weights([kernel, bias])
+  kernel, bias = b.get_weights()
+  kernel[5] = 0  # unit 5 of `a`: nothing reads it
+  b.set_weights([kernel, bias])
+  return model
+
+
+@pytest.mark.parametrize('activation', ['relu', 'tanh', 'sigmoid', None])
+def test_outputs_are_unchanged_and_the_units_are_zeroed(activation):
+  model = sparse_mlp(activation)
+  x = np.random.default_rng(1).normal(size=(64, 12)).astype(np.float32)
+  before = model(x).numpy()
+  nonzeros = sum(np.count_nonzero(l.get_weights()[0]) for l in model.layers)
+  removed = dead_units.remove_dead_units(model)
+  np.testing.assert_allclose(model(x).numpy(), before, rtol=1e-5, atol=1e-5)
+  assert set(removed) == {'a', 'b'}
+  a_kernel, a_bias = model.get_layer('a').get_weights()
+  b_kernel, b_bias = model.get_layer('b').get_weights()
+  for unit in (0, 3):
+    assert a_bias[unit] == 0 and not b_kernel[unit].any()
+  assert not a_kernel[:, 5].any() and a_bias[5] == 0
+  assert removed['a']['dead'] >= 2 and removed['a']['unused'] >= 1
+  after = sum(np.count_nonzero(l.get_weights()[0]) for l in model.layers)
+  assert nonzeros - after == sum(r['weights_zeroed'] for r in removed.values())
+  assert after < nonzeros
+
+
+def test_layers_read_twice_or_by_other_layers_are_left_alone():
+  inputs = keras.Input((6,))
+  shared = keras.layers.Dense(4, name='shared')(inputs)
+  left = keras.layers.Dense(2, name='left')(shared)
+  right = keras.layers.Dense(2, name='right')(shared)
+  soft = keras.layers.Dense(3, activation='softmax', name='soft')(inputs)
+  after_soft = keras.layers.Dense(2, name='after_soft')(soft)
+  model = keras.Model(inputs, [left, right, after_soft])
+  for name in ('shared', 'soft'):
+    kernel, bias = model.get_layer(name).get_weights()
+    model.get_layer(name).set_weights([kernel * 0, bias + 1])
+  weights = [w.copy() for w in model.get_weights()]
+  assert dead_units.remove_dead_units(model) == {}
+  for got, want in zip(model.get_weights(), weights):
+    np.testing.assert_array_equal(got, want)
