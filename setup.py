@@ -5,7 +5,7 @@ import setuptools
 setuptools.setup(
     name='tf-admm',
     version='0.1.0',
-    description='Progressive ADMM weight pruning for tf_keras models, '
+    description='ADMM weight pruning and quantization for tf_keras models, '
     'exported through tfmot pruning wrappers to TFLite.',
     packages=setuptools.find_packages(include=['tf_admm', 'tf_admm.*',
                                                'tflite_export',
@@ -18,6 +18,7 @@ setuptools.setup(
         'tensorflow-datasets==4.9.10',
         'importlib_resources==7.1.0',
         'ai-edge-litert==2.3.0',
+        'ai-edge-quantizer==0.10.0',
         'absl-py==1.4.0',
         'numpy==2.4.6',
         'matplotlib==3.11.2',
