@@ -1,0 +1,159 @@
+"""The pure helpers of benchmarks/compare_collaborative.py, on a fake report:
+no training, no data."""
+
+import importlib.util
+import os
+
+import pytest
+
+_SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
+                       'compare_collaborative.py')
+_spec = importlib.util.spec_from_file_location('compare_collaborative',
+                                               _SCRIPT)
+collab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(collab)
+
+
+def _quantize(levels, bits):
+  return {'class_name': 'Quantize',
+          'config': {'levels': levels, 'bits': bits, 'per_channel': False}}
+
+
+def _report(quantized_epochs=5, stages=(28,), command=None):
+  return {
+      'command': command,
+      'layers': [
+          {'name': 'conv1/kernel', 'total': 500, 'nonzero': 100},
+          {'name': 'conv2/kernel', 'total': 25000, 'nonzero': 1325},
+          {'name': 'fc1/kernel', 'total': 400000, 'nonzero': 800},
+          {'name': 'fc2/kernel', 'total': 5000, 'nonzero': 5000},
+      ],
+      'constraints': {
+          'conv1/kernel': _quantize('uniform', 3),
+          'conv2/kernel': _quantize('uniform', 3),
+          'fc1/kernel': _quantize('uniform', 2),
+          # fc2: no constraint, so --bits decides.
+      },
+      'stages': [{'epochs': e} for e in stages],
+      'quantized': {'epochs': quantized_epochs},
+  }
+
+
+def _run(train_examples=55000, admm=16, retrain=12):
+  return {'model': 'lenet5', 'train_examples': train_examples,
+          'settings': {'stage_rates': [167.0], 'admm_epochs': admm,
+                       'retrain_epochs': retrain}}
+
+
+def test_layer_targets_are_the_kernels_by_layer_name():
+  targets = collab.layer_targets(_report())
+  assert list(targets) == ['conv1', 'conv2', 'fc1', 'fc2']
+  assert targets['fc1'] == {'total': 400000, 'nonzero': 800,
+                            'sparsity': pytest.approx(0.998)}
+  assert targets['fc2']['sparsity'] == 0
+  # The kept counts come back from the sparsities.
+  for target in targets.values():
+    assert round(target['total'] * (1 - target['sparsity'])) == (
+        target['nonzero'])
+
+
+def test_cluster_counts_match_tfadmm_nonzero_levels():
+  report = _report()
+  targets = collab.layer_targets(report)
+  counts = collab.cluster_counts(report, targets, {'fc2': 3})
+  # Pruned layers: 2^b nonzero levels, plus the zero centroid.
+  assert counts['conv1'] == {'levels': 'uniform 3-bit', 'nonzero_levels': 8,
+                             'clusters': 9, 'preserve_sparsity': True}
+  assert counts['fc1']['clusters'] == 5
+  # fc2 from the fallback bits; kept whole, so no zero centroid.
+  assert counts['fc2'] == {'levels': 'uniform 3-bit', 'nonzero_levels': 8,
+                           'clusters': 8, 'preserve_sparsity': False}
+  plain = collab.cluster_counts(report, targets, {'fc2': 3},
+                                zero_cluster=False)
+  assert {n: c['clusters'] for n, c in plain.items()} == {
+      'conv1': 8, 'conv2': 8, 'fc1': 4, 'fc2': 8}
+
+
+def test_cluster_counts_other_level_kinds_and_missing_bits():
+  report = _report()
+  report['constraints']['fc1/kernel'] = _quantize('ternary', None)
+  report['constraints']['conv2/kernel'] = _quantize('kmeans', 2)
+  targets = collab.layer_targets(report)
+  counts = collab.cluster_counts(report, targets, {'fc2': 3})
+  assert counts['fc1']['nonzero_levels'] == 2
+  assert counts['conv2']['nonzero_levels'] == 4
+  with pytest.raises(ValueError, match='fc2'):
+    collab.cluster_counts(report, targets, {})
+
+
+def test_parse_bits():
+  assert collab.parse_bits(['conv1:3', 'fc1:2']) == {'conv1': 3, 'fc1': 2}
+  with pytest.raises(ValueError, match='layer:bits'):
+    collab.parse_bits(['fc1'])
+
+
+def test_default_phase_split_keeps_tfadmm_total():
+  admm = collab.tfadmm_epochs(_run(), _report(quantized_epochs=5))
+  assert admm == {'pruning': 28, 'ramp': 16, 'retrain': 12,
+                  'quantization': 5}
+  split = collab.phase_epochs(admm)
+  assert split == {'prune_ramp': 16, 'prune_retrain': 12, 'cluster': 3,
+                   'pcqat': 2}
+  assert sum(split.values()) == 28 + 5
+
+
+def test_phase_split_with_one_quantization_epoch_borrows_from_retraining():
+  admm = collab.tfadmm_epochs(_run(admm=1, retrain=1),
+                              _report(quantized_epochs=1, stages=(2,)))
+  split = collab.phase_epochs(admm)
+  assert split == {'prune_ramp': 1, 'prune_retrain': 0, 'cluster': 1,
+                   'pcqat': 1}
+  assert sum(split.values()) == 3
+
+
+def test_phase_split_overrides_and_limits():
+  admm = collab.tfadmm_epochs(_run(), _report())
+  split = collab.phase_epochs(admm, cluster=4, pcqat=1)
+  assert (split['cluster'], split['pcqat']) == (4, 1)
+  with pytest.raises(ValueError, match='epoch'):
+    collab.phase_epochs(admm, ramp=0)
+
+
+def test_ramp_end_step_is_a_multiple_of_the_frequency():
+  assert collab.ramp_end_step(16, 430, 50) == 6850
+  assert collab.ramp_end_step(1, 16, 5) == 15
+  with pytest.raises(ValueError, match='shorter'):
+    collab.ramp_end_step(1, 16, 50)
+
+
+def test_split_sizes_follow_the_run():
+  command = ('examples/prune_mnist.py --train_examples=2500 '
+             '--validation_examples 500 --output_dir=/tmp/x')
+  assert collab.command_flag(command, 'train_examples') == 2500
+  assert collab.command_flag(command, 'validation_examples') == 500
+  assert collab.command_flag(command, 'seed') is None
+  assert collab.split_sizes(_run(2000), _report(command=command)) == (2500,
+                                                                      500)
+  # A preset run on the whole split: 55,000 trained + 5,000 held out.
+  preset = 'examples/prune_mnist.py --preset=paper_quantized'
+  assert collab.split_sizes(_run(55000), _report(command=preset)) == (60000,
+                                                                      5000)
+  # Flags win.
+  assert collab.split_sizes(_run(2000), _report(command=command), 3000,
+                            600) == (3000, 600)
+
+
+def test_verdict_lines():
+  line, facts = collab.verdict({'gzip_bytes': 10000, 'accuracy': 0.9905},
+                               {'gzip_bytes': 25000, 'accuracy': 0.9900})
+  assert line == ('tf-admm\'s file is 2.5x smaller at equal accuracy (within '
+                  '0.1 points).')
+  assert facts['bar_met'] and facts['accuracy_within_points']
+  assert facts['gzip_ratio_tfmot_over_tfadmm'] == 2.5
+  line, facts = collab.verdict({'gzip_bytes': 10000, 'accuracy': 0.99},
+                               {'gzip_bytes': 12000, 'accuracy': 0.99})
+  assert 'bar of 1.5x is not met' in line and not facts['bar_met']
+  line, facts = collab.verdict({'gzip_bytes': 10000, 'accuracy': 0.985},
+                               {'gzip_bytes': 30000, 'accuracy': 0.99})
+  assert 'differ by -0.50 points' in line and not facts['bar_met']
+  assert not facts['accuracy_within_points']
