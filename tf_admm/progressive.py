@@ -266,6 +266,12 @@ class ProgressiveRun:
     model.load_weights(os.path.join(folder, 'model.weights.h5'))
     return model
 
+  def _load_unit(self, unit):
+    """(model, masks) of a finished unit; no masks for the dense one."""
+    folder = self._folder(unit)
+    return (self._load_model(folder),
+            None if unit == 'dense' else self._load_masks(folder))
+
   @staticmethod
   def _load_masks(folder):
     with np.load(os.path.join(folder, 'masks.npz')) as masks:
@@ -353,9 +359,7 @@ class ProgressiveRun:
     if os.path.exists(os.path.join(folder, 'metrics.json')):
       return name
     start = time.time()
-    model = self._load_model(self._folder(parent))
-    masks = None if parent == 'dense' else self._load_masks(
-        self._folder(parent))
+    model, masks = self._load_unit(parent)
     ratios = self._stage_keep_ratios(rate)
     admm = self._compile(attach.attach_admm(
         model, per_layer={n: targets.KeepRatio(r) for n, r in ratios.items()},
@@ -394,9 +398,7 @@ class ProgressiveRun:
     if os.path.exists(os.path.join(folder, 'metrics.json')):
       return name
     start = time.time()
-    model = self._load_model(self._folder(parent))
-    masks = None if parent == 'dense' else self._load_masks(
-        self._folder(parent))
+    model, masks = self._load_unit(parent)
     rounds = schedules.Rounds(self.settings.hold_fraction,
                               self.settings.quantize_epochs_per_round)
     # The rounds, then as long again with every weight held, for the rest.
