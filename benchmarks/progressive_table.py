@@ -31,11 +31,24 @@ def _run_section(name, report):
       f'), accuracy {100 * report["tflite"]["accuracy"]:.2f}%', '',
       '| stage | rate | val accuracy | test accuracy | epochs | seconds |',
       '|---:|---:|---:|---:|---:|---:|']
-  for s in report['stages']:
-    lines.append(f'| {s["stage"] + 1} | {s["rate"]:.1f}x | '
+  quantized = report.get('quantized')
+  rows = [(str(s['stage'] + 1), s) for s in report['stages']]
+  rows += [('quantized', quantized)] if quantized else []
+  for label, s in rows:
+    lines.append(f'| {label} | {s["rate"]:.1f}x | '
                  f'{100 * s["val_accuracy"]:.2f}% | '
                  f'{100 * s["test_accuracy"]:.2f}% | {s["epochs"]} | '
                  f'{s["seconds"]:.0f} |')
+  if quantized:
+    stored = report['storage']
+    lines.insert(-len(rows) - 3, (
+        f'- storage: weight data {stored["weight_data_bytes"]:,.0f} bytes '
+        f'({stored["weight_data_reduction"]:,.0f}x smaller than float32), '
+        f'{stored["with_index_bytes"]:,.0f} bytes with sparse indices '
+        f'({stored["with_index_reduction"]:,.0f}x); bits per layer: '
+        + ', '.join(f'{p} {w["bits"]}' for p, w in stored['weights'].items())
+        + (f'; dead units zeroed before export: {report["dead_units"]}'
+           if report.get('dead_units') else '')))
   lines += ['', 'Kept weights: ' + ', '.join(
       f'{l["name"]} {l["nonzero"]:,}/{l["total"]:,}' for l in report['layers'])
             + '.', '']
@@ -57,7 +70,12 @@ def main():
            'runs are from an earlier stop (library code up to commit '
            '62dbe78), before the penalty\'s gradient was written by hand '
            '(the same mathematics); the paper run shared the CPU with short '
-           'profiling jobs for about 3 of its 13 minutes.', '']
+           'profiling jobs for about 3 of its 13 minutes. The '
+           'paper_quantized and binary runs are from the commits of issue '
+           '#11 (quantization); paper_quantized shared the CPU with smoke '
+           'tests for about half of its training, and its export was rerun '
+           'once the dead-unit removal existed (the same trained units).',
+           '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:
       lines += _run_section(name[:-len('.json')], json.load(f))

@@ -33,6 +33,7 @@ def test_weight_storage_picks_the_smallest_index_width():
   mask = np.random.default_rng(1).random(5000) < 0.01
   got = storage.weight_storage(mask, bits=3)
   sizes = {b: len(encode_relative(mask, b)) * (b + 3) for b in range(1, 17)}
+  sizes[0] = 5000 * 4  # every entry, one more bit telling zeros apart
   assert got['with_index_bits'] == min(sizes.values())
   assert sizes[got['index_bits']] == got['with_index_bits']
   assert got['weight_data_bits'] == np.count_nonzero(mask) * 3
@@ -52,3 +53,9 @@ def test_model_storage_sums_weights_and_counts_float_ones_at_32_bits():
       report['dense_bytes'] / report['weight_data_bytes'])
   assert report['with_index_bytes'] > report['weight_data_bytes']
   assert report['weights']['b/kernel']['bits'] == 32
+
+
+def test_an_unpruned_weight_needs_no_index():
+  got = storage.weight_storage(np.ones((30, 20), bool), bits=1)
+  assert got['index_bits'] == 0
+  assert got['with_index_bits'] == got['weight_data_bits'] == 600

@@ -7,7 +7,9 @@ papers' terms: weight data alone, and with sparse indices.
     the previous nonzero in row-major order, in `b` bits (Deep Compression,
     Han et al. 2016): a distance above 2**b is bridged by filler zeros that
     cost an index and a weight each. `b` is chosen per weight, from 1 to 16,
-    to make that weight smallest.
+    to make that weight smallest; b = 0 stands for no index at all, every
+    entry stored (with one more bit for the zeros, if there are any), where
+    that is smaller, as for an unpruned weight.
 Both are compared with the dense float32 weights (32 bits per entry). The
 sizes count the prunable weights (kernels), as the compression rate does;
 biases and the levels' scales are left out, as the papers leave them out.
@@ -36,13 +38,12 @@ def weight_storage(mask: np.ndarray, bits: int) -> dict:
   'with_index_bits', 'dense_bits'} of one weight."""
   mask = np.asarray(mask) != 0
   nonzeros = int(np.count_nonzero(mask))
-  best = min(INDEX_BITS, key=lambda b: (
-      relative_index_entries(mask, b) * (b + bits), b))
+  sizes = {b: relative_index_entries(mask, b) * (b + bits) for b in INDEX_BITS}
+  sizes[0] = mask.size * (bits + (0 if mask.all() else 1))  # no index
+  best = min(sizes, key=lambda b: (sizes[b], b))
   return {'nonzeros': nonzeros, 'bits': bits, 'index_bits': best,
           'weight_data_bits': nonzeros * bits,
-          'with_index_bits': relative_index_entries(mask, best) * (best +
-                                                                    bits),
-          'dense_bits': mask.size * 32}
+          'with_index_bits': sizes[best], 'dense_bits': mask.size * 32}
 
 
 def model_storage(weights: Mapping[str, np.ndarray],
@@ -74,6 +75,7 @@ def model_storage(weights: Mapping[str, np.ndarray],
       'index_encoding': ('relative indices (Deep Compression): per weight, '
                          'b-bit distances between nonzeros in row-major '
                          'order, filler zeros bridging longer gaps, b in '
-                         '1..16 chosen per weight'),
+                         '1..16 chosen per weight (0: no index, every entry '
+                         'stored, where smaller)'),
       'weights': per_weight,
   }
