@@ -105,6 +105,8 @@ def test_command_line_converts_a_saved_model(tmp_path, pruned_lenet5):
   assert (tmp_path / 'out' / 'int8_sparse.tflite').stat().st_size == (
       report['int8_sparse']['bytes'])
   assert '| int8_sparse |' in result.stdout
+  # Pruned but not quantized: no kernel on a grid to pack.
+  assert 'No packed INT2/INT4 variant' in result.stdout
 
 
 def test_command_line_rejects_a_missing_model(tmp_path):

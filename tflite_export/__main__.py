@@ -4,7 +4,9 @@ r"""Converts a saved Keras model to TFLite every way and checks each result.
       --output_dir=runs/demo/tflite
 
 Prints a table of raw and gzip sizes and LiteRT accuracy on the dataset's
-test split, and writes the .tflite files and tflite_report.json.
+test split, and writes the .tflite files and tflite_report.json. A model
+whose kernels lie on symmetric grids (quantized by tf_admm.Quantize) also
+gets the packed INT2/INT4 variants, packed_weight_only and packed_dynamic.
 """
 
 import json
@@ -59,6 +61,12 @@ def main(argv):
       data.x_train[:CALIBRATION_EXAMPLES.value])
   results = report.export_variants(model, test, calibration, dense,
                                    quantizations, OUTPUT_DIR.value)
+  try:
+    results.update(report.export_packed(model, test,
+                                        results['dense']['gzip_bytes'],
+                                        OUTPUT_DIR.value))
+  except ValueError as error:
+    print(f'No packed INT2/INT4 variant: {error}')
   print(report.format_table(results))
   if OUTPUT_DIR.value:
     path = os.path.join(OUTPUT_DIR.value, 'tflite_report.json')
