@@ -65,6 +65,7 @@ class Settings:
   # the weights held on their levels after each round, and its length.
   hold_fraction: float = 0.3
   quantize_epochs_per_round: float = 1.0
+  quantize_rho_growth: float = 1.0  # rho's factor at each Z/U update
   seed: int = 0
 
   def __post_init__(self):
@@ -73,9 +74,11 @@ class Settings:
       raise ValueError(f'stage_rates must be increasing rates > 1, got '
                        f'{rates}.')
     if not (0 < self.hold_fraction <= 1 and
-            self.quantize_epochs_per_round > 0):
-      raise ValueError('hold_fraction must be in (0, 1] and '
-                       'quantize_epochs_per_round > 0.')
+            self.quantize_epochs_per_round > 0 and
+            self.quantize_rho_growth >= 1):
+      raise ValueError('hold_fraction must be in (0, 1], '
+                       'quantize_epochs_per_round > 0 and '
+                       'quantize_rho_growth >= 1.')
     for name in ('candidates', 'pretrain_epochs', 'admm_epochs',
                  'prune_every_steps', 'batch_size'):
       if getattr(self, name) < 1:
@@ -240,6 +243,11 @@ class ProgressiveRun:
     wanted = json.loads(json.dumps(self.description))
     if os.path.exists(run_file):
       found = _read_json(run_file)
+      # A run begun before a setting existed ran with its default.
+      defaults = {f.name: f.default for f in dataclasses.fields(Settings)
+                  if f.default is not dataclasses.MISSING}
+      if isinstance(found.get('settings'), dict):
+        found['settings'] = dict(defaults, **found['settings'])
       if found != wanted:
         differing = sorted(k for k in set(found) | set(wanted)
                            if found.get(k) != wanted.get(k))
@@ -400,7 +408,8 @@ class ProgressiveRun:
     start = time.time()
     model, masks = self._load_unit(parent)
     rounds = schedules.Rounds(self.settings.hold_fraction,
-                              self.settings.quantize_epochs_per_round)
+                              self.settings.quantize_epochs_per_round,
+                              rho_growth=self.settings.quantize_rho_growth)
     # The rounds, then as long again with every weight held, for the rest.
     epochs = math.ceil((rounds.rounds + 1) *
                        self.settings.quantize_epochs_per_round)
