@@ -428,3 +428,33 @@ def test_n_of_m_rejects_bad_patterns(text):
 def test_n_of_m_without_an_axis_cannot_project():
   with pytest.raises(ValueError, match='needs an `axis`'):
     constraints.NOutOfM(2, 4).project(np.ones((4, 4), np.float32))
+
+
+# Quantize's own behaviour.
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(levels='uniform'), 'needs bits, an integer from 1 to 8'),
+    (dict(levels='kmeans', bits=9), 'needs bits, an integer from 1 to 8'),
+    (dict(levels='ternary', bits=2), 'has fixed levels; give no bits'),
+    (dict(levels='octal'), 'levels must be one of'),
+])
+def test_quantize_rejects_bad_levels(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    constraints.Quantize(**kwargs)
+
+
+@pytest.mark.parametrize('kwargs, count, bits', [
+    (dict(levels='uniform', bits=3), 8, 3),
+    (dict(levels='uniform', bits=1), 2, 1),
+    (dict(levels='ternary'), 3, 1),
+    (dict(levels='binary'), 2, 1),
+    (dict(levels='kmeans', bits=2), 4, 2),
+])
+def test_quantize_level_counts_and_storage_bits(kwargs, count, bits):
+  quantize = constraints.Quantize(**kwargs)
+  assert quantize.level_count == count
+  assert quantize.storage_bits == bits
+  assert quantize.levels_shape((5, 7)) == (1, count)
+  assert dataclasses.replace(quantize, axis=-1).levels_shape((5, 7)) == (
+      7, count)
