@@ -116,6 +116,13 @@ LEVEL_CASES = [
                  id='uniform_2bit_per_tensor'),
 ]
 
+def _channels_feasible(constraint, support, values=None):
+  channels = np.moveaxis(support, constraint.axis, 0).reshape(
+      support.shape[constraint.axis], -1)
+  return np.count_nonzero(channels.any(axis=1)) <= constraint.channels(
+      support.shape)
+
+
 SUPPORT_CASES = [
     pytest.param(
         Case(make=lambda shape, keep: constraints.KeepLargest(keep=keep),
@@ -126,6 +133,13 @@ SUPPORT_CASES = [
     pytest.param(_n_of_m_case(2, 4), id='2_of_4'),
     pytest.param(_n_of_m_case(1, 4), id='1_of_4'),
     pytest.param(_n_of_m_case(4, 8), id='4_of_8'),
+    pytest.param(
+        Case(make=lambda shape, keep: constraints.KeepChannels(axis=-1,
+                                                               keep=keep),
+             feasible=_channels_feasible,
+             shapes=[(1,), (7,), (12, 5), (3, 3, 2, 4)],
+             tiny_shapes=[(4,), (2, 3), (3, 3), (2, 5), (5, 2)]),
+        id='keep_channels'),
 ]
 CASES = SUPPORT_CASES + LEVEL_CASES
 
@@ -393,6 +407,25 @@ def test_keep_largest_for_weight():
 
 
 # NOutOfM's own behaviour.
+
+
+def test_keep_channels_runs_along_each_weights_output_channels():
+  weights = {w.path: w for w in tf_admm.prunable_weights(separable_cnn())}
+  target = tf_admm.KeepRatio(0.5)
+  pointwise = constraints.KeepChannels().for_weight(
+      weights['sep/pointwise_kernel'], 16, target)
+  assert pointwise == constraints.KeepChannels(axis=-1, keep=16,
+                                               target=target)
+  assert pointwise.channels((1, 1, 3, 8)) == 5  # 16 // 3 entries each
+  transposed = constraints.KeepChannels().for_weight(weights['up/kernel'], 9)
+  assert transposed.axis == -2  # (h, w, filters, input channels)
+  # A depthwise kernel's channels are its input's: it is left out.
+  assert constraints.KeepChannels().for_weight(weights['dw/depthwise_kernel'],
+                                               9) is None
+  assert constraints.KeepChannels().for_weight(weights['fc/kernel'],
+                                               None) is None
+  with pytest.raises(ValueError, match='needs `keep` and `axis`'):
+    constraints.KeepChannels(keep=3).project(np.ones((2, 2)))
 
 
 def test_n_of_m_fits_the_weights_input_dimension_or_falls_back():

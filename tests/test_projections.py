@@ -269,3 +269,46 @@ def test_level_functions_reject_bad_arguments():
     projections.kmeans_levels(w, 0)
   with pytest.raises(ValueError, match='one row of levels'):
     projections.round_to_levels(w, np.zeros((3, 2)), axis=0)
+
+
+def numpy_keep_top_channels(w, k, axis, allowed):
+  """Reference: each channel's squared norm over its allowed entries by a
+  loop, channels ranked by it (ties: lower index), the top k kept."""
+  moved = np.moveaxis(w.astype(np.float64), axis, 0)
+  open_ = np.moveaxis(allowed, axis, 0)
+  norms = [np.sum(np.where(o, c, 0)**2) if o.any() else -1.0
+           for c, o in zip(moved, open_)]
+  kept = sorted(range(len(norms)), key=lambda i: (-norms[i], i))[:k]
+  mask = np.zeros(moved.shape, bool)
+  mask[kept] = True
+  mask = np.moveaxis(mask, 0, axis) & allowed
+  return np.where(mask, w, 0), mask
+
+
+@pytest.mark.parametrize('shape,axis', [((7,), 0), ((40, 13), -1),
+                                        ((40, 13), 0), ((3, 3, 4, 6), -1),
+                                        ((3, 3, 6, 4), -2)])
+@pytest.mark.parametrize('masked', [False, True])
+def test_keep_top_channels_matches_numpy(shape, axis, masked):
+  rng = np.random.default_rng(len(shape))
+  w = rng.normal(size=shape).astype(np.float32)
+  allowed = (rng.random(shape) < 0.7 if masked else np.ones(shape, bool))
+  open_channels = np.moveaxis(allowed, axis, 0).reshape(shape[axis],
+                                                       -1).any(1).sum()
+  for k in range(open_channels + 1):
+    got = projections.keep_top_channels(w, k, axis,
+                                        allowed if masked else None)
+    want_values, want_mask = numpy_keep_top_channels(w, k, axis, allowed)
+    np.testing.assert_array_equal(got.mask, want_mask)
+    np.testing.assert_array_equal(got.values, want_values)
+    kept = np.moveaxis(got.mask, axis, 0).reshape(shape[axis], -1).any(1)
+    assert kept.sum() <= k
+
+
+def test_keep_top_channels_rejects_more_channels_than_allowed():
+  allowed = np.zeros((4, 3), bool)
+  allowed[:, 0] = True
+  with pytest.raises(ValueError, match='allows only 1'):
+    projections.keep_top_channels(np.ones((4, 3)), 2, -1, allowed)
+  with pytest.raises(ValueError, match='outside'):
+    projections.keep_top_channels(np.ones((4, 3)), 4, -1)

@@ -12,6 +12,7 @@ from tf_admm.attach import admm_weights
 from tf_admm.attach import attach_admm
 from tf_admm.attach import remove_admm
 from tf_admm.callback import AdmmCallback
+from tf_admm.constraints import KeepChannels
 from tf_admm.constraints import Quantize
 from tf_admm.masks import MaskConstraint
 from tf_admm.regularizer import AdmmRegularizer
@@ -19,6 +20,7 @@ from tf_admm.schedules import PolynomialRamp
 from tf_admm.schedules import Rounds
 from tf_admm.schedules import ScheduleNotFinished
 from tf_admm.schedules import Stages
+from tf_admm.surgery import remove_channels
 from tf_admm.targets import CompressionRate
 from tf_admm.targets import KeepRatio
 from tf_admm.targets import Sparsity

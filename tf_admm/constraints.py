@@ -20,6 +20,8 @@ import abc
 import dataclasses
 from typing import Optional
 
+import numpy as np
+
 from tf_admm import projections
 from tf_admm import registration
 from tf_admm import targets
@@ -31,6 +33,9 @@ class Constraint(abc.ABC):
 
   keep: Optional[int]
   target: Optional[targets.Target]
+  # Whether the zeros it leaves are whole output channels, which surgery
+  # can remove.
+  removes_channels = False
 
   @abc.abstractmethod
   def project(self, weights, allowed=None) -> projections.Projection:
@@ -146,6 +151,44 @@ class NOutOfM(Constraint):
                        'weight.')
     return projections.n_of_m(weights, self.n, self.m, self.axis, self.keep,
                               allowed)
+
+
+@registration.register
+@dataclasses.dataclass(frozen=True)
+class KeepChannels(Constraint):
+  """Whole output channels (a convolution's filters, a Dense layer's units):
+  at most `keep` nonzeros, as the `keep // entries per channel` channels of
+  largest L2 norm.
+
+  Zero channels can be cut out of the model (`tf_admm.surgery`), so the
+  pruned network is a smaller dense one that runs faster anywhere.
+  `attach_admm` sets `axis`, the weight's output-channel axis; weights
+  without one that mixes inputs (depthwise kernels, embeddings) are left
+  out: their channels follow their inputs'.
+  """
+  axis: Optional[int] = None
+  keep: Optional[int] = None
+  target: Optional[targets.Target] = None
+
+  removes_channels = True
+
+  def for_weight(self, weight, keep, target=None):
+    if keep is None or weight.kind.input_axis is None:
+      return None
+    return dataclasses.replace(self, axis=weight.kind.output_axis, keep=keep,
+                               target=target)
+
+  def channels(self, shape) -> int:
+    """How many channels a weight of `shape` keeps."""
+    channel_size = int(np.prod(shape)) // shape[self.axis]
+    return self.keep // channel_size
+
+  def project(self, weights, allowed=None):
+    if self.keep is None or self.axis is None:
+      raise ValueError('KeepChannels needs `keep` and `axis`; attach_admm sets '
+                       'them for each weight.')
+    return projections.keep_top_channels(weights, self.channels(np.shape(
+        weights)), self.axis, allowed)
 
 
 LEVEL_KINDS = ('uniform', 'ternary', 'binary', 'kmeans')

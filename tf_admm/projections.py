@@ -85,6 +85,36 @@ def n_of_m(weights, n: int, m: int, axis: int, keep: Optional[int] = None,
   return _apply(weights, mask)
 
 
+def keep_top_channels(weights, k: int, axis: int, allowed=None) -> Projection:
+  """Keeps the `k` slices along `axis` (output channels) of largest L2 norm
+  over their allowed entries, and zeroes the others whole.
+
+  The projection onto {W : at most k nonzero channels}: the kept channels
+  retain the most squared norm. Channels with no allowed entry rank last;
+  ties go to the lower index.
+  """
+  weights = np.asarray(weights)
+  channels = weights.shape[axis]
+  if not 0 <= k <= channels:
+    raise ValueError(f'keep_top_channels: k={k} is outside [0, {channels}] '
+                     f'for axis {axis} of shape {weights.shape}.')
+  allowed = (np.ones(weights.shape, bool) if allowed is None
+             else np.asarray(allowed, bool))
+  rows = _rows(np.where(allowed, weights, 0).astype(np.float64), axis)
+  open_rows = _rows(allowed, axis).any(axis=1)
+  available = int(np.count_nonzero(open_rows))
+  if k > available:
+    raise ValueError(f'keep_top_channels: cannot keep {k} channels when the '
+                     f'mask allows only {available}; a target must not keep '
+                     'more channels than earlier prunes left.')
+  scores = np.where(open_rows, np.sqrt(np.sum(rows**2, axis=1)), -1.0)
+  kept_rows = np.zeros(channels, bool)
+  kept_rows[np.argsort(-scores, kind='stable')[:k]] = True
+  mask = allowed & _from_rows(
+      np.broadcast_to(kept_rows[:, None], rows.shape), weights.shape, axis)
+  return _apply(weights, mask)
+
+
 # Level sets. A level constraint quantizes each row of a weight (one output
 # channel, or the whole tensor) to a few values, its `levels`: an array of
 # shape (rows, levels per row). Fitting the levels and rounding to them are
