@@ -85,3 +85,8 @@ PRUNING_VARIABLE_NAMES = ('mask', 'threshold')
 def wrapper_masks(wrapper):
   """[(weight variable, mask variable)] of a tfmot pruning wrapper."""
   return [(weight, mask) for weight, mask, _ in wrapper.pruning_vars]
+
+
+def inbound_node_count(layer) -> int:
+  """How many times `layer` is called in the models it belongs to."""
+  return len(layer._inbound_nodes)  # pylint: disable=protected-access
