@@ -69,3 +69,25 @@ def test_unreachable_or_bad_mac_targets_are_refused():
     macs.keep_ratios_for_macs(model, {'pool1': 1.0}, 2.0)
   with pytest.raises(ValueError, match='nope'):
     macs.with_channels(model, {'nope': 3})
+
+
+def test_keep_ratios_by_norm_keep_the_strongest_channels_within_budget():
+  model = models.lenet5()
+  rng = np.random.default_rng(0)
+  # conv2's channels weak but for five; fc1's all alike.
+  kernel, bias = model.get_layer('conv2').get_weights()
+  kernel *= 0.01
+  kernel[..., :5] *= 100
+  model.get_layer('conv2').set_weights([kernel, bias])
+  model.get_layer('fc1').set_weights([
+      np.ones((800, 500), np.float32) + 0.01 * rng.random((800, 500)),
+      np.zeros(500, np.float32)])
+  ratios = macs.keep_ratios_by_norm(model, ['conv1', 'conv2', 'fc1'], 4.0)
+  counts = {'conv1': round(ratios['conv1'] * 20),
+            'conv2': round(ratios['conv2'] * 50),
+            'fc1': round(ratios['fc1'] * 500)}
+  small = macs.with_channels(model, counts)
+  assert macs.model_macs(small)['total'] <= 2293000 / 4
+  # conv2 keeps about its five strong channels; fc1, all alike, keeps many.
+  assert 5 <= counts['conv2'] <= 8
+  assert counts['fc1'] > 100

@@ -212,3 +212,33 @@ def test_a_progressive_channel_run_refuses_an_unsupported_model(tmp_path):
         progressive.Settings(stage_rates=[2.0], rate_unit='macs'),
         str(tmp_path / 'run'), constraint=tf_admm.KeepChannels())
   assert not (tmp_path / 'run').exists()
+
+
+def test_silenced_channels_stay_zero_through_training_and_are_cut():
+  """Behind BatchNormalization and zero padding, a pruned channel is a
+  nonzero constant that must stay; silenced, it outputs 0 through any
+  training and is cut."""
+  inputs = keras.Input((8, 8, 2))
+  x = layers.Conv2D(6, 3, padding='same', name='a')(inputs)
+  x = layers.BatchNormalization(name='bn')(x)
+  x = layers.ReLU(name='relu')(x)
+  x = layers.Conv2D(4, 3, padding='same', name='b')(x)
+  outputs = layers.Dense(2, name='out')(layers.GlobalAveragePooling2D()(x))
+  model = keras.Model(inputs, outputs)
+  randomize(model)
+  zero_channels(model, {'a': [1, 4]})
+  kept_before = surgery.remove_channels(model)[1]['a'][1]
+  assert kept_before == 6  # constants read through zero padding stay
+
+  assert surgery.silence_pruned_channels(model) == {'a': 2}
+  model.compile(keras.optimizers.Adam(0.1), 'mse')
+  rng = np.random.default_rng(0)
+  model.fit(rng.normal(size=(64, 8, 8, 2)), rng.normal(size=(64, 2)),
+            epochs=2, verbose=0)
+  for variable in (model.get_layer('a').bias, model.get_layer('bn').gamma,
+                   model.get_layer('bn').beta):
+    assert not np.any(variable.numpy()[[1, 4]]), variable.name
+  zero_channels(model, {'a': [1, 4]})  # what the pruning wrapper holds
+  small, widths = surgery.remove_channels(model)
+  assert widths['a'] == (6, 4)
+  check_same_outputs(model, small)

@@ -83,6 +83,42 @@ def with_channels(model, channels: Mapping[str, int]):
   return keras.models.clone_model(model, clone_function=clone_layer)
 
 
+def _widths(model, names) -> dict:
+  """{layer name: output channels} of the Dense and convolution layers
+  named."""
+  widths = {}
+  for name in names:
+    layer = model.get_layer(name)
+    if not isinstance(layer, (layers.Dense,) + _CONVOLUTIONS):
+      raise ValueError(f'{name!r} is a {type(layer).__name__}; channel targets '
+                       'apply to Dense and convolution layers.')
+    widths[name] = getattr(layer, _width_attribute(layer))
+  return widths
+
+
+def _within_budget(model, counts_at, low, high, factor) -> dict:
+  """{layer name: kept channels / channels} at the largest parameter in
+  [low, high] whose `counts_at(parameter)` ({layer: channels}, growing with
+  it) leaves at most 1/factor of the model's MACs."""
+  if not factor >= 1:
+    raise ValueError(f'A MAC target is a factor >= 1 (5 means 5x fewer MACs),'
+                     f' got {factor}.')
+  budget = model_macs(model)['total'] / factor
+
+  def macs(parameter):
+    return model_macs(with_channels(model, counts_at(parameter)))['total']
+
+  if macs(low) > budget:
+    raise ValueError(f'{factor:g}x fewer MACs is out of reach by pruning '
+                     f'{", ".join(counts_at(low))}: one channel each leaves '
+                     f'{macs(low):,} of the budget of {budget:,.0f}.')
+  for _ in range(30):
+    middle = (low + high) / 2
+    low, high = (middle, high) if macs(middle) <= budget else (low, middle)
+  widths = _widths(model, counts_at(low))
+  return {name: count / widths[name] for name, count in counts_at(low).items()}
+
+
 def keep_ratios_for_macs(model, profile: Mapping[str, float],
                          factor: float) -> dict:
   """{layer name: kept channels / channels}: `profile` (relative keep
@@ -92,31 +128,31 @@ def keep_ratios_for_macs(model, profile: Mapping[str, float],
   Each ratio is a whole number of channels over the layer's channels, at
   least one channel; the MACs of the result are at most total / factor.
   """
-  if not factor >= 1:
-    raise ValueError(f'A MAC target is a factor >= 1 (5 means 5x fewer MACs),'
-                     f' got {factor}.')
-  widths = {}
-  for name in profile:
-    layer = model.get_layer(name)
-    if not isinstance(layer, (layers.Dense,) + _CONVOLUTIONS):
-      raise ValueError(f'{name!r} is a {type(layer).__name__}; channel targets '
-                       'apply to Dense and convolution layers.')
-    widths[name] = getattr(layer, _width_attribute(layer))
-  budget = model_macs(model)['total'] / factor
+  widths = _widths(model, profile)
 
-  def counts(scale):
+  def counts_at(scale):
     return {n: int(np.clip(np.floor(scale * profile[n] * widths[n] + 1e-9), 1,
                            widths[n])) for n in profile}
 
-  def macs(scale):
-    return model_macs(with_channels(model, counts(scale)))['total']
+  return _within_budget(model, counts_at, 0.0, 1.0 / min(profile.values()),
+                        factor)
 
-  low, high = 0.0, 1.0 / min(profile.values())
-  if macs(low) > budget:
-    raise ValueError(f'{factor:g}x fewer MACs is out of reach by pruning '
-                     f'{", ".join(profile)}: one channel each leaves '
-                     f'{macs(low):,} of the budget of {budget:,.0f}.')
-  for _ in range(30):  # macs(scale) only grows with scale: bisect
-    middle = (low + high) / 2
-    low, high = (middle, high) if macs(middle) <= budget else (low, middle)
-  return {n: c / widths[n] for n, c in counts(low).items()}
+
+def keep_ratios_by_norm(model, names, factor: float) -> dict:
+  """{layer name: kept channels / channels} for the named layers, chosen by
+  one threshold over every channel's L2 norm relative to the root mean
+  square of its layer's channel norms, as low as `factor` times fewer MACs
+  allows (a layer keeps at least one channel)."""
+  widths = _widths(model, names)
+  scores = {}
+  for name in names:
+    kernel = model.get_layer(name).kernel.numpy()
+    norms = np.sqrt(np.sum(kernel.reshape(-1, kernel.shape[-1])**2, axis=0))
+    scores[name] = norms / max(np.sqrt(np.mean(norms**2)), 1e-30)
+  top = max(float(s.max()) for s in scores.values())
+
+  def counts_at(lowered):  # the threshold is top - lowered
+    return {n: int(np.clip(np.sum(scores[n] >= top - lowered), 1, widths[n]))
+            for n in names}
+
+  return _within_budget(model, counts_at, 0.0, top, factor)

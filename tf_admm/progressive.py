@@ -12,6 +12,10 @@ With `quantization` (per-layer `tf_admm.constraints.Quantize`), the best
 final model (or the dense one, without stages) is then quantized with its
 zeros fixed: rounds of ADMM toward the levels, each holding a share more of
 the weights on them (`tf_admm.Rounds`), until all are held.
+With a constraint that prunes whole channels (`tf_admm.KeepChannels`), the
+best final model is instead cut down to a smaller dense model
+(`tf_admm.surgery`) and fine-tuned; stage rates may then count MACs
+(`Settings.rate_unit`).
 
 Everything finished is saved under the output folder, each piece written to
 a temporary name and renamed, so a killed run loses at most the epoch in
@@ -22,6 +26,8 @@ progress (Keras's BackupAndRestore covers epochs inside a fit):
                                  metrics
   pool.json                      the pool after the last finished stage
   candidates/quantized/          the quantized model, when quantizing
+  candidates/shrunk/             the model without its pruned channels
+                                 (model.keras), when pruning channels
 """
 
 import dataclasses
@@ -40,11 +46,16 @@ from tf_admm import attach
 from tf_admm import callback as callback_lib
 from tf_admm import constraints as constraints_lib
 from tf_admm import datasets
+from tf_admm import macs
 from tf_admm import pruning_wrapper
 from tf_admm import schedules
+from tf_admm import surgery
 from tf_admm import targets
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import keras
+
+
+RATE_UNITS = ('weights', 'macs')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +77,10 @@ class Settings:
   hold_fraction: float = 0.3
   quantize_epochs_per_round: float = 1.0
   quantize_rho_growth: float = 1.0  # rho's factor at each Z/U update
+  # What a stage rate counts: 'weights' (prunable weights / nonzero ones)
+  # or 'macs' (dense MACs / MACs of the model with pruned channels cut).
+  rate_unit: str = 'weights'
+  finetune_epochs: int = 0  # of the model cut down to its kept channels
   seed: int = 0
 
   def __post_init__(self):
@@ -83,7 +98,11 @@ class Settings:
                  'prune_every_steps', 'batch_size'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}.')
-    for name in ('retrain_epochs', 'lookahead_steps', 'shift_pixels'):
+    if self.rate_unit not in RATE_UNITS:
+      raise ValueError(f'rate_unit must be one of {", ".join(RATE_UNITS)}, '
+                       f'got {self.rate_unit!r}.')
+    for name in ('retrain_epochs', 'lookahead_steps', 'shift_pixels',
+                 'finetune_epochs'):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}.')
     if not (self.rho > 0 and self.learning_rate > 0):
@@ -126,6 +145,27 @@ def profile_allocation(profile: Mapping[str, float], rate: float):
   return allocate
 
 
+def macs_allocation(profile: Mapping[str, float], factor: float):
+  """An `allocate` for ProgressiveRun pruning channels: `profile` (relative
+  channel keep ratios) scaled to `factor` times fewer MACs."""
+
+  def allocate(dense_model):
+    return macs.keep_ratios_for_macs(dense_model, profile, factor)
+
+  return allocate
+
+
+def norm_allocation(layer_names: Sequence[str], factor: float):
+  """An `allocate` for ProgressiveRun pruning channels: one threshold over
+  the channels' relative norms (`tf_admm.macs.keep_ratios_by_norm`) at
+  `factor` times fewer MACs."""
+
+  def allocate(dense_model):
+    return macs.keep_ratios_by_norm(dense_model, layer_names, factor)
+
+  return allocate
+
+
 def global_allocation(rate: float):
   """An `allocate` for ProgressiveRun: one magnitude threshold at `rate`."""
 
@@ -136,6 +176,11 @@ def global_allocation(rate: float):
     return {name: count / sizes[name] for name, count in kept.items()}
 
   return allocate
+
+
+def _same_architecture(model, reference) -> bool:
+  return [tuple(w.shape) for w in model.weights] == [
+      tuple(w.shape) for w in reference.weights]
 
 
 def _write_json(path, payload):
@@ -200,6 +245,15 @@ class ProgressiveRun:
                    str, constraints_lib.Constraint]] = None):
     if not settings.stage_rates and not quantization:
       raise ValueError('A run needs stage rates, quantization, or both.')
+    if constraint.removes_channels and quantization:
+      raise ValueError('Pruning channels and quantizing in one run is not '
+                       'supported; quantize the small model in a run of its '
+                       'own.')
+    if settings.rate_unit == 'macs' and not constraint.removes_channels:
+      raise ValueError('Stage rates count MACs only where whole channels '
+                       'are pruned (rate_unit="macs" needs KeepChannels).')
+    if constraint.removes_channels:
+      surgery.check_supported(build_model())  # before any training
     self.build_model = build_model
     self.data = data
     self.allocate = allocate
@@ -259,17 +313,26 @@ class ProgressiveRun:
       _write_json(run_file, wanted)
 
   def _save_unit(self, folder, model, metrics, masks=None):
-    """Writes a finished unit of work atomically (temp folder, then rename)."""
+    """Writes a finished unit of work atomically (temp folder, then rename).
+
+    A model of another architecture than `build_model`'s is saved whole.
+    """
     temporary = folder + '.tmp'
     shutil.rmtree(temporary, ignore_errors=True)
     os.makedirs(temporary)
-    model.save_weights(os.path.join(temporary, 'model.weights.h5'))
+    if _same_architecture(model, self.build_model()):
+      model.save_weights(os.path.join(temporary, 'model.weights.h5'))
+    else:
+      model.save(os.path.join(temporary, 'model.keras'))
     if masks is not None:
       np.savez_compressed(os.path.join(temporary, 'masks.npz'), **masks)
     _write_json(os.path.join(temporary, 'metrics.json'), metrics)
     os.replace(temporary, folder)
 
   def _load_model(self, folder):
+    if os.path.exists(os.path.join(folder, 'model.keras')):
+      return keras.models.load_model(os.path.join(folder, 'model.keras'),
+                                     compile=False)
     model = self.build_model()
     model.load_weights(os.path.join(folder, 'model.weights.h5'))
     return model
@@ -351,6 +414,8 @@ class ProgressiveRun:
     """The final per-layer ratios rescaled to `rate`, none above what the
     constraint lets its layer keep (half, for 2:4)."""
     model = self.build_model()
+    if self.settings.rate_unit == 'macs':
+      return macs.keep_ratios_for_macs(model, self.final_keep_ratios, rate)
     sizes = {name: size for name, size in layer_sizes(model).items()
              if name in self.final_keep_ratios}
     caps = dict.fromkeys(sizes, 1.0)
@@ -382,6 +447,8 @@ class ProgressiveRun:
                    for w, r in attach.admm_weights(admm)}
     wrapped = self._compile(pruning_wrapper.to_pruning_wrappers(admm),
                             decay_epochs=self.settings.retrain_epochs)
+    if self.constraint.removes_channels:
+      surgery.silence_pruned_channels(wrapped)
     if self.settings.retrain_epochs:
       self._fit(wrapped, f'{name}_retrain', self.settings.retrain_epochs,
                 [pruning_wrapper.update_pruning_step()])
@@ -440,6 +507,55 @@ class ProgressiveRun:
              f'level: {"yes" if held else "NO"} ({metrics["seconds"]:.0f} s)')
     return name
 
+  def _shrink(self, parent):
+    """Cuts the pruned channels out of the unit `parent` and fine-tunes the
+    smaller model; returns the unit's name."""
+    name = 'shrunk'
+    folder = self._folder(name)
+    if os.path.exists(os.path.join(folder, 'metrics.json')):
+      return name
+    start = time.time()
+    masked, _ = self._load_unit(parent)
+    small, widths = surgery.remove_channels(masked)
+    probe = self.data.x_val[:500]
+    expected = masked.predict(probe, verbose=0)
+    difference = float(np.max(np.abs(small.predict(probe, verbose=0) -
+                                      expected)))
+    if difference > 1e-4 * (1 + np.max(np.abs(expected))):
+      raise RuntimeError(f'Channel surgery changed the outputs of {parent!r} '
+                         f'by {difference:g}; this is a bug in tf_admm.')
+    cut_accuracy = accuracy(small, self.data.x_val, self.data.y_val)
+    epochs = self.settings.finetune_epochs
+    if epochs:
+      self._fit(self._compile(small, decay_epochs=epochs), name, epochs)
+    dense = self._load_model(self._folder('dense'))
+    metrics = {
+        'stage': len(self.settings.stage_rates), 'parent': parent,
+        'channels': {layer: list(w) for layer, w in widths.items()},
+        'macs': {'dense': macs.model_macs(dense)['total'],
+                 'final': macs.model_macs(small)['total']},
+        'params': {'dense': dense.count_params(),
+                   'final': small.count_params()},
+        'surgery_max_difference': difference,
+        'cut_val_accuracy': cut_accuracy,
+        'rate': compression_rate(small),
+        'val_accuracy': accuracy(small, self.data.x_val, self.data.y_val),
+        'test_accuracy': accuracy(small, self.data.x_test, self.data.y_test),
+        'epochs': epochs, 'seconds': time.time() - start,
+    }
+    self._save_unit(folder, small, metrics, {
+        w.path: w.variable.numpy() != 0
+        for w in weights_lib.prunable_weights(small)})
+    self.log(f'cut to {metrics["macs"]["dense"] / metrics["macs"]["final"]:.1f}'
+             f'x fewer MACs (' + ', '.join(
+                 f'{layer} {before}->{after}'
+                 for layer, (before, after) in widths.items()) +
+             f'), val accuracy {cut_accuracy:.4f} after the cut, '
+             f'{metrics["val_accuracy"]:.4f} after {epochs} fine-tuning '
+             f'epochs, test accuracy {metrics["test_accuracy"]:.4f} '
+             f'({metrics["seconds"]:.0f} s)')
+    return name
+
   def run(self) -> dict:
     """Runs (or resumes) every stage; returns the run's summary."""
     self._claim_output_dir()
@@ -474,18 +590,21 @@ class ProgressiveRun:
                f'{metrics[best]["val_accuracy"]:.4f}, test accuracy '
                f'{metrics[best]["test_accuracy"]:.4f} ({len(children)} '
                f'candidate(s), {seconds:.0f} s)')
-    quantized = None
+    after = None  # the unit made from the best final model, if any
     if self.quantization:
-      quantized = self._quantize(state['best'][-1] if state['best']
-                                 else 'dense')
-    return self._summary(state, dense_metrics, quantized)
+      after = self._quantize(state['best'][-1] if state['best'] else 'dense')
+    elif self.constraint.removes_channels:
+      after = self._shrink(state['best'][-1])
+    return self._summary(state, dense_metrics, after)
 
-  def _summary(self, state, dense_metrics, quantized=None):
+  def _summary(self, state, dense_metrics, after=None):
     names = sorted(n for n in os.listdir(self._path('candidates'))
-                   if not n.endswith('.tmp') and n != quantized)
+                   if not n.endswith('.tmp') and n != after)
     candidates = [dict(self._metrics(n), name=n) for n in names]
-    final = quantized or state['best'][-1]
-    trained = candidates + ([self._metrics(quantized)] if quantized else [])
+    final = after or state['best'][-1]
+    trained = candidates + ([self._metrics(after)] if after else [])
+    quantized = after if self.quantization else None
+    shrunk = after if self.constraint.removes_channels else None
     return {
         'final_model': self._load_model(self._folder(final)),
         'final_masks': self._load_masks(self._folder(final)),
@@ -495,6 +614,8 @@ class ProgressiveRun:
         'candidates': candidates,
         'quantized': (dict(self._metrics(quantized), name=quantized)
                       if quantized else None),
+        'shrunk': (dict(self._metrics(shrunk), name=shrunk)
+                   if shrunk else None),
         'epochs': dense_metrics['epochs'] + sum(c['epochs'] for c in trained),
         'train_seconds': dense_metrics['seconds'] + sum(
             c['seconds'] for c in trained),

@@ -26,11 +26,18 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
   """The report's content: `info` (dataset, model, command, ...) first."""
   final = summary['final_model']
   last = summary['quantized'] or (summary['stages'] or [{}])[-1]
-  configs = last.get('constraints', {})
-  counts = progressive.nonzero_counts(final)
+  # A model cut down to its kept channels is an ordinary dense one: no
+  # constraint applies to its new shapes.
+  configs = {} if summary.get('shrunk') else last.get('constraints', {})
+  # Rates count against the dense model, whose shapes a cut model lacks.
+  sizes = {path: size for path, (size, _) in
+           progressive.nonzero_counts(summary['dense_model']).items()}
+  counts = {path: (sizes[path], nonzero) for path, (_, nonzero) in
+            progressive.nonzero_counts(final).items()}
   total = sum(t for t, _ in counts.values())
   nonzero = sum(n for _, n in counts.values())
-  model_total = sum(int(np.prod(v.shape)) for v in final.weights)
+  model_total = sum(int(np.prod(v.shape))
+                    for v in summary['dense_model'].weights)
   model_nonzero = sum(int(np.count_nonzero(v.numpy())) for v in final.weights)
   return dict(
       info,
@@ -48,7 +55,7 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
       constraints_hold=constraints_hold(final, summary['final_masks'],
                                         configs),
       storage=dict(
-          weight_storage(final, configs),
+          weight_storage(final, configs, dense_entries=total),
           tflite={key: tflite[tflite_variant][key]
                   for key in ('bytes', 'gzip_bytes', 'accuracy')},
           tflite_variant=tflite_variant),
@@ -66,11 +73,12 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
       tflite_variants=tflite,
       stages=summary['stages'],
       quantized=summary['quantized'],
+      shrunk=summary.get('shrunk'),
       candidates=summary['candidates'],
   )
 
 
-def weight_storage(model, configs) -> dict:
+def weight_storage(model, configs, dense_entries=None) -> dict:
   """`tf_admm.storage.model_storage` of the prunable weights, at the bits
   of their serialized constraints (32 where a weight has no levels)."""
   bits = {}
@@ -79,7 +87,7 @@ def weight_storage(model, configs) -> dict:
     bits[path] = getattr(constraint, 'storage_bits', None)
   return storage.model_storage(
       {w.path: w.variable.numpy()
-       for w in weights_lib.prunable_weights(model)}, bits)
+       for w in weights_lib.prunable_weights(model)}, bits, dense_entries)
 
 
 def constraint_kind(config) -> str:
@@ -192,6 +200,22 @@ def _markdown(report, table):
     lines.append(f'| quantized | - | {q["rate"]:.1f}x | '
                  f'{q["val_accuracy"]:.4f} | {q["test_accuracy"]:.4f} | '
                  f'{q["epochs"]} | {q["seconds"]:.0f} |')
+  if report.get('shrunk'):
+    cut = report['shrunk']
+    lines.append(f'| cut and fine-tuned | - | {cut["rate"]:.1f}x | '
+                 f'{cut["val_accuracy"]:.4f} | {cut["test_accuracy"]:.4f} | '
+                 f'{cut["epochs"]} | {cut["seconds"]:.0f} |')
+    lines += ['', f'- MACs: {report["macs"]["dense"]:,} dense, '
+              f'{report["macs"]["final"]:,} cut '
+              f'({report["macs"]["dense"] / report["macs"]["final"]:.1f}x '
+              f'fewer); channels kept: ' + ', '.join(
+                  f'{layer} {after} of {before}'
+                  for layer, (before, after) in cut['channels'].items()),
+              f'- latency ({report["latency_runtime"]}): '
+              f'{report["latency_ms"]["dense"]:.3f} ms dense, '
+              f'{report["latency_ms"]["final"]:.3f} ms cut '
+              f'({report["latency_ms"]["dense"] / report["latency_ms"]["final"]:.1f}'
+              'x faster)']
   lines += ['', '| weight | entries | kept | constraint | bits | index bits |',
             '|---|---:|---:|---|---:|---:|']
   stored = report['storage']['weights']

@@ -47,13 +47,17 @@ def weight_storage(mask: np.ndarray, bits: int) -> dict:
 
 
 def model_storage(weights: Mapping[str, np.ndarray],
-                  bits: Mapping[str, Optional[int]]) -> dict:
+                  bits: Mapping[str, Optional[int]],
+                  dense_entries: Optional[int] = None) -> dict:
   """The `storage` section of a report.
 
   Args:
     weights: {weight path: values} of the prunable weights.
     bits: {weight path: bits naming a nonzero's level}; a path missing or
       None is stored as float32.
+    dense_entries: the entries of the dense model's prunable weights, the
+      float32 reference (default: those of `weights`; a model cut down to
+      its kept channels has fewer).
 
   Returns:
     {'weight_data_bytes', 'weight_data_reduction', 'with_index_bytes',
@@ -64,6 +68,8 @@ def model_storage(weights: Mapping[str, np.ndarray],
                 for path, values in weights.items()}
   total = {key: sum(s[key] for s in per_weight.values())
            for key in ('weight_data_bits', 'with_index_bits', 'dense_bits')}
+  if dense_entries is not None:
+    total['dense_bits'] = 32 * dense_entries
   return {
       'weight_data_bytes': total['weight_data_bits'] / 8,
       'weight_data_reduction': total['dense_bits'] / max(

@@ -17,6 +17,11 @@ A channel stays where removing it would change the output:
 Supported are Sequential and functional models of the layers in
 `SUPPORTED`, channels last, with fixed input sizes, no nested models and no
 shared layers; `check_supported` names what is not, before any training.
+
+`silence_pruned_channels` makes pruned channels output exactly 0 during
+masked retraining (their biases and BatchNormalization scale and shift held
+at 0), so that zero-padded convolutions and residual blocks can lose them
+too.
 """
 
 import dataclasses
@@ -25,6 +30,7 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
+from tf_admm import masks as masks_lib
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import inbound_node_count
 from tf_admm.keras_compat import is_model
@@ -317,3 +323,52 @@ def _cut_weights(layer, plan: _Plan, live) -> List[np.ndarray]:
   if isinstance(layer, layers.BatchNormalization):
     return [w[kept] for w in layer.get_weights()]
   return []
+
+
+def _readers(model) -> dict:
+  """{id(tensor): [layers reading it]}."""
+  readers = {}
+  for layer in model.layers:
+    for tensor in _inputs(layer):
+      readers.setdefault(id(tensor), []).append(layer)
+  return readers
+
+
+def silence_pruned_channels(model) -> dict:
+  """Holds at 0, after every optimizer step, the bias of each output channel
+  whose kernel is all zero, and the scale and shift of the
+  BatchNormalization that normalizes it (through weightless channel-wise
+  layers), so the channel outputs exactly 0 after activations with f(0) = 0.
+
+  `model` may hold tfmot pruning wrappers (masked retraining). Returns
+  {layer name: channels silenced}.
+  """
+  readers = _readers(model)
+  silenced = {}
+  for layer in model.layers:
+    producer = getattr(layer, 'layer', layer)  # inside a pruning wrapper
+    if not isinstance(producer, PRODUCERS):
+      continue
+    kernel = producer.kernel.numpy()
+    alive = kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+    if alive.all():
+      continue
+    keep = tf.constant(alive.astype(np.float32))
+    variables = [producer.bias] if producer.use_bias else []
+    follower = layer
+    while True:
+      following = readers.get(id(follower.output), [])
+      if len(following) != 1 or not isinstance(following[0], CHANNELWISE):
+        break
+      follower = following[0]
+      if isinstance(follower, layers.BatchNormalization):
+        variables += [v for v in (follower.gamma, follower.beta)
+                      if v is not None]
+        break
+      if follower.weights:  # a depthwise convolution: its own channels
+        break
+    for variable in variables:
+      variable.assign(variable * keep)
+      masks_lib.hold_mask(variable, keep)
+    silenced[producer.name] = int((~alive).sum())
+  return silenced

@@ -4,6 +4,7 @@ import gzip
 import os
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from tflite_export import converter
@@ -81,6 +82,20 @@ def export_packed(model, test_data: tf.data.Dataset, dense_gzip_bytes: int,
     results[name]['gzip_ratio'] = dense_gzip_bytes / results[name][
         'gzip_bytes']
   return results
+
+
+def latency_ms(contents: dict, example, runs: int = 300,
+               repeats: int = 5) -> dict:
+  """{name: median milliseconds of one inference on `example`} for each
+  .tflite content, LiteRT on 1 thread, measured in turns in this process
+  (`repeats` turns of `runs` inferences each) so drift hits all alike."""
+  times = {name: [] for name in contents}
+  for _ in range(repeats):
+    for name, content in contents.items():
+      seconds, _ = evaluate.latency_seconds(content, np.asarray(example),
+                                            runs=runs, num_threads=1)
+      times[name].append(1000 * seconds)
+  return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def _measure(content, test_data):
