@@ -4,6 +4,7 @@ TFLite, with a report.
   python examples/prune_mnist.py --preset=demo
   python examples/prune_mnist.py --preset=paper --output_dir=runs/paper
   python examples/prune_mnist.py --preset=paper_quantized
+  python examples/prune_mnist.py --preset=fast   # whole channels: faster
 
 Rerunning the same command resumes an interrupted run from its last finished
 stage, candidate or epoch. The report lands in --output_dir (report.json,
@@ -25,10 +26,12 @@ import tensorflow as tf
 from tf_admm import constraints
 from tf_admm import dataset_flags
 from tf_admm import dead_units
+from tf_admm import macs
 from tf_admm import models
 from tf_admm import progressive
 from tf_admm import report as report_lib
 from tf_admm import weights as weights_lib
+from tflite_export import converter
 from tflite_export import report as tflite_report
 
 PRESETS = {
@@ -61,6 +64,12 @@ PRESETS = {
     'binary': dict(model='lenet5', target_rate=1.0, pretrain_epochs=10,
                    shift_pixels=2, levels='binary', hold_fraction=1.0,
                    quantize_epochs_per_round=6.0, quantize_rho_growth=1.5),
+    # Whole filters and units pruned for speed: 5x fewer MACs, cut down to a
+    # smaller dense LeNet-5 and fine-tuned.
+    'fast': dict(model='lenet5', structure='channels', target_macs=5.0,
+                 stage_rates=['5'], candidates=1, pretrain_epochs=10,
+                 admm_epochs=8, retrain_epochs=6, finetune_epochs=4,
+                 shift_pixels=2),
 }
 
 PRESET = flags.DEFINE_enum('preset', None, list(PRESETS),
@@ -115,8 +124,10 @@ PATTERN = flags.DEFINE_string(
 ALLOCATION = flags.DEFINE_enum(
     'allocation', 'profile', ['profile', 'global'],
     'Per-layer targets: "profile" scales the model\'s per-layer keep-ratio '
-    'profile (tf_admm.models.KEEP_RATIO_PROFILES) to the rate; "global" '
-    'allocates by one magnitude threshold over the pretrained weights.')
+    'profile (tf_admm.models.KEEP_RATIO_PROFILES, or CHANNEL_PROFILES with '
+    '--structure=channels) to the rate; "global" allocates by one magnitude '
+    'threshold over the pretrained weights (with --structure=channels: over '
+    'the channels\' norms relative to their layer\'s, toward --target_macs).')
 
 LEVELS = flags.DEFINE_enum(
     'levels', None, list(constraints.LEVEL_KINDS),
@@ -134,6 +145,18 @@ HOLD_FRACTION = flags.DEFINE_float(
     'their levels after each round (those nearest them first).')
 QUANTIZE_EPOCHS_PER_ROUND = flags.DEFINE_float(
     'quantize_epochs_per_round', 1.0, 'Quantization: epochs of each round.')
+STRUCTURE = flags.DEFINE_enum(
+    'structure', 'weights', ['weights', 'channels'],
+    '"weights": prune single weights (smaller files); "channels": prune '
+    'whole filters and units, then cut them out (tf_admm.surgery), leaving '
+    'a smaller dense model that runs faster.')
+TARGET_MACS = flags.DEFINE_float(
+    'target_macs', None, 'With --structure=channels: the factor of fewer '
+    'multiply-accumulates to reach (5: 5x fewer), instead of --target_rate; '
+    '--first_rate, --stage_factor and --stage_rates then count MACs too.')
+FINETUNE_EPOCHS = flags.DEFINE_integer(
+    'finetune_epochs', 2, 'With --structure=channels: epochs of training '
+    'after the pruned channels are cut out.')
 QUANTIZE_RHO_GROWTH = flags.DEFINE_float(
     'quantize_rho_growth', 1.0, 'Quantization: rho\'s factor at each Z/U '
     'update (every epoch; each round\'s hard projection restarts rho).')
@@ -209,12 +232,45 @@ def _quantization(layers):
           for layer, b in bits.items()}
 
 
+def _channels():
+  return _value('structure') == 'channels'
+
+
+def _check_structure():
+  """Refuses flags that do not go with --structure."""
+  if not _channels():
+    for name in ('target_macs', 'finetune_epochs'):
+      if FLAGS[name].present:
+        raise ValueError(f'--{name} needs --structure=channels.')
+    return
+  for name in ('levels', 'pattern'):
+    if _value(name):
+      raise ValueError(f'--structure=channels prunes whole channels; it does '
+                       f'not take --{name}.')
+  if _value('target_macs') is not None and FLAGS['target_rate'].present:
+    raise ValueError('Give --target_macs or --target_rate, not both.')
+  if ALLOCATION.value == 'global' and _value('target_macs') is None:
+    raise ValueError('--structure=channels allocates globally (by channel '
+                     'norms) only toward --target_macs.')
+  if _value('target_macs') is not None and not _value('target_macs') > 1:
+    raise ValueError(f'--target_macs must be > 1 (5 means 5x fewer MACs), got '
+                     f'{_value("target_macs")}.')
+
+
+def _target():
+  """The final rate: MACs with --target_macs, else weights."""
+  if _channels() and _value('target_macs') is not None:
+    return _value('target_macs')
+  return _value('target_rate')
+
+
 def _settings():
   """Settings from flags and preset; raises ValueError before any work."""
   if _value('model') not in models.MODELS:
     raise ValueError(f'Unknown --model {_value("model")!r}; choose one of '
                      f'{", ".join(models.MODELS)}.')
-  target = _value('target_rate')
+  _check_structure()
+  target = _target()
   if target == 1 and _value('levels'):
     rates = []  # quantization alone
   elif not target > 1:
@@ -234,7 +290,7 @@ def _settings():
       raise ValueError(f'--stage_rates must be numbers, got '
                        f'{_value("stage_rates")}.') from None
     if rates[-1] != target:
-      raise ValueError(f'--stage_rates must end at --target_rate ({target:g}),'
+      raise ValueError(f'--stage_rates must end at the target ({target:g}),'
                        f' got {rates}.')
   else:
     rates = progressive.geometric_rates(min(_value('first_rate'), target),
@@ -258,6 +314,9 @@ def _settings():
       hold_fraction=_value('hold_fraction'),
       quantize_epochs_per_round=_value('quantize_epochs_per_round'),
       quantize_rho_growth=_value('quantize_rho_growth'),
+      rate_unit=('macs' if _channels() and _value('target_macs') is not None
+                 else 'weights'),
+      finetune_epochs=_value('finetune_epochs') if _channels() else 0,
       seed=_value('seed'))
 
 
@@ -311,19 +370,33 @@ def main(argv):
   profile = models.KEEP_RATIO_PROFILES[model_name]
   if pattern_only:  # every layer at N/M
     profile = {name: 1.0 for name in profile}
-  allocate = (progressive.global_allocation(final_rate)
-              if ALLOCATION.value == 'global' else
-              progressive.profile_allocation(profile, final_rate))
+  if _channels():
+    profile = models.CHANNEL_PROFILES[model_name]
+  if settings.rate_unit == 'macs' and ALLOCATION.value == 'global':
+    allocate = progressive.norm_allocation(list(profile), final_rate)
+  elif settings.rate_unit == 'macs':
+    allocate = progressive.macs_allocation(profile, final_rate)
+  elif ALLOCATION.value == 'global':
+    allocate = progressive.global_allocation(final_rate)
+  else:
+    allocate = progressive.profile_allocation(profile, final_rate)
+  constraint = pattern or constraints.KeepLargest()
+  if _channels():
+    constraint = constraints.KeepChannels()
   run = progressive.ProgressiveRun(
       build_model, data, allocate, settings, output_dir,
       description={'model': model_name, 'dataset': dataset.name,
                    'train_examples': len(data.x_train),
                    'allocation': ALLOCATION.value},
       log=lambda line: print(f'[tf_admm] {line}', flush=True),
-      constraint=pattern or constraints.KeepLargest(),
-      quantization=quantization)
-  plan = ('stages at ' + ', '.join(f'{r:.1f}x' for r in settings.stage_rates)
+      constraint=constraint, quantization=quantization)
+  unit = ' fewer MACs' if settings.rate_unit == 'macs' else ''
+  plan = ('stages at ' + ', '.join(f'{r:.1f}x{unit}'
+                                   for r in settings.stage_rates)
           if settings.stage_rates else 'no pruning')
+  if _channels():
+    plan += ' pruning whole channels; then cut out and fine-tuned'
+
   if quantization:
     plan += '; then ' + ', '.join(
         f'{layer} {q.levels}' + (f' {q.bits}-bit' if q.bits else '')
@@ -336,20 +409,33 @@ def main(argv):
     sys.exit(f'prune_mnist: error: {error}')
 
   final = summary['final_model']
-  removed = dead_units.remove_dead_units(final)
-  for weight in weights_lib.prunable_weights(final):
-    summary['final_masks'][weight.path] = np.logical_and(
-        summary['final_masks'][weight.path], weight.variable.numpy() != 0)
-  print('[tf_admm] units that cannot affect the output, weights zeroed: ' +
-        ', '.join(f'{name}: {r["dead"]} without input, {r["unused"]} unread, '
-                  f'{r["weights_zeroed"]} weights' for name, r in
-                  removed.items()), flush=True)
+  removed = {}
+  if not _channels():  # a cut model has no dead units left
+    removed = dead_units.remove_dead_units(final)
+    for weight in weights_lib.prunable_weights(final):
+      summary['final_masks'][weight.path] = np.logical_and(
+          summary['final_masks'][weight.path], weight.variable.numpy() != 0)
+    print('[tf_admm] units that cannot affect the output, weights zeroed: ' +
+          ', '.join(f'{name}: {r["dead"]} without input, {r["unused"]} '
+                    f'unread, {r["weights_zeroed"]} weights'
+                    for name, r in removed.items()), flush=True)
   test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
   calibration = tf.data.Dataset.from_tensor_slices(data.x_train[:500])
   tflite = tflite_report.export_variants(
       final, test, calibration, dense_model=summary['dense_model'],
       output_dir=os.path.join(output_dir, 'tflite'))
-  variant = 'int8_sparse'
+  variant = 'int8' if _channels() else 'int8_sparse'
+  speed = {}
+  if _channels():
+    speed = dict(
+        macs={'dense': macs.model_macs(summary['dense_model'])['total'],
+              'final': macs.model_macs(final)['total']},
+        params={'dense': summary['dense_model'].count_params(),
+                'final': final.count_params()},
+        latency_ms=tflite_report.latency_ms(
+            {'dense': converter.convert(summary['dense_model']),
+             'final': converter.convert(final)}, data.x_test[0]),
+        latency_runtime='LiteRT float32 .tflite, 1 thread, batch 1, median')
   if quantization:
     try:
       tflite.update(tflite_report.export_packed(
@@ -366,7 +452,7 @@ def main(argv):
       accuracy=progressive.accuracy(final, data.x_test, data.y_test),
       wall_seconds=time.time() - start,
       info={'dataset': dataset.name, 'model': model_name,
-            'dead_units': removed,
+            'dead_units': removed, **speed,
             'command': shlex.join(sys.argv), 'preset': PRESET.value,
             'settings': run.description['settings']})
   path = report_lib.write(output_dir, report,
@@ -377,9 +463,13 @@ def main(argv):
     by_kind.setdefault(report_lib.constraint_kind(config), []).append(
         weight_path)
   holds = 'yes' if report['constraints_hold'] else 'NO'
-  print('[tf_admm] constraints: ' + '; '.join(
-      f'{kind}: {", ".join(paths)}' for kind, paths in by_kind.items())
-        + f' (every one holds: {holds})')
+  if not by_kind:
+    print('[tf_admm] constraints: none on the cut model, an ordinary dense '
+          'network')
+  else:
+    print('[tf_admm] constraints: ' + '; '.join(
+        f'{kind}: {", ".join(paths)}' for kind, paths in by_kind.items())
+          + f' (every one holds: {holds})')
   print('[tf_admm] not pruned: ' + (', '.join(
       f'{u["path"]} ({u["size"]:,})' for u in report['unpruned']) or 'nothing'))
   stored = report['storage']
@@ -389,6 +479,16 @@ def main(argv):
         f'({stored["with_index_reduction"]:,.0f}x); {variant}.tflite '
         f'{stored["tflite"]["gzip_bytes"]:,} bytes gzipped, accuracy '
         f'{100 * stored["tflite"]["accuracy"]:.2f}%', flush=True)
+  if speed:
+    print(f'[tf_admm] MACs {speed["macs"]["dense"]:,} -> '
+          f'{speed["macs"]["final"]:,} '
+          f'({speed["macs"]["dense"] / speed["macs"]["final"]:.1f}x fewer); '
+          f'parameters {speed["params"]["dense"]:,} -> '
+          f'{speed["params"]["final"]:,}; float32 .tflite latency '
+          f'{speed["latency_ms"]["dense"]:.3f} -> '
+          f'{speed["latency_ms"]["final"]:.3f} ms ('
+          f'{speed["latency_ms"]["dense"] / speed["latency_ms"]["final"]:.1f}'
+          f'x faster; {speed["latency_runtime"]})', flush=True)
   print(f'[tf_admm] {report["compression_rate"]:.1f}x over the prunable '
         f'weights ({report["model_compression_rate"]:.1f}x over the whole '
         f'model) at test accuracy {100 * report["accuracy"]:.2f}% (dense '

@@ -174,6 +174,11 @@ def _corrupt_mnist(tmp_path):
     (lambda tmp: ['--levels=uniform', '--bits=conv1:3,conv2:3'],
      '--bits gives no bits for fc1, fc2'),
     (lambda tmp: ['--target_rate=1'], '1 only with --levels'),
+    (lambda tmp: ['--target_macs=5'], '--target_macs needs --structure'),
+    (lambda tmp: ['--structure=channels', '--levels=ternary'],
+     'does not take --levels'),
+    (lambda tmp: ['--structure=channels', '--target_macs=0.5'],
+     '--target_macs must be > 1'),
 ])
 def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
                                                  message):
@@ -238,3 +243,36 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path):
   again = _run(*flags)
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'quantized:' not in again.stdout and 'Epoch' not in again.stdout
+
+
+@pytest.mark.slow
+def test_channel_run_ships_a_smaller_faster_dense_model(tmp_path):
+  out = str(tmp_path / 'channels')
+  flags = ['--structure=channels', '--target_macs=4', '--stage_rates=4',
+           '--train_examples=2500', '--validation_examples=500',
+           '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=1',
+           '--finetune_epochs=1', '--candidates=1', '--prune_every_steps=5',
+           f'--output_dir={out}']
+  result = _run(*flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(out, 'report.json')) as f:
+    report = json.load(f)
+  assert report['macs']['dense'] == 2293000  # tests/test_macs.py's count
+  assert report['macs']['final'] <= report['macs']['dense'] / 4
+  assert set(report['latency_ms']) == {'dense', 'final'}
+  assert report['latency_ms']['final'] < report['latency_ms']['dense']
+  cut = report['shrunk']
+  assert cut['surgery_max_difference'] < 1e-3
+  final = keras.models.load_model(os.path.join(out, 'final.keras'))
+  # final.keras is the small dense model: the kept channels, no zeros.
+  for name in ('conv1', 'conv2', 'fc1'):
+    before, after = cut['channels'][name]
+    assert after < before
+    assert final.get_layer(name).kernel.shape[-1] == after
+  assert final.count_params() == report['params']['final']
+  assert report['tflite']['variant'] == 'int8'
+  assert abs(report['tflite']['accuracy'] - report['accuracy']) <= 0.01
+  # Rerunning finds every unit finished and only exports again.
+  again = _run(*flags)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'cut to' not in again.stdout and 'Epoch' not in again.stdout
