@@ -357,7 +357,7 @@ def main(argv):
     pattern, pattern_only = _pattern(), _pattern_only()
     settings = _settings()
     model_name = _value('model')
-    quantization = _quantization(list(models.KEEP_RATIO_PROFILES[model_name]))
+    quantization = _quantization(list(models.keep_ratio_profile(model_name)))
     output_dir = _output_dir()
     dataset, data = _data()
   except ValueError as error:
@@ -367,7 +367,7 @@ def main(argv):
     return models.build(model_name, dataset.input_shape, dataset.num_classes)
 
   final_rate = settings.stage_rates[-1] if settings.stage_rates else 1.0
-  profile = models.KEEP_RATIO_PROFILES[model_name]
+  profile = models.keep_ratio_profile(model_name)
   if pattern_only:  # every layer at N/M
     profile = {name: 1.0 for name in profile}
   if _channels():

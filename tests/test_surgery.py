@@ -242,3 +242,23 @@ def test_silenced_channels_stay_zero_through_training_and_are_cut():
   small, widths = surgery.remove_channels(model)
   assert widths['a'] == (6, 4)
   check_same_outputs(model, small)
+
+
+@pytest.mark.parametrize('name', ['vgg_small', 'mobilenet_v2_small'])
+def test_deeper_models_lose_half_their_pruned_channels_exactly(name):
+  """BatchNormalization, zero padding, depthwise convolutions and residual
+  Adds: with the pruned channels silenced, every one of them is cut."""
+  model = models.build(name)
+  randomize(model)
+  rng = np.random.default_rng(0)
+  dropped = {}
+  for layer in models.CHANNEL_PROFILES[name]:
+    width = model.get_layer(layer).kernel.shape[-1]
+    dropped[layer] = list(rng.choice(width, width // 2, replace=False))
+  zero_channels(model, dropped)
+  surgery.silence_pruned_channels(model)
+  small, widths = surgery.remove_channels(model)
+  for layer, channels in dropped.items():
+    before, after = widths[layer]
+    assert after == before - len(channels), layer
+  check_same_outputs(model, small)

@@ -1,5 +1,7 @@
-"""The reference networks of the ADMM pruning papers, for MNIST-sized input."""
+"""The reference networks of the ADMM pruning papers, for MNIST-sized input,
+and two deeper ones for channel pruning."""
 
+from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import keras
 
 layers = keras.layers
@@ -131,3 +133,11 @@ CHANNEL_PROFILES = {
     'mobilenet_v2_small': dict(
         {f'b{i}_expand': 1.0 for i in range(1, 7)}, head=1.0),
 }
+
+
+def keep_ratio_profile(name: str) -> dict:
+  """`KEEP_RATIO_PROFILES[name]`, or every layer with prunable weights alike
+  for a model without one."""
+  if name in KEEP_RATIO_PROFILES:
+    return KEEP_RATIO_PROFILES[name]
+  return {w.layer.name: 1.0 for w in weights_lib.prunable_weights(build(name))}
