@@ -285,6 +285,9 @@ class ProgressiveRun:
       return self._path('dense')
     return self._path('candidates', unit)
 
+  def _finished(self, unit) -> bool:
+    return os.path.exists(os.path.join(self._folder(unit), 'metrics.json'))
+
   def _metrics(self, unit):
     return _read_json(os.path.join(self._folder(unit), 'metrics.json'))
 
@@ -428,8 +431,7 @@ class ProgressiveRun:
   def _child(self, stage, rate, parent, index):
     """Pushes the unit `parent` to `rate`; returns the child's name."""
     name = f's{stage:02d}_c{index}'
-    folder = self._folder(name)
-    if os.path.exists(os.path.join(folder, 'metrics.json')):
+    if self._finished(name):
       return name
     start = time.time()
     model, masks = self._load_unit(parent)
@@ -462,15 +464,15 @@ class ProgressiveRun:
         'seconds': time.time() - start,
         'constraints': constraints,
     }
-    self._save_unit(folder, pruned, metrics, pruning_wrapper.masks_of(wrapped))
+    self._save_unit(self._folder(name), pruned, metrics,
+                    pruning_wrapper.masks_of(wrapped))
     return name
 
   def _quantize(self, parent):
     """Quantizes the unit `parent` with its zeros fixed; returns the
     quantized unit's name."""
     name = 'quantized'
-    folder = self._folder(name)
-    if os.path.exists(os.path.join(folder, 'metrics.json')):
+    if self._finished(name):
       return name
     start = time.time()
     model, masks = self._load_unit(parent)
@@ -500,7 +502,7 @@ class ProgressiveRun:
         'epochs': epochs, 'seconds': time.time() - start,
         'constraints': constraints, 'all_held': held,
     }
-    self._save_unit(folder, quantized, metrics, masks)
+    self._save_unit(self._folder(name), quantized, metrics, masks)
     self.log(f'quantized: {metrics["rate"]:.1f}x, val accuracy '
              f'{metrics["val_accuracy"]:.4f}, test accuracy '
              f'{metrics["test_accuracy"]:.4f}, every kept weight held on its '
@@ -511,8 +513,7 @@ class ProgressiveRun:
     """Cuts the pruned channels out of the unit `parent` and fine-tunes the
     smaller model; returns the unit's name."""
     name = 'shrunk'
-    folder = self._folder(name)
-    if os.path.exists(os.path.join(folder, 'metrics.json')):
+    if self._finished(name):
       return name
     start = time.time()
     masked, _ = self._load_unit(parent)
@@ -543,7 +544,7 @@ class ProgressiveRun:
         'test_accuracy': accuracy(small, self.data.x_test, self.data.y_test),
         'epochs': epochs, 'seconds': time.time() - start,
     }
-    self._save_unit(folder, small, metrics, {
+    self._save_unit(self._folder(name), small, metrics, {
         w.path: w.variable.numpy() != 0
         for w in weights_lib.prunable_weights(small)})
     self.log(f'cut to {metrics["macs"]["dense"] / metrics["macs"]["final"]:.1f}'
