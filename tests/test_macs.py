@@ -39,7 +39,7 @@ def test_dense_on_a_sequence_counts_every_position():
   assert macs.model_macs(model)['layers'] == {'d': 7 * 4 * 3}
 
 
-@pytest.mark.parametrize('factor', [2.0, 5.0, 9.0])
+@pytest.mark.parametrize('factor', [2.0, 5.0])
 def test_keep_ratios_for_macs_stay_within_the_budget(factor):
   model = models.lenet5()
   profile = {'conv1': 1.0, 'conv2': 1.0, 'fc1': 0.5}

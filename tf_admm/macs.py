@@ -112,7 +112,7 @@ def _within_budget(model, counts_at, low, high, factor) -> dict:
     raise ValueError(f'{factor:g}x fewer MACs is out of reach by pruning '
                      f'{", ".join(counts_at(low))}: one channel each leaves '
                      f'{macs(low):,} of the budget of {budget:,.0f}.')
-  for _ in range(30):
+  for _ in range(20):  # to a millionth of the range: finer than a channel
     middle = (low + high) / 2
     low, high = (middle, high) if macs(middle) <= budget else (low, middle)
   widths = _widths(model, counts_at(low))
