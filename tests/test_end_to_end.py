@@ -116,3 +116,38 @@ def test_global_10x_end_to_end(case):
   np.testing.assert_allclose(stripped.predict(probe, verbose=0),
                              wrapped.predict(probe, verbose=0), rtol=1e-5,
                              atol=1e-6)
+
+
+def test_channels_end_to_end_on_the_api():
+  """What the README's channel bullet says, on a model with
+  BatchNormalization and zero padding: ADMM toward whole channels,
+  masked retraining with the pruned channels silenced, strip, cut."""
+  inputs = keras.Input((10, 10, 3))
+  x = keras.layers.Conv2D(12, 3, padding='same', use_bias=False,
+                          name='conv')(inputs)
+  x = keras.layers.BatchNormalization(name='bn')(x)
+  x = keras.layers.ReLU()(x)
+  x = keras.layers.Conv2D(8, 3, padding='same', activation='relu',
+                          name='conv2')(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  outputs = keras.layers.Dense(3, name='fc')(x)
+  model = keras.Model(inputs, outputs)
+  x, y = _data((10, 10, 3), tokens=False)
+  admm = _compile(tf_admm.attach_admm(
+      model, per_layer={'conv': tf_admm.KeepRatio(0.25),
+                        'conv2': tf_admm.KeepRatio(0.5)},
+      constraint=tf_admm.KeepChannels(), rho=1e-2))
+  admm.fit(x, y, batch_size=BATCH, epochs=2, verbose=0,
+           callbacks=[tf_admm.AdmmCallback(tf_admm.PolynomialRamp(
+               epochs=2, prune_every_steps=4, lookahead_steps=8))])
+  wrapped = _compile(tf_admm.to_pruning_wrappers(admm))
+  assert tf_admm.surgery.silence_pruned_channels(wrapped) == {'conv': 9,
+                                                              'conv2': 4}
+  wrapped.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+              callbacks=[tf_admm.update_pruning_step()])
+  stripped = tf_admm.strip_pruning(wrapped)
+  small, widths = tf_admm.remove_channels(stripped)
+  assert widths == {'conv': (12, 3), 'conv2': (8, 4), 'fc': (3, 3)}
+  np.testing.assert_allclose(small.predict(x[:16], verbose=0),
+                             stripped.predict(x[:16], verbose=0),
+                             rtol=1e-4, atol=1e-5)

@@ -30,6 +30,7 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
+from tf_admm import attach
 from tf_admm import masks as masks_lib
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import inbound_node_count
@@ -78,9 +79,20 @@ def _channels_last(layer) -> bool:
   return len(axes) == 1 and axes[0] % rank == rank - 1
 
 
+def _own_copy(model):
+  """A clone of `model` holding its weights, whose layers belong to this
+  graph alone (a stripped model's layers were also called inside the
+  pruning wrappers)."""
+  return attach.clone_with(model, lambda layer, config: config)
+
+
 def check_supported(model) -> None:
   """Raises ValueError naming every layer surgery cannot handle."""
   weights_lib.check_cloneable(model)
+  _check_graph(_own_copy(model))
+
+
+def _check_graph(model) -> None:
   problems = []
   for layer in model.layers:
     name = f'{layer.name} ({type(layer).__name__})'
@@ -280,7 +292,9 @@ def remove_channels(model):
      layer that makes channels). The small model computes what `model`
      does, within float32 rounding.
   """
-  check_supported(model)
+  weights_lib.check_cloneable(model)
+  model = _own_copy(model)
+  _check_graph(model)
   plan = _Surgeon(model).plan()
   live = {layer.name: plan.channels[id(layer.output)].live
           for layer in model.layers if not isinstance(layer,
@@ -326,11 +340,20 @@ def _cut_weights(layer, plan: _Plan, live) -> List[np.ndarray]:
 
 
 def _readers(model) -> dict:
-  """{id(tensor): [layers reading it]}."""
+  """{layer name: [names of the layers reading its output]}, from the
+  model's config (the wrapped model of masked retraining calls its layers
+  more than once, so their `output` is ambiguous)."""
+  config = model.get_config()
   readers = {}
-  for layer in model.layers:
-    for tensor in _inputs(layer):
-      readers.setdefault(id(tensor), []).append(layer)
+  if isinstance(model, keras.Sequential):
+    names = [layer['config']['name'] for layer in config['layers']]
+    for before, after in zip(names, names[1:]):
+      readers[before] = [after]
+    return readers
+  for layer in config['layers']:
+    for node in layer['inbound_nodes']:
+      for source in node:
+        readers.setdefault(source[0], []).append(layer['name'])
   return readers
 
 
@@ -357,10 +380,11 @@ def silence_pruned_channels(model) -> dict:
     variables = [producer.bias] if producer.use_bias else []
     follower = layer
     while True:
-      following = readers.get(id(follower.output), [])
-      if len(following) != 1 or not isinstance(following[0], CHANNELWISE):
+      following = readers.get(follower.name, [])
+      if len(following) != 1 or not isinstance(
+          model.get_layer(following[0]), CHANNELWISE):
         break
-      follower = following[0]
+      follower = model.get_layer(following[0])
       if isinstance(follower, layers.BatchNormalization):
         variables += [v for v in (follower.gamma, follower.beta)
                       if v is not None]
