@@ -177,8 +177,6 @@ def _corrupt_mnist(tmp_path):
     (lambda tmp: ['--target_macs=5'], '--target_macs needs --structure'),
     (lambda tmp: ['--structure=channels', '--levels=ternary'],
      'does not take --levels'),
-    (lambda tmp: ['--structure=channels', '--target_macs=0.5'],
-     '--target_macs must be > 1'),
 ])
 def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
                                                  message):

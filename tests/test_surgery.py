@@ -262,3 +262,19 @@ def test_deeper_models_lose_half_their_pruned_channels_exactly(name):
     before, after = widths[layer]
     assert after == before - len(channels), layer
   check_same_outputs(model, small)
+
+
+def test_softmax_keeps_every_channel_it_reads():
+  """Softmax mixes channels: a constant channel read by it changes the
+  others, so it stays (a layer or an activation alike)."""
+  inputs = keras.Input((6,))
+  x = layers.Dense(5, name='a')(inputs)
+  x = layers.Activation('softmax', name='soft')(x)
+  x = layers.Dense(4, activation='softmax', name='b')(x)
+  outputs = layers.Dense(3, name='out')(x)
+  model = keras.Model(inputs, outputs)
+  randomize(model)
+  zero_channels(model, {'a': [0, 1], 'b': [2]})
+  small, widths = surgery.remove_channels(model)
+  assert widths['a'] == (5, 5) and widths['b'] == (4, 4)
+  check_same_outputs(model, small)

@@ -1,4 +1,4 @@
-"""tf-admm: ADMM weight pruning and quantization for tf_keras models.
+"""tf-admm: ADMM weight and channel pruning and quantization for tf_keras models.
 
 Importing tf_admm leaves `tf.keras` as it is; the names that need tfmot's
 pruning wrappers (`to_pruning_wrappers`, ...) import tfmot on first use.

@@ -71,6 +71,13 @@ def _inputs(layer) -> list:
   return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
 
 
+def _mixes_channels(layer) -> bool:
+  """Whether `layer` needs every input channel: a Softmax, or a layer whose
+  activation is softmax."""
+  return isinstance(layer, MIXING) or (
+      getattr(layer, 'activation', None) is keras.activations.softmax)
+
+
 def _channels_last(layer) -> bool:
   """Whether a layer with an `axis` (BatchNormalization, Concatenate) works
   along the last one, the channels."""
@@ -224,7 +231,10 @@ class _Surgeon:
       output = layer.output
       forced = self._forced(output)
       sources = [channels[id(t)] for t in _inputs(layer)]
+      mixing = _mixes_channels(layer)
       if isinstance(layer, PRODUCERS):
+        if mixing:  # softmax over its outputs: they all stay
+          forced = np.ones(output.shape[-1], bool)
         state, folded, needed = self._producer(layer, sources[0], forced)
         if needed is not None:
           changed |= self._force(layer.input, needed)
@@ -232,13 +242,13 @@ class _Surgeon:
           state, folded = _Channels(np.ones(width, bool),
                                     np.zeros(width)), np.zeros(width)
         producers[layer.name] = (sources[0].live, folded)
+      elif mixing:
+        state = _Channels(np.ones(output.shape[-1], bool),
+                          np.zeros(output.shape[-1]))
       elif isinstance(layer, CHANNELWISE):
         example = _constant_example(layer.input_shape, sources[0])
         constant, value = _per_channel(layer(example, training=False))
         state = _Channels(sources[0].live | ~constant | forced, value)
-      elif isinstance(layer, MIXING):
-        state = _Channels(np.ones(output.shape[-1], bool),
-                          np.zeros(output.shape[-1]))
       elif isinstance(layer, layers.Flatten):
         repeats = int(np.prod(layer.input_shape[1:-1]))
         state = _Channels(np.tile(sources[0].live, repeats) | forced,
@@ -250,7 +260,7 @@ class _Surgeon:
         state = _Channels(np.concatenate([s.live for s in sources]) | forced,
                           np.concatenate([s.value for s in sources]))
       state.value = np.where(state.live, 0.0, state.value)
-      if isinstance(layer, MIXING):
+      if mixing and not isinstance(layer, PRODUCERS):
         changed |= self._force(layer.input, np.ones(layer.input.shape[-1],
                                                     bool))
       elif not isinstance(layer, PRODUCERS):
@@ -275,8 +285,8 @@ class _Surgeon:
     if not live.any():
       live[0] = True  # a layer keeps at least one channel
     bias = layer.bias.numpy() if layer.use_bias else 0.0
-    value = np.asarray(layer.activation(tf.constant(folded + bias,
-                                                    tf.float32)))
+    value = np.asarray(layer.activation(tf.constant(
+        (folded + bias)[None], tf.float32)))[0]
     return _Channels(live, np.where(live, 0.0, value)), folded, None
 
 
