@@ -44,6 +44,9 @@ RUN_DIR = flags.DEFINE_string('run_dir', None, 'A finished `prune_mnist.py '
 RESULTS_DIR = flags.DEFINE_string('results_dir',
                                   'benchmarks/results/channels',
                                   'Where the result JSON goes.')
+VALIDATION_EXAMPLES = flags.DEFINE_integer(
+    'validation_examples', 5000, 'The run\'s --validation_examples: with the '
+    'training examples it recorded, it gives the run\'s split again.')
 flags.mark_flag_as_required('run_dir')
 
 FLAGS = flags.FLAGS
@@ -82,8 +85,13 @@ def main(argv):
   dataset = datasets.load(run['dataset'],
                           manual_dir=datasets.default_manual_dir(
                               run['dataset']))
-  validation = 1 - run['train_examples'] / len(dataset.x_train)
-  (x, y), (x_val, y_val) = dataset.split_validation(validation, seed=0)
+  # prune_mnist.py's split: the first train + validation examples, the
+  # validation ones drawn from them with seed 0.
+  examples = run['train_examples'] + VALIDATION_EXAMPLES.value
+  dataset.x_train = dataset.x_train[:examples]
+  dataset.y_train = dataset.y_train[:examples]
+  (x, y), (x_val, y_val) = dataset.split_validation(
+      VALIDATION_EXAMPLES.value / examples, seed=0)
   if len(x) != run['train_examples']:
     sys.exit(f'compare_l1_filters: the run trained on {run["train_examples"]} '
              f'examples; this split has {len(x)}.')
