@@ -74,11 +74,12 @@ def _inverted_residual(x, expand, filters, stride, name):
 
 def mobilenet_v2_small(input_shape=(28, 28, 1), num_classes=10):
   """A MobileNetV2-style network on 32x32 inputs (28x28 images zero-padded
-  inside): a 3x3 stem, six inverted residual blocks (expansion 6; four
-  with residual Adds), a 1x1 head, global pooling and the output."""
+  inside): a 3x3 stem of stride 2 (as MobileNetV2's), six inverted residual
+  blocks (expansion 6; four with residual Adds), a 1x1 head, global pooling
+  and the output."""
   inputs = keras.Input(input_shape)
   x = layers.ZeroPadding2D((32 - input_shape[0]) // 2, name='pad')(inputs)
-  x = _conv_bn(x, 16, 3, 'stem', activation='relu6')
+  x = _conv_bn(x, 16, 3, 'stem', activation='relu6', strides=2)
   for name, filters, stride in (('b1', 16, 1), ('b2', 24, 2), ('b3', 24, 1),
                                 ('b4', 32, 2), ('b5', 32, 1), ('b6', 32, 1)):
     x = _inverted_residual(x, 6 * x.shape[-1], filters, stride, name)
