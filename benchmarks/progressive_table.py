@@ -32,8 +32,28 @@ def _run_section(name, report):
       '| stage | rate | val accuracy | test accuracy | epochs | seconds |',
       '|---:|---:|---:|---:|---:|---:|']
   quantized = report.get('quantized')
+  shrunk = report.get('shrunk')
   rows = [(str(s['stage'] + 1), s) for s in report['stages']]
   rows += [('quantized', quantized)] if quantized else []
+  # A cut model's rate counts against the dense model's weights.
+  rows += [('cut, fine-tuned', dict(shrunk, rate=report['compression_rate']))
+           ] if shrunk else []
+  if shrunk:
+    speed = report['latency_ms']
+    lines.insert(-3, (
+        f'- channels: MACs {report["macs"]["dense"]:,} -> '
+        f'{report["macs"]["final"]:,} '
+        f'(**{report["macs"]["dense"] / report["macs"]["final"]:.1f}x '
+        f'fewer**), parameters {report["params"]["dense"]:,} -> '
+        f'{report["params"]["final"]:,}; float32 .tflite latency '
+        f'{speed["dense"]:.3f} -> {speed["final"]:.3f} ms '
+        f'(**{speed["dense"] / speed["final"]:.1f}x faster**; '
+        f'{report["latency_runtime"]}); channels kept: ' + ', '.join(
+            f'{layer} {after}/{before}'
+            for layer, (before, after) in shrunk['channels'].items()
+            if after < before)
+        + f'; validation accuracy right after the cut '
+        f'{100 * shrunk["cut_val_accuracy"]:.2f}%'))
   for label, s in rows:
     lines.append(f'| {label} | {s["rate"]:.1f}x | '
                  f'{100 * s["val_accuracy"]:.2f}% | '
@@ -74,7 +94,12 @@ def main():
            'paper_quantized and binary runs are from the commits of issue '
            '#11 (quantization); paper_quantized shared the CPU with smoke '
            'tests for about half of its training, and its export was rerun '
-           'once the dead-unit removal existed (the same trained units).',
+           'once the dead-unit removal existed (the same trained units). '
+           'The channel runs (fast*, vgg*, mobilenet*) are from the commits '
+           'of issue #14; the float32 .tflite latencies are single-example '
+           'medians on this machine, measured at the end of each run. fast\'s pretraining ran in a first '
+           'attempt, stopped to add the silencing of pruned channels and '
+           'resumed, so its wall time leaves it out.',
            '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:
