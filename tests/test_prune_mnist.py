@@ -175,8 +175,6 @@ def _corrupt_mnist(tmp_path):
      '--bits gives no bits for fc1, fc2'),
     (lambda tmp: ['--target_rate=1'], '1 only with --levels'),
     (lambda tmp: ['--target_macs=5'], '--target_macs needs --structure'),
-    (lambda tmp: ['--structure=channels', '--levels=ternary'],
-     'does not take --levels'),
 ])
 def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
                                                  message):
@@ -247,7 +245,7 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path):
 def test_channel_run_ships_a_smaller_faster_dense_model(tmp_path):
   out = str(tmp_path / 'channels')
   flags = ['--structure=channels', '--target_macs=4', '--stage_rates=4',
-           '--train_examples=2500', '--validation_examples=500',
+           '--train_examples=1500', '--validation_examples=500',
            '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=1',
            '--finetune_epochs=1', '--candidates=1', '--prune_every_steps=5',
            f'--output_dir={out}']
@@ -270,7 +268,3 @@ def test_channel_run_ships_a_smaller_faster_dense_model(tmp_path):
   assert final.count_params() == report['params']['final']
   assert report['tflite']['variant'] == 'int8'
   assert abs(report['tflite']['accuracy'] - report['accuracy']) <= 0.01
-  # Rerunning finds every unit finished and only exports again.
-  again = _run(*flags)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert 'cut to' not in again.stdout and 'Epoch' not in again.stdout
