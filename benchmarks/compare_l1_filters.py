@@ -30,6 +30,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from tf_admm import attach
 from tf_admm import datasets
 from tf_admm import macs
 from tf_admm import models
@@ -99,7 +100,8 @@ def main(argv):
   dense = models.build(run['model'], dataset.input_shape, dataset.num_classes)
   dense.load_weights(os.path.join(run_dir, 'dense', 'model.weights.h5'))
   start = time.time()
-  masked = l1_filter_masks(_copy(dense), channels)
+  masked = l1_filter_masks(
+      attach.clone_with(dense, lambda layer, config: config), channels)
   # As the run's retraining does: pruned channels output exactly 0, so
   # that zero padding and BatchNormalization do not keep them.
   surgery.silence_pruned_channels(masked)
@@ -165,12 +167,6 @@ def main(argv):
         f'{result["macs"]["admm"]:,} and {result["macs"]["l1_filters"]:,} of '
         f'{result["macs"]["dense"]:,}; latency {latency["admm"]:.3f} and '
         f'{latency["l1_filters"]:.3f} ms of {latency["dense"]:.3f}. {path}')
-
-
-def _copy(model):
-  copy = keras.models.clone_model(model)
-  copy.set_weights(model.get_weights())
-  return copy
 
 
 if __name__ == '__main__':

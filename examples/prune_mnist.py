@@ -26,7 +26,6 @@ import tensorflow as tf
 from tf_admm import constraints
 from tf_admm import dataset_flags
 from tf_admm import dead_units
-from tf_admm import macs
 from tf_admm import models
 from tf_admm import progressive
 from tf_admm import report as report_lib
@@ -428,10 +427,7 @@ def main(argv):
   speed = {}
   if _channels():
     speed = dict(
-        macs={'dense': macs.model_macs(summary['dense_model'])['total'],
-              'final': macs.model_macs(final)['total']},
-        params={'dense': summary['dense_model'].count_params(),
-                'final': final.count_params()},
+        macs=summary['shrunk']['macs'], params=summary['shrunk']['params'],
         latency_ms=tflite_report.latency_ms(
             {'dense': converter.convert(summary['dense_model']),
              'final': converter.convert(final)}, data.x_test[0]),

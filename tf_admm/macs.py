@@ -61,7 +61,8 @@ def model_macs(model) -> dict:
   return {'total': sum(counted.values()), 'layers': counted}
 
 
-def _width_attribute(layer) -> str:
+def width_attribute(layer) -> str:
+  """The config key of a Dense or convolution layer's output channels."""
   return 'units' if isinstance(layer, layers.Dense) else 'filters'
 
 
@@ -77,7 +78,7 @@ def with_channels(model, channels: Mapping[str, int]):
   def clone_layer(layer):
     config = layer.get_config()
     if layer.name in channels:
-      config[_width_attribute(layer)] = int(channels[layer.name])
+      config[width_attribute(layer)] = int(channels[layer.name])
     return layer.__class__.from_config(config)
 
   return keras.models.clone_model(model, clone_function=clone_layer)
@@ -92,7 +93,7 @@ def _widths(model, names) -> dict:
     if not isinstance(layer, (layers.Dense,) + _CONVOLUTIONS):
       raise ValueError(f'{name!r} is a {type(layer).__name__}; channel targets '
                        'apply to Dense and convolution layers.')
-    widths[name] = getattr(layer, _width_attribute(layer))
+    widths[name] = getattr(layer, width_attribute(layer))
   return widths
 
 

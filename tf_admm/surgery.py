@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_admm import attach
+from tf_admm import macs
 from tf_admm import masks as masks_lib
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import inbound_node_count
@@ -290,10 +291,6 @@ class _Surgeon:
     return _Channels(live, np.where(live, 0.0, value)), folded, None
 
 
-def _width_attribute(layer) -> str:
-  return 'units' if isinstance(layer, layers.Dense) else 'filters'
-
-
 def remove_channels(model):
   """A smaller dense copy of `model` without its constant channels.
 
@@ -315,7 +312,7 @@ def remove_channels(model):
   def clone_layer(layer):
     config = layer.get_config()
     if isinstance(layer, PRODUCERS):
-      config[_width_attribute(layer)] = int(live[layer.name].sum())
+      config[macs.width_attribute(layer)] = int(live[layer.name].sum())
       if layer.name in needs_bias:
         config['use_bias'] = True
     return layer.__class__.from_config(config)
