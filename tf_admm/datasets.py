@@ -6,7 +6,10 @@ CI and the examples find those folders through $TF_ADMM_DATASETS, one
 sub-folder per dataset; a user with internet needs neither.
 """
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import os
 import tempfile
 from typing import Optional
@@ -78,6 +81,93 @@ def _builder(name, data_dir):
                      'lists the names.') from None
 
 
+def _is_original(path, url_info):
+  """Whether the file at `path` has the size and SHA-256 TFDS registered."""
+  if os.path.getsize(path) != url_info.size:
+    return False
+  with open(path, 'rb') as f:
+    return hashlib.file_digest(f, 'sha256').hexdigest() == url_info.checksum
+
+
+def _check_manual_dir(builder, manual_dir):
+  """Raises ValueError unless `manual_dir` holds every archive TFDS registers
+  for the dataset, byte for byte: TFDS would download a missing one (offline,
+  retrying for minutes) and names only the first damaged one it meets."""
+  # {file name: (url, registered size and checksum)}; archives TFDS knows no
+  # file name for are _forbid_downloads' to refuse.
+  archives = {info.filename: (url, info)
+              for url, info in (builder.url_infos or {}).items()
+              if info.filename}
+  paths = {name: os.path.join(manual_dir, name) for name in sorted(archives)}
+  missing = [name for name, path in paths.items() if not os.path.isfile(path)]
+  bad = [name for name, path in paths.items()
+         if name not in missing and not _is_original(path, archives[name][1])]
+  if not missing and not bad:
+    return
+  problems = []
+  if missing:
+    problems.append(f'missing {", ".join(missing)}')
+  if bad:
+    problems.append('not the original archive (truncated, damaged or another '
+                    f'dataset\'s): {", ".join(bad)}')
+  urls = [archives[name][0] for name in missing + bad]
+  raise ValueError(f'Could not prepare dataset {builder.name!r} from '
+                   f'{manual_dir!r}: {"; ".join(problems)}. Put the original '
+                   'archives in that folder under those names; TFDS downloads '
+                   f'them from {", ".join(urls)}.')
+
+
+def _forbid_downloads(builder, manual_dir):
+  """Makes `builder` raise instead of downloading a file it does not find in
+  `manual_dir`: offline, a download retries for minutes."""
+  make_manager = builder._make_download_manager  # pylint: disable=protected-access
+
+  def refuse(resource):
+    raise ValueError(f'TFDS finds no file for {resource.url} in '
+                     f'{manual_dir!r} (it registers no file name for it); '
+                     'prepare the dataset once online, without a manual '
+                     'folder.')
+
+  def make_offline_manager(**kwargs):
+    manager = make_manager(**kwargs)
+    manager._download = refuse  # pylint: disable=protected-access
+    return manager
+
+  builder._make_download_manager = make_offline_manager  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def _preparation_lock(builder):
+  """Holds `<data_dir>/<name>.tf_admm.lock` until the block ends: a second
+  process preparing the same dataset fails renaming its `incomplete.*`
+  folder onto the first's result, so it waits instead."""
+  builder.data_dir_root.mkdir(parents=True, exist_ok=True)
+  with open(builder.data_dir_root / f'{builder.name}.tf_admm.lock',
+            'a') as lock_file:
+    fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+    yield
+
+
+def _prepare(builder, manual_dir):
+  """Prepares the dataset, from `manual_dir` alone when it is given."""
+  if manual_dir is not None:
+    _check_manual_dir(builder, manual_dir)
+    _forbid_downloads(builder, manual_dir)
+  try:
+    # TFDS caches extracted archives by file name, and MNIST and
+    # Fashion-MNIST share file names: extract each dataset on its own.
+    with tempfile.TemporaryDirectory() as extract_dir:
+      config = tfds.download.DownloadConfig(
+          manual_dir=manual_dir, extract_dir=extract_dir,
+          try_download_gcs=manual_dir is None)
+      builder.download_and_prepare(download_config=config)
+  except Exception as error:  # TFDS raises many kinds; all mean the same here
+    where = f' from {manual_dir!r}' if manual_dir else ''
+    first_line = (str(error).strip().splitlines() or [''])[0]
+    raise ValueError(f'Could not prepare dataset {builder.name!r}{where}: '
+                     f'{type(error).__name__}: {first_line}') from error
+
+
 def load(name: str,
          manual_dir: Optional[str] = None,
          data_dir: Optional[str] = None,
@@ -104,19 +194,15 @@ def load(name: str,
     raise ValueError(f'Dataset {name!r} has images of shape '
                      f'{features["image"].shape}; this model needs '
                      f'{tuple(input_shape)}.')
-  try:
-    # TFDS caches extracted archives by file name, and MNIST and
-    # Fashion-MNIST share file names: extract each dataset on its own.
-    with tempfile.TemporaryDirectory() as extract_dir:
-      config = tfds.download.DownloadConfig(
-          manual_dir=manual_dir, extract_dir=extract_dir,
-          try_download_gcs=manual_dir is None)
-      builder.download_and_prepare(download_config=config)
-  except Exception as error:  # TFDS raises many kinds; all mean the same here
-    where = f' from {manual_dir!r}' if manual_dir else ''
-    first_line = (str(error).strip().splitlines() or [''])[0]
-    raise ValueError(f'Could not prepare dataset {name!r}{where}: '
-                     f'{type(error).__name__}: {first_line}') from error
+  # TFDS renames the finished folder into place, so it exists only once
+  # prepared. Lock only to prepare: a prepared data_dir may be read-only.
+  if not builder.data_path.exists():
+    with _preparation_lock(builder):
+      # Another process may have prepared it while this one waited; a new
+      # builder reads what that one wrote.
+      builder = _builder(name, data_dir)
+      if not builder.data_path.exists():
+        _prepare(builder, manual_dir)
   train, test = tfds.as_numpy(builder.as_dataset(
       split=['train', 'test'], batch_size=-1, as_supervised=True))
   return ImageDataset(
