@@ -9,7 +9,11 @@ import tensorflow as tf
 
 import tf_admm
 import tflite_export
+from tests.conftest import token_model
+from tf_admm import constraints
+from tf_admm.keras_compat import keras
 from tflite_export import Quantization
+from tflite_export import packed
 
 
 def _keras_accuracy(model, x, y):
@@ -85,6 +89,50 @@ def test_int8_without_calibration_data_is_rejected(pruned_lenet5):
     tflite_export.convert(pruned_lenet5[0], Quantization.INT8)
 
 
+@pytest.fixture(scope='module')
+def token_ids():
+  """(int64 ids for token_model, (ids, dummy label) pairs for predict)."""
+  ids = np.random.default_rng(0).integers(0, 50, size=(200, 10))
+  return ids, tf.data.Dataset.from_tensor_slices((ids, np.zeros(200)))
+
+
+@pytest.mark.parametrize('sparse', [False, True])
+@pytest.mark.parametrize('quantization', list(Quantization))
+def test_token_model_matches_keras_in_every_variant(token_ids, quantization,
+                                                    sparse):
+  ids, data = token_ids
+  model = token_model()
+  # Calibration and inference cast the ids to the int32 input, unscaled.
+  content = tflite_export.convert(
+      model, quantization, sparse,
+      representative_data=tf.data.Dataset.from_tensor_slices(ids).batch(20))
+  outputs, _, _ = tflite_export.predict(content, data)
+  want = model.predict(ids, verbose=0)
+  if quantization is Quantization.INT8:
+    np.testing.assert_allclose(outputs, want, atol=0.05 * np.abs(want).max())
+    assert np.mean(outputs.argmax(-1) == want.argmax(-1)) >= 0.95
+  else:  # dynamic_int8 keeps tensors under 1024 weights (all here) float
+    np.testing.assert_allclose(outputs, want, atol=1e-5)
+
+
+@pytest.mark.parametrize('mode, atol', [(packed.PackMode.WEIGHT_ONLY, 1e-5),
+                                        (packed.PackMode.DYNAMIC, 0.05)])
+def test_token_model_packs(token_ids, mode, atol):
+  ids, data = token_ids
+  model = token_model()
+  for name in ('c1', 'fc'):
+    layer = model.get_layer(name)
+    kernel, bias = layer.get_weights()
+    ternary = constraints.Quantize('ternary', axis=-1).project(
+        kernel, np.ones(kernel.shape, bool)).values
+    layer.set_weights([ternary, bias])
+  result = packed.pack(tflite_export.convert(model), mode)
+  assert sorted(result.bits.values()) == [2, 4]  # fc INT2, conv INT4
+  outputs, _, _ = tflite_export.predict(result.content, data)
+  want = model.predict(ids, verbose=0)
+  np.testing.assert_allclose(outputs, want, atol=atol * np.abs(want).max())
+
+
 def _run_cli(*args):
   return subprocess.run([sys.executable, '-m', 'tflite_export', *args],
                         capture_output=True, text=True, timeout=300,
@@ -113,3 +161,33 @@ def test_command_line_rejects_a_missing_model(tmp_path):
   result = _run_cli(f'--model={tmp_path / "nothing.keras"}')
   assert result.returncode != 0
   assert 'No saved model at' in result.stderr.strip().splitlines()[-1]
+
+
+def test_command_line_help_lists_the_dataset_flags():
+  result = _run_cli('--help')
+  assert result.returncode == 1, result.stderr[-2000:]  # absl's --help exit
+  for flag in ('--model', '--dataset', '--manual_dir', '--tfds_data_dir'):
+    assert flag in result.stdout
+
+
+def _flat_classifier(input_shape, classes):
+  return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                           keras.layers.Dense(classes)])
+
+
+@pytest.mark.parametrize('model, message', [
+    (lambda: _flat_classifier((28, 28, 1), 3),
+     "The model has 3 outputs but dataset 'mnist' has 10 classes: choose the "
+     '--dataset it was trained on.'),
+    (token_model, 'The model takes int32 inputs, not float images'),
+], ids=['labels', 'tokens'])
+def test_command_line_refuses_a_model_the_dataset_cannot_score(
+    tmp_path, model, message):
+  model().save(tmp_path / 'model.keras')
+  result = _run_cli(f'--model={tmp_path / "model.keras"}', '--dataset=mnist',
+                    f'--output_dir={tmp_path / "out"}')
+  assert result.returncode != 0
+  last_line = result.stderr.strip().splitlines()[-1]
+  assert last_line.startswith('tflite_export: error: ' + message)
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'out').exists()  # refused before any conversion

@@ -35,6 +35,8 @@ QUANTIZATIONS = flags.DEFINE_list(
     'Which of ' + ', '.join(q.value for q in report.Quantization) + '.')
 CALIBRATION_EXAMPLES = flags.DEFINE_integer(
     'calibration_examples', 500, 'Training examples that calibrate full int8.')
+# --help lists the main module's flags only: list the dataset's there too.
+flags.adopt_module_key_flags(dataset_flags)
 
 
 def load_plain_model(path):
@@ -42,6 +44,24 @@ def load_plain_model(path):
   if not os.path.exists(path):
     raise ValueError(f'No saved model at {path!r}.')
   return pruning_wrapper.strip_pruning(keras.models.load_model(path))
+
+
+def load_data(model):
+  """The --dataset, once checked that it can score `model` (ValueError if
+  not): images of the model's input shape, one class per model output."""
+  dtype = model.inputs[0].dtype
+  if not dtype.is_floating:
+    raise ValueError(f'The model takes {dtype.name} inputs, not float '
+                     'images, so no --dataset can score it: call '
+                     'tflite_export.export_variants with test data of its '
+                     'own.')
+  data = dataset_flags.load(model.input_shape[1:])  # refuses other shapes
+  outputs = model.output_shape[-1]
+  if outputs != data.num_classes:
+    raise ValueError(f'The model has {outputs} outputs but dataset '
+                     f'{data.name!r} has {data.num_classes} classes: choose '
+                     'the --dataset it was trained on.')
+  return data
 
 
 def main(argv):
@@ -53,7 +73,7 @@ def main(argv):
   try:
     model = load_plain_model(MODEL.value)
     dense = load_plain_model(DENSE_MODEL.value) if DENSE_MODEL.value else None
-    data = dataset_flags.load(model.input_shape[1:])
+    data = load_data(model)
   except ValueError as error:
     raise SystemExit(f'tflite_export: error: {error}') from None
   test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))

@@ -9,7 +9,8 @@ import tensorflow as tf
 class Quantization(enum.Enum):
   FLOAT32 = 'float32'  # no quantization
   DYNAMIC_INT8 = 'dynamic_int8'  # int8 weights, float activations
-  INT8 = 'int8'  # int8 weights and activations, float input and output
+  # int8 weights and activations; inputs and outputs keep the model's dtypes
+  INT8 = 'int8'
 
 
 def convert(model,
@@ -44,20 +45,21 @@ def convert(model,
   converter.optimizations = optimizations
   if quantization is Quantization.INT8:
     converter.representative_dataset = _calibration_inputs(
-        representative_data, model.input_shape, representative_batches)
+        representative_data, model.inputs[0], representative_batches)
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   return converter.convert()
 
 
-def _calibration_inputs(dataset, input_shape, batches):
-  """The converter's representative_dataset: single float32 examples."""
-  element_rank = len(input_shape) - 1
+def _calibration_inputs(dataset, model_input, batches):
+  """The converter's representative_dataset: single examples in the model
+  input's dtype (float32 images, int32 token ids)."""
+  element_rank = model_input.shape.rank - 1
 
   def generate():
     for element in dataset.take(batches):
       inputs = element[0] if isinstance(element, (tuple, list)) else element
-      inputs = tf.cast(inputs, tf.float32)
+      inputs = tf.cast(inputs, model_input.dtype)
       if inputs.shape.rank == element_rank:
         inputs = inputs[None]
       for example in tf.unstack(inputs):

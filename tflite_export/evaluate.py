@@ -39,10 +39,11 @@ def prepared_interpreter(model_content: bytes, batch_shape,
 
 
 def _to_input_type(details, x):
-  """Quantizes float inputs for a model whose input is integer."""
-  if details['dtype'] == np.float32:
-    return x.astype(np.float32)
+  """`x` as the interpreter's input: quantized where the model quantized a
+  float input, else cast (token ids stay ids)."""
   scale, zero_point = details['quantization']
+  if scale == 0:  # not a quantized float: float, or integer ids
+    return x.astype(details['dtype'])
   info = np.iinfo(details['dtype'])
   return np.clip(np.round(x / scale + zero_point), info.min,
                  info.max).astype(details['dtype'])
