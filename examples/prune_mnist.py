@@ -159,6 +159,12 @@ FINETUNE_EPOCHS = flags.DEFINE_integer(
 QUANTIZE_RHO_GROWTH = flags.DEFINE_float(
     'quantize_rho_growth', 1.0, 'Quantization: rho\'s factor at each Z/U '
     'update (every epoch; each round\'s hard projection restarts rho).')
+STRATEGY = flags.DEFINE_enum(
+    'strategy', None, ['mirrored', 'multi_worker'],
+    'Train under tf.distribute: mirrored (every GPU of this machine), or '
+    'multi_worker (the hosts TF_CONFIG lists; run the same command on each, '
+    'with an --output_dir they all see; the chief writes the run). Default: '
+    'one device.')
 
 FLAGS = flags.FLAGS
 
@@ -319,6 +325,20 @@ def _settings():
       seed=_value('seed'))
 
 
+def _strategy():
+  """The --strategy; made before any other TensorFlow work, as
+  MultiWorkerMirroredStrategy needs."""
+  if STRATEGY.value == 'multi_worker':
+    if not os.environ.get('TF_CONFIG'):
+      raise ValueError('--strategy=multi_worker reads the cluster from '
+                       'TF_CONFIG, which is not set; set it on each host '
+                       '(README, "Several machines").')
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if STRATEGY.value == 'mirrored':
+    return tf.distribute.MirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
 def _output_dir():
   folder = OUTPUT_DIR.value or os.path.join('runs', PRESET.value or
                                             _value('model'))
@@ -353,6 +373,7 @@ def main(argv):
   start = time.time()
   logging.set_verbosity(logging.WARNING)  # keep stage lines readable
   try:
+    strategy = _strategy()
     pattern, pattern_only = _pattern(), _pattern_only()
     settings = _settings()
     model_name = _value('model')
@@ -388,7 +409,7 @@ def main(argv):
                    'train_examples': len(data.x_train),
                    'allocation': ALLOCATION.value},
       log=lambda line: print(f'[tf_admm] {line}', flush=True),
-      constraint=constraint, quantization=quantization)
+      constraint=constraint, quantization=quantization, strategy=strategy)
   unit = ' fewer MACs' if settings.rate_unit == 'macs' else ''
   plan = ('stages at ' + ', '.join(f'{r:.1f}x{unit}'
                                    for r in settings.stage_rates)
@@ -406,6 +427,10 @@ def main(argv):
     summary = run.run()
   except ValueError as error:
     sys.exit(f'prune_mnist: error: {error}')
+  if not run.is_chief:
+    print('[tf_admm] done; the chief writes the report and the .tflite files',
+          flush=True)
+    return
 
   final = summary['final_model']
   removed = {}

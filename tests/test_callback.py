@@ -285,6 +285,37 @@ def test_backup_and_restore_resumes_mid_admm(tmp_path, backup_first):
   assert float(regularizer.rho) == pytest.approx(0.01 * 2**4)
 
 
+def test_model_checkpoint_weights_carry_the_admm_state(tmp_path):
+  x, y = random_batch(64)
+  path = str(tmp_path / 'ckpt')  # TF format: the ADMM state goes with it
+  model = _admm_model()
+  schedule = tf_admm.Stages(update_every_steps=3, rho_growth=2.0)
+  model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+            callbacks=[tf_admm.AdmmCallback(schedule),
+                       keras.callbacks.ModelCheckpoint(
+                           path, save_weights_only=True)])
+  saved = _state(model)
+  masks = {w.path: r.mask.numpy() for w, r in tf_admm.admm_weights(model)}
+
+  restored = _admm_model(seed=1)
+  restored.load_weights(path)
+  for weight, regularizer in tf_admm.admm_weights(restored):
+    kernel, z, u, rho = saved[weight.path]
+    np.testing.assert_array_equal(weight.variable.numpy(), kernel)
+    np.testing.assert_array_equal(regularizer.z.numpy(), z)
+    np.testing.assert_array_equal(regularizer.u.numpy(), u)
+    np.testing.assert_array_equal(regularizer.mask.numpy(), masks[weight.path])
+    assert float(regularizer.rho.numpy()) == rho == pytest.approx(0.01 * 2**2)
+    assert int(regularizer.start_step.numpy()) == 0
+  # The schedule goes on from the restored optimizer step: updates at
+  # steps 9 and 12.
+  restored.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0,
+               callbacks=[tf_admm.AdmmCallback(schedule)])
+  assert int(restored.optimizer.iterations.numpy()) == 12
+  assert float(tf_admm.admm_weights(restored)[0][1].rho.numpy()) == (
+      pytest.approx(0.01 * 2**4))
+
+
 def test_tensorboard_records_the_admm_metrics(tmp_path):
   model = _admm_model()
   callback = tf_admm.AdmmCallback(tf_admm.Stages(), per_weight_metrics=True)

@@ -1,6 +1,7 @@
 """The progressive driver on a small slice of MNIST."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from tf_admm import constraints
 from tf_admm import models
 from tf_admm import progressive
+from tests.conftest import random_batch, small_model
 
 
 @pytest.fixture(scope='module')
@@ -62,3 +64,45 @@ def test_a_pattern_with_rates_reaches_every_stage(data, tmp_path):
     inputs_last = np.moveaxis(layer.kernel.numpy(), 0, -1)
     groups = np.count_nonzero(inputs_last.reshape(-1, 4), axis=-1)
     assert groups.max() <= 2, layer.name
+
+
+def _tiny_run(output_dir):
+  x, y = random_batch(256)
+  data = progressive.Data(x, y, x[:64], y[:64], x[:64], y[:64])
+  settings = progressive.Settings(stage_rates=[2.0], pretrain_epochs=1,
+                                  admm_epochs=1, retrain_epochs=1,
+                                  prune_every_steps=2, lookahead_steps=2,
+                                  batch_size=32)
+  return progressive.ProgressiveRun(small_model, data,
+                                    progressive.global_allocation(2.0),
+                                    settings, str(output_dir),
+                                    log=lambda line: None)
+
+
+def _file_bytes(folder):
+  return {path: path.read_bytes() for path in sorted(folder.rglob('*'))
+          if path.is_file()}
+
+
+@pytest.fixture(scope='module')
+def finished_tiny_run(tmp_path_factory):
+  folder = tmp_path_factory.mktemp('tiny') / 'run'
+  _tiny_run(folder).run()
+  return folder
+
+
+@pytest.mark.parametrize('name', ['run.json', 'pool.json', 'allocation.json',
+                                  'dense/metrics.json',
+                                  'dense/model.weights.h5',
+                                  'candidates/s00_c0/masks.npz',
+                                  'candidates/s00_c0/model.weights.h5'])
+def test_a_damaged_file_is_refused_by_name_and_nothing_is_overwritten(
+    finished_tiny_run, tmp_path, name):
+  folder = tmp_path / 'run'
+  shutil.copytree(finished_tiny_run, folder)
+  damaged = folder / name
+  damaged.write_bytes(damaged.read_bytes()[:len(damaged.read_bytes()) // 2])
+  before = _file_bytes(folder)
+  with pytest.raises(ValueError, match=f'{damaged} cannot be read'):
+    _tiny_run(folder).run()
+  assert _file_bytes(folder) == before

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 
 from tf_admm import attach
+from tf_admm import finite
 from tf_admm import keras_compat
 from tf_admm import schedules
 
@@ -31,7 +32,9 @@ class AdmmCallback(keras_compat.BatchHookCallback):
   and with `per_weight_metrics` the first four per weight as
   `<key>/<weight path>`.
 
-  A fit that ends before the schedule does warns, saying how far it got.
+  A fit that ends before the schedule does warns, saying how far it got. A
+  NaN or Inf in the loss or in a weight under ADMM stops the fit at once
+  with a `tf_admm.finite.NonFiniteError` naming the layer (or the loss).
   """
 
   def __init__(self, schedule: schedules.Schedule,
@@ -69,33 +72,42 @@ class AdmmCallback(keras_compat.BatchHookCallback):
 
   def _start(self):
     """Binds the schedule; begins ADMM on weights not restored mid-ADMM."""
-    iterations = int(self.model.optimizer.iterations)
+    iterations = int(self.model.optimizer.iterations.numpy())
     for weight, regularizer in self._pairs:
       regularizer.build(weight.variable)
     fresh = [(w, r) for w, r in self._pairs if not r.started]
     for _, regularizer in fresh:
       regularizer.begin(iterations)
     sizes = sum(w.size for w, _ in self._pairs)
-    start = sum(int(r.start_nonzeros) for _, r in self._pairs)
+    start = sum(int(r.start_nonzeros.numpy()) for _, r in self._pairs)
     final = sum(int(np.count_nonzero(r.project(w.variable.numpy()).mask))
                 for w, r in self._pairs)
     self.schedule.bind(schedules.FitInfo(
         steps_per_epoch=self.params['steps'], epochs=self.params['epochs'],
         start_rate=sizes / max(start, 1), final_rate=sizes / max(final, 1)))
-    last_step = max(int(r.last_step) for _, r in self._pairs)
+    last_step = max(int(r.last_step.numpy()) for _, r in self._pairs)
     if iterations < last_step:
       raise ValueError(
           f'ADMM ran to optimizer step {last_step}, but the optimizer has '
           f'taken {iterations}: the model was compiled anew, and the '
           'schedule, counted in optimizer steps, cannot continue. Fit without '
           'recompiling, or start over from tf_admm.attach_admm.')
-    self._step = iterations - int(self._pairs[0][1].start_step)
+    self._step = iterations - int(self._pairs[0][1].start_step.numpy())
     for weight, regularizer in fresh:
       regularizer.restart(weight.variable, self.schedule.z_progress(self._step))
 
   def on_train_batch_end(self, batch, logs=None):
     self._step += 1
     schedule, step = self.schedule, self._step
+    when = f'{step} steps into ADMM'
+    if logs and 'loss' in logs:
+      finite.check_loss(logs['loss'],
+                        lambda: finite.model_variables(self.model), when)
+    acts = schedule.prunes_at(step) or schedule.updates_at(step)
+    if acts:  # a NaN or Inf weight would project to nonsense
+      finite.check_weights(
+          {f'Layer {w.layer.name!r} ({w.path})': w.variable
+           for w, _ in self._pairs}, when)
     if schedule.prunes_at(step):
       for weight, regularizer in self._pairs:
         regularizer.hard_project(weight.variable,
@@ -107,7 +119,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
                            schedule.rho_growth)
 
   def on_epoch_end(self, epoch, logs=None):
-    step = int(self.model.optimizer.iterations)
+    step = int(self.model.optimizer.iterations.numpy())
     for _, regularizer in self._pairs:
       regularizer.last_step.assign(step)
     if logs is not None:

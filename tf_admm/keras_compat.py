@@ -33,15 +33,21 @@ def set_constraint(variable, constraint) -> None:
   """Replaces a built variable's constraint (Keras offers no setter).
 
   Under a mixed-precision policy a layer's weight is an AutoCastVariable,
-  whose optimizer step reads the constraint of the variable inside it.
+  whose optimizer step reads the constraint of the variable inside it; under
+  a tf.distribute strategy, a distributed variable whose `constraint` is its
+  first copy's: every copy gets it.
   """
   variable = getattr(variable, '_variable', variable)  # pylint: disable=protected-access
-  variable._constraint = constraint  # pylint: disable=protected-access
+  copies = (variable.values
+            if isinstance(variable, tf.distribute.DistributedValues)
+            else (variable,))
+  for copy in copies:
+    copy._constraint = constraint  # pylint: disable=protected-access
 
 
 def steps_per_execution(model) -> int:
   """Training steps per call of the compiled train function."""
-  return int(model._steps_per_execution)  # pylint: disable=protected-access
+  return int(model._steps_per_execution.numpy())  # pylint: disable=protected-access
 
 
 class BatchHookCallback(keras.callbacks.Callback):

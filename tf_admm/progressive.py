@@ -17,6 +17,12 @@ best final model is instead cut down to a smaller dense model
 (`tf_admm.surgery`) and fine-tuned; stage rates may then count MACs
 (`Settings.rate_unit`).
 
+Under a `tf.distribute` strategy every model is made and trained in its
+scope; with several workers (MultiWorkerMirroredStrategy) only the chief
+writes the run's files and the others wait for each write, then read the
+same files (so the output folder must be one that every worker sees, as for
+Keras's BackupAndRestore).
+
 Everything finished is saved under the output folder, each piece written to
 a temporary name and renamed, so a killed run loses at most the epoch in
 progress (Keras's BackupAndRestore covers epochs inside a fit):
@@ -36,16 +42,19 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zlib
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from tf_admm import attach
 from tf_admm import callback as callback_lib
 from tf_admm import constraints as constraints_lib
 from tf_admm import datasets
+from tf_admm import finite
 from tf_admm import macs
 from tf_admm import pruning_wrapper
 from tf_admm import schedules
@@ -189,9 +198,37 @@ def _write_json(path, payload):
   os.replace(path + '.tmp', path)
 
 
+def _barrier():
+  """An all-reduce across every replica of every worker: it returns once all
+  of them have come to it."""
+  tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                 tf.constant(1.0))
+
+
+def _copy_folder(source, destination):
+  shutil.rmtree(destination + '.tmp', ignore_errors=True)
+  shutil.copytree(source, destination + '.tmp')
+  os.replace(destination + '.tmp', destination)
+
+
+def _read(path, read):
+  """`read(path)`, a file this run wrote earlier; ValueError naming it if it
+  cannot be read (truncated or damaged), before anything is overwritten."""
+  try:
+    return read(path)
+  except Exception as error:  # json, h5py, zip and Keras raise many kinds
+    raise ValueError(
+        f'{path} cannot be read ({type(error).__name__}: '
+        f'{(str(error).strip().splitlines() or [""])[0]}): it was damaged or '
+        'cut short. Restore it from a copy, or delete it (and, inside dense/ '
+        'or candidates/, its whole folder) to redo that part.') from error
+
+
 def _read_json(path):
-  with open(path) as f:
-    return json.load(f)
+  def read(path):
+    with open(path) as f:
+      return json.load(f)
+  return _read(path, read)
 
 
 def accuracy(model, x, y) -> float:
@@ -231,6 +268,8 @@ class ProgressiveRun:
     quantization: {layer name: `tf_admm.constraints.Quantize`} for every
       layer with prunable weights, to quantize the final model; None: no
       quantization. Without stage rates, the dense model is quantized.
+    strategy: the `tf.distribute.Strategy` to train under (default: the
+      current one).
   """
 
   def __init__(self, build_model: Callable[[], keras.Model], data: Data,
@@ -242,7 +281,8 @@ class ProgressiveRun:
                constraint: constraints_lib.Constraint = (
                    constraints_lib.KeepLargest()),
                quantization: Optional[Mapping[
-                   str, constraints_lib.Constraint]] = None):
+                   str, constraints_lib.Constraint]] = None,
+               strategy: Optional[tf.distribute.Strategy] = None):
     if not settings.stage_rates and not quantization:
       raise ValueError('A run needs stage rates, quantization, or both.')
     if constraint.removes_channels and quantization:
@@ -264,6 +304,7 @@ class ProgressiveRun:
     self.pretrained_dir = pretrained_dir
     self.constraint = constraint
     self.quantization = dict(quantization or {})
+    self.strategy = strategy or tf.distribute.get_strategy()
     self.description = dict(description or {},
                             settings=dataclasses.asdict(settings),
                             pretrained_dir=pretrained_dir,
@@ -291,10 +332,33 @@ class ProgressiveRun:
   def _metrics(self, unit):
     return _read_json(os.path.join(self._folder(unit), 'metrics.json'))
 
+  @property
+  def is_chief(self) -> bool:
+    """Whether this worker writes the run's files (the only one does)."""
+    return self.strategy.extended.should_checkpoint
+
+  def _write(self, path: str, write: Callable[[str], None]) -> None:
+    """`write(path)` on the chief, once every worker has read what it needed
+    of the files as they were; returns on every worker once it is done, so
+    all of them read the same files next.
+
+    The other workers write to a scratch copy, deleted at once: saving a
+    model under MultiWorkerMirroredStrategy reads its variables
+    collectively, so every worker must.
+    """
+    self.strategy.run(_barrier)
+    if self.is_chief:
+      write(path)
+    else:
+      with tempfile.TemporaryDirectory() as scratch:
+        write(os.path.join(scratch, os.path.basename(path)))
+    self.strategy.run(_barrier)
+
   def _claim_output_dir(self):
     """Creates or checks the run folder; refuses one holding another run."""
-    os.makedirs(self._path('candidates'), exist_ok=True)
-    if not os.access(self.output_dir, os.W_OK):
+    self._write(self._path('candidates'),
+                lambda path: os.makedirs(path, exist_ok=True))
+    if self.is_chief and not os.access(self.output_dir, os.W_OK):
       raise ValueError(f'Cannot write to {self.output_dir!r}.')
     run_file = self._path('run.json')
     wanted = json.loads(json.dumps(self.description))
@@ -313,31 +377,38 @@ class ProgressiveRun:
             f'{", ".join(differing)}); choose another output folder, or rerun '
             'with the same flags to resume it.')
     else:
-      _write_json(run_file, wanted)
+      self._write(run_file, lambda path: _write_json(path, wanted))
 
   def _save_unit(self, folder, model, metrics, masks=None):
     """Writes a finished unit of work atomically (temp folder, then rename).
 
     A model of another architecture than `build_model`'s is saved whole.
     """
+    # Every worker builds the reference: making variables is collective.
+    whole = not _same_architecture(model, self.build_model())
+    self._write(folder, lambda path: self._write_unit(path, model, metrics,
+                                                      masks, whole))
+
+  def _write_unit(self, folder, model, metrics, masks, whole):
     temporary = folder + '.tmp'
     shutil.rmtree(temporary, ignore_errors=True)
     os.makedirs(temporary)
-    if _same_architecture(model, self.build_model()):
-      model.save_weights(os.path.join(temporary, 'model.weights.h5'))
-    else:
+    if whole:
       model.save(os.path.join(temporary, 'model.keras'))
+    else:
+      model.save_weights(os.path.join(temporary, 'model.weights.h5'))
     if masks is not None:
       np.savez_compressed(os.path.join(temporary, 'masks.npz'), **masks)
     _write_json(os.path.join(temporary, 'metrics.json'), metrics)
     os.replace(temporary, folder)
 
   def _load_model(self, folder):
-    if os.path.exists(os.path.join(folder, 'model.keras')):
-      return keras.models.load_model(os.path.join(folder, 'model.keras'),
-                                     compile=False)
+    whole = os.path.join(folder, 'model.keras')
+    if os.path.exists(whole):
+      return _read(whole, lambda path: keras.models.load_model(
+          path, compile=False))
     model = self.build_model()
-    model.load_weights(os.path.join(folder, 'model.weights.h5'))
+    _read(os.path.join(folder, 'model.weights.h5'), model.load_weights)
     return model
 
   def _load_unit(self, unit):
@@ -348,8 +419,10 @@ class ProgressiveRun:
 
   @staticmethod
   def _load_masks(folder):
-    with np.load(os.path.join(folder, 'masks.npz')) as masks:
-      return {name: masks[name] for name in masks.files}
+    def read(path):
+      with np.load(path) as masks:
+        return {name: masks[name] for name in masks.files}
+    return _read(os.path.join(folder, 'masks.npz'), read)
 
   # Training.
 
@@ -364,6 +437,8 @@ class ProgressiveRun:
     else:
       inputs = dict(x=self.data.x_train, y=self.data.y_train,
                     batch_size=self.settings.batch_size)
+    if not any(isinstance(c, callback_lib.AdmmCallback) for c in callbacks):
+      callbacks = [*callbacks, finite.StopOnNonFinite()]  # ADMM's checks too
     model.fit(**inputs, epochs=epochs,
               verbose=1 if sys.stdout.isatty() else 2,  # bars, or a line
               callbacks=[backup, *callbacks])
@@ -394,9 +469,8 @@ class ProgressiveRun:
                                          'metrics.json')):
         raise ValueError(f'{self.pretrained_dir!r} holds no finished '
                          'pretraining (metrics.json is missing).')
-      shutil.rmtree(folder + '.tmp', ignore_errors=True)
-      shutil.copytree(self.pretrained_dir, folder + '.tmp')
-      os.replace(folder + '.tmp', folder)
+      self._write(folder,
+                  lambda path: _copy_folder(self.pretrained_dir, path))
     if not os.path.exists(os.path.join(folder, 'metrics.json')):
       start = time.time()
       model = self._compile(self.build_model(),
@@ -559,12 +633,17 @@ class ProgressiveRun:
 
   def run(self) -> dict:
     """Runs (or resumes) every stage; returns the run's summary."""
+    with self.strategy.scope():
+      return self._run()
+
+  def _run(self):
     self._claim_output_dir()
     dense_metrics = self.pretrain()
     allocation_file = self._path('allocation.json')
     if self.settings.stage_rates and not os.path.exists(allocation_file):
       ratios = self.allocate(self._load_model(self._folder('dense')))
-      _write_json(allocation_file, {n: float(r) for n, r in ratios.items()})
+      self._write(allocation_file, lambda path: _write_json(
+          path, {n: float(r) for n, r in ratios.items()}))
     if self.settings.stage_rates:
       self.final_keep_ratios = _read_json(allocation_file)
     pool_file = self._path('pool.json')
@@ -584,7 +663,7 @@ class ProgressiveRun:
         state['pool'][best] = children[best]  # the child replaces its parent
       state['stages_done'] = stage + 1
       state['best'].append(children[best])
-      _write_json(pool_file, state)
+      self._write(pool_file, lambda path: _write_json(path, state))
       seconds = sum(m['seconds'] for m in metrics)
       self.log(f'stage {stage + 1}/{len(rates)}: target {rates[stage]:.1f}x, '
                f'reached {metrics[best]["rate"]:.1f}x, val accuracy '

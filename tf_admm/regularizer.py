@@ -72,7 +72,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
 
   @property
   def started(self) -> bool:
-    return self.built and int(self.start_step) >= 0
+    return self.built and int(self.start_step.numpy()) >= 0
 
   def build(self, weight) -> None:
     """Creates the state for `weight` (a variable) and holds its mask."""
@@ -109,7 +109,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     final = self.constraint.keep
     if final is None or progress >= 1:
       return self.constraint
-    start = int(self.start_nonzeros)
+    start = int(self.start_nonzeros.numpy())
     return self.constraint.with_keep(
         int(round(start + (final - start) * max(progress, 0.0))))
 
