@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 from tf_admm import datasets
 
@@ -19,12 +20,16 @@ MNIST_ARCHIVES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
 
 
 @pytest.mark.slow
-def test_mnist_and_fashion_mnist_prepare_from_their_own_archives(tmp_path):
+def test_mnist_and_fashion_mnist_prepare_from_their_own_archives(
+    tmp_path, monkeypatch):
+  # TFDS reads this many examples from the front of each archive.
+  monkeypatch.setattr(tfds_mnist, '_TRAIN_EXAMPLES', 6000)
+  monkeypatch.setattr(tfds_mnist, '_TEST_EXAMPLES', 1000)
   loaded = {name: datasets.load(name, datasets.default_manual_dir(name),
                                 data_dir=str(tmp_path))
             for name in ('mnist', 'fashion_mnist')}
   mnist, fashion = loaded['mnist'], loaded['fashion_mnist']
-  assert mnist.x_train.shape == fashion.x_train.shape == (60000, 28, 28, 1)
+  assert mnist.x_train.shape == fashion.x_train.shape == (6000, 28, 28, 1)
   # Fashion-MNIST's clothes cover far more of the frame than digits do.
   assert fashion.x_train.mean() > mnist.x_train.mean() + 0.1
   assert not np.array_equal(mnist.y_train[:100], fashion.y_train[:100])
@@ -170,3 +175,11 @@ def test_shifted_batches_move_each_image_by_at_most_the_shift():
   assert sorted(np.concatenate([b[1].numpy() for b in batches])) == list(y)
   with pytest.raises(ValueError, match='shift_pixels'):
     datasets.shifted_batches(x, y, 16, 0, seed=0)
+
+
+def test_a_class_count_the_model_lacks_is_refused_before_preparing(tmp_path):
+  with pytest.raises(ValueError, match="Dataset 'mnist' has 10 classes; "
+                     'this model has 3 outputs'):
+    datasets.load('mnist', datasets.default_manual_dir('mnist'),
+                  data_dir=str(tmp_path), num_classes=3)
+  assert not any(tmp_path.iterdir())

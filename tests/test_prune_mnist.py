@@ -1,14 +1,18 @@
 """The main job end to end: a tiny progressive run, interrupted and resumed,
 and its command line's answers to bad flags."""
 
+import glob
+import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
+from absl import flags as absl_flags
 import numpy as np
 import pytest
 
@@ -54,30 +58,55 @@ def _snapshot(folder):
   return found
 
 
+def _finished_units(folder):
+  """{unit folder: its metrics.json (mtime, bytes)}: the units done so far."""
+  found = {}
+  for unit in [os.path.join(folder, 'dense')] + glob.glob(
+      os.path.join(folder, 'candidates', '*')):
+    metrics = os.path.join(unit, 'metrics.json')
+    if os.path.exists(metrics):
+      with open(metrics, 'rb') as f:
+        found[os.path.relpath(unit, folder)] = (
+            os.stat(metrics).st_mtime_ns, f.read())
+  return found
+
+
 @pytest.mark.slow
-def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
+def test_killed_three_times_at_random_the_run_finishes_each_unit_once(
+    tmp_path):
   out = str(tmp_path / 'run')
   flags = TINY + [f'--output_dir={out}']
-  first_stage = os.path.join(out, 'candidates', 's00_c0', 'metrics.json')
-  process = subprocess.Popen(_command(*flags), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=_env())
-  deadline = time.time() + 300
-  while not os.path.exists(first_stage) and process.poll() is None:
-    assert time.time() < deadline, 'stage 1 never finished'
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)  # as hard as an interruption gets
-  process.wait()
-  assert not os.path.exists(os.path.join(out, 'report.json'))
-  finished = {path: value for path, value in _snapshot(out).items()
-              if path.startswith(('dense', 'candidates/s00_c0'))}
+  seed = random.randrange(2**32)
+  delays = [random.Random(seed + kill).uniform(10, 45) for kill in range(3)]
+  outputs, finished = [], {}
+  for delay in delays:
+    log = tmp_path / f'killed_after_{delay:.1f}s.log'
+    with open(log, 'w') as f:
+      process = subprocess.Popen(_command(*flags), stdout=f,
+                                 stderr=subprocess.STDOUT, env=_env())
+      try:
+        process.wait(timeout=delay)
+      except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)  # as hard as interruptions get
+        process.wait()
+    outputs.append(log.read_text())
+    now = _finished_units(out)
+    for unit, value in finished.items():
+      assert now[unit] == value, (f'{unit} was redone (seed {seed}, kills '
+                                  f'after {delays} s)')
+    finished = now
 
   result = _run(*flags)
   assert result.returncode == 0, result.stderr[-3000:]
-  after = _snapshot(out)
-  for path, value in finished.items():
-    assert after[path] == value, f'{path} was recomputed'
-  assert 'pretrained:' not in result.stdout  # pretraining was not redone
-  assert 'stage 3/3' in result.stdout
+  outputs.append(result.stdout)
+  for unit, value in finished.items():
+    assert _finished_units(out)[unit] == value, f'{unit} was redone'
+  assert sorted(_finished_units(out)) == [
+      'candidates/s00_c0', 'candidates/s01_c0', 'candidates/s02_c0',
+      'candidates/s02_c1', 'dense'], (seed, delays)
+  printed = ''.join(outputs)
+  for line in ('pretrained:', 'stage 1/3', 'stage 2/3', 'stage 3/3'):
+    assert printed.count(line) <= 1, (line, seed, delays)
 
   with open(os.path.join(out, 'report.json')) as f:
     report = json.load(f)
@@ -104,11 +133,6 @@ def test_interrupted_run_resumes_without_redoing_finished_stages(tmp_path):
                'final.keras', 'tflite/int8_sparse.tflite'):
     assert os.path.getsize(os.path.join(out, name)) > 0
   assert f'Report: {os.path.join(out, "report.json")}' in result.stdout
-
-  # The same command again finds everything done and changes no result.
-  again = _run(*flags)
-  assert again.returncode == 0
-  assert 'stage 1/3' not in again.stdout and 'stage 3/3' not in again.stdout
 
 
 def groups_over_n(kernel, axis, n, m):
@@ -154,27 +178,31 @@ def _corrupt_mnist(tmp_path):
   return manual
 
 
+def _partial_mnist(tmp_path):
+  manual = tmp_path / 'partial_mnist'
+  manual.mkdir()
+  shutil.copy(os.path.join(datasets.default_manual_dir('mnist'),
+                           'train-images-idx3-ubyte.gz'), manual)
+  return manual
+
+
+# What a user most often gets wrong, run as the user runs it.
 @pytest.mark.parametrize('make_flags, message', [
     (lambda tmp: ['--target_rate=0.5'], '--target_rate must be > 1'),
     (lambda tmp: ['--model=alexnet'], "Unknown --model 'alexnet'"),
-    (lambda tmp: ['--pattern=2/4'], 'A pattern is N:M'),
-    (lambda tmp: ['--pattern=4:2'], 'need integers 0 < n < m'),
-    (lambda tmp: ['--pattern=2:4', '--allocation=global'],
-     '--allocation needs --target_rate too'),
     (lambda tmp: ['--dataset=no_such_dataset'], 'Unknown TFDS dataset'),
-    (lambda tmp: ['--dataset=cifar10'], 'images of shape (32, 32, 3)'),
     (lambda tmp: [f'--manual_dir={tmp}/missing'], 'does not exist'),
+    (lambda tmp: [f'--manual_dir={_partial_mnist(tmp)}',
+                  f'--tfds_data_dir={tmp}/tfds'],
+     'missing t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, '
+     'train-labels-idx1-ubyte.gz'),
     (lambda tmp: [f'--manual_dir={_corrupt_mnist(tmp)}',
-                  f'--tfds_data_dir={tmp}/tfds'], 'Could not prepare'),
+                  f'--tfds_data_dir={tmp}/tfds'],
+     'not the original archive (truncated, damaged or another dataset\'s): '
+     'train-images-idx3-ubyte.gz'),
     (lambda tmp: [f'--output_dir={tmp}/a_file/run'], 'output folder'),
-    (lambda tmp: ['--bits=3'], '--bits needs --levels'),
-    (lambda tmp: ['--levels=uniform'], '--levels=uniform needs --bits'),
-    (lambda tmp: ['--levels=kmeans', '--bits=conv1:3,fc9:2'],
-     "--bits names 'fc9'"),
-    (lambda tmp: ['--levels=uniform', '--bits=conv1:3,conv2:3'],
-     '--bits gives no bits for fc1, fc2'),
-    (lambda tmp: ['--target_rate=1'], '1 only with --levels'),
-    (lambda tmp: ['--target_macs=5'], '--target_macs needs --structure'),
+    (lambda tmp: ['--candidates=0'], 'candidates must be >= 1, got 0'),
+    (lambda tmp: ['--rho=-1'], 'rho must be > 0, got -1.0'),
 ])
 def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
                                                  message):
@@ -183,8 +211,53 @@ def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
   result = _run(f'--output_dir={tmp_path}/run', *make_flags(tmp_path),
                 timeout=120)
   assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'prune_mnist: error: ')
   assert message in result.stderr.strip().splitlines()[-1]
   assert time.time() - start < 60
+
+
+@pytest.fixture(scope='module')
+def main_job():
+  """The main job's module, imported here (its flags join absl's)."""
+  spec = importlib.util.spec_from_file_location('prune_mnist', SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# The rest of the refusals, through the same main() in this process.
+@pytest.mark.parametrize('flags, message', [
+    (['--pattern=2/4'], 'A pattern is N:M'),
+    (['--pattern=4:2'], 'need integers 0 < n < m'),
+    (['--pattern=2:4', '--allocation=global'],
+     '--allocation needs --target_rate too'),
+    (['--dataset=cifar10'], 'images of shape (32, 32, 3)'),
+    (['--bits=3'], '--bits needs --levels'),
+    (['--levels=uniform'], '--levels=uniform needs --bits'),
+    (['--levels=kmeans', '--bits=conv1:3,fc9:2'], "--bits names 'fc9'"),
+    (['--levels=uniform', '--bits=conv1:3,conv2:3'],
+     '--bits gives no bits for fc1, fc2'),
+    (['--target_rate=1'], '1 only with --levels'),
+    (['--target_macs=5'], '--target_macs needs --structure'),
+    (['--structure=channels', '--levels=ternary'],
+     '--structure=channels prunes whole channels; it does not take --levels'),
+    (['--strategy=multi_worker'], 'reads the cluster from TF_CONFIG'),
+])
+def test_other_bad_flags_are_refused(main_job, tmp_path, monkeypatch, flags,
+                                     message):
+  monkeypatch.delenv('TF_CONFIG', raising=False)
+  absl_flags.FLAGS(['prune_mnist', f'--output_dir={tmp_path}/run', *flags])
+  try:
+    with pytest.raises(SystemExit) as refusal:
+      main_job.main(['prune_mnist'])
+  finally:
+    absl_flags.FLAGS.unparse_flags()
+  assert str(refusal.value.code).startswith('prune_mnist: error: ')
+  assert message in str(refusal.value.code)
+  run = tmp_path / 'run'
+  assert not run.exists() or not any(run.iterdir())  # nothing begun
 
 
 def test_other_settings_never_touch_an_existing_run(tmp_path):

@@ -177,8 +177,8 @@ def _flat_classifier(input_shape, classes):
 
 @pytest.mark.parametrize('model, message', [
     (lambda: _flat_classifier((28, 28, 1), 3),
-     "The model has 3 outputs but dataset 'mnist' has 10 classes: choose the "
-     '--dataset it was trained on.'),
+     "Dataset 'mnist' has 10 classes; this model has 3 outputs. Choose the "
+     'dataset it was trained on.'),
     (token_model, 'The model takes int32 inputs, not float images'),
 ], ids=['labels', 'tokens'])
 def test_command_line_refuses_a_model_the_dataset_cannot_score(

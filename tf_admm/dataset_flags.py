@@ -16,8 +16,9 @@ TFDS_DATA_DIR = flags.DEFINE_string(
     'default if unset).')
 
 
-def load(input_shape=(28, 28, 1)) -> datasets.ImageDataset:
+def load(input_shape=(28, 28, 1), num_classes=None) -> datasets.ImageDataset:
   """The dataset the flags name."""
   manual_dir = MANUAL_DIR.value or datasets.default_manual_dir(DATASET.value)
   return datasets.load(DATASET.value, manual_dir=manual_dir,
-                       data_dir=TFDS_DATA_DIR.value, input_shape=input_shape)
+                       data_dir=TFDS_DATA_DIR.value, input_shape=input_shape,
+                       num_classes=num_classes)

@@ -171,7 +171,8 @@ def _prepare(builder, manual_dir):
 def load(name: str,
          manual_dir: Optional[str] = None,
          data_dir: Optional[str] = None,
-         input_shape=(28, 28, 1)) -> ImageDataset:
+         input_shape=(28, 28, 1),
+         num_classes: Optional[int] = None) -> ImageDataset:
   """Loads a TFDS image-classification dataset as numpy arrays.
 
   Args:
@@ -180,6 +181,8 @@ def load(name: str,
       preparation. None prepares it the usual way (downloading if needed).
     data_dir: where TFDS keeps prepared datasets (its default if None).
     input_shape: the image shape the caller's model expects.
+    num_classes: the classes it tells apart, if known (checked, like the
+      shape, before anything is prepared).
   """
   if manual_dir is not None and not os.path.isdir(manual_dir):
     raise ValueError(f'The manual folder {manual_dir!r} for dataset {name!r} '
@@ -194,6 +197,10 @@ def load(name: str,
     raise ValueError(f'Dataset {name!r} has images of shape '
                      f'{features["image"].shape}; this model needs '
                      f'{tuple(input_shape)}.')
+  if num_classes is not None and features['label'].num_classes != num_classes:
+    raise ValueError(f'Dataset {name!r} has {features["label"].num_classes} '
+                     f'classes; this model has {num_classes} outputs. Choose '
+                     'the dataset it was trained on.')
   # TFDS renames the finished folder into place, so it exists only once
   # prepared. Lock only to prepare: a prepared data_dir may be read-only.
   if not builder.data_path.exists():

@@ -114,8 +114,9 @@ class Settings:
                  'finetune_epochs'):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}.')
-    if not (self.rho > 0 and self.learning_rate > 0):
-      raise ValueError('rho and learning_rate must be > 0.')
+    for name in ('rho', 'learning_rate'):
+      if not getattr(self, name) > 0:
+        raise ValueError(f'{name} must be > 0, got {getattr(self, name)}.')
 
 
 @dataclasses.dataclass

@@ -55,13 +55,8 @@ def load_data(model):
                      'images, so no --dataset can score it: call '
                      'tflite_export.export_variants with test data of its '
                      'own.')
-  data = dataset_flags.load(model.input_shape[1:])  # refuses other shapes
-  outputs = model.output_shape[-1]
-  if outputs != data.num_classes:
-    raise ValueError(f'The model has {outputs} outputs but dataset '
-                     f'{data.name!r} has {data.num_classes} classes: choose '
-                     'the --dataset it was trained on.')
-  return data
+  # Refuses another image shape or class count before preparing anything.
+  return dataset_flags.load(model.input_shape[1:], model.output_shape[-1])
 
 
 def main(argv):
