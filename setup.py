@@ -23,5 +23,6 @@ setuptools.setup(
         'numpy==2.4.6',
         'matplotlib==3.11.2',
     ],
-    extras_require={'test': ['pytest==9.2.0', 'tensorboard==2.21.0']},
+    extras_require={'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0',
+                            'tensorboard==2.21.0']},
 )

@@ -2,7 +2,6 @@
 and its command line's answers to bad flags."""
 
 import glob
-import importlib.util
 import json
 import os
 import random
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import time
 
-from absl import flags as absl_flags
 import numpy as np
 import pytest
 
@@ -218,17 +216,28 @@ def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
   assert time.time() - start < 60
 
 
-@pytest.fixture(scope='module')
-def main_job():
-  """The main job's module, imported here (its flags join absl's)."""
-  spec = importlib.util.spec_from_file_location('prune_mnist', SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# Calls the main job's main() once per flag list, in one process, and prints
+# what each exited with.
+_REFUSALS = """
+import importlib.util, json, sys
+from absl import flags
+spec = importlib.util.spec_from_file_location('prune_mnist', sys.argv[1])
+main_job = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(main_job)
+exits = []
+for flag_list in json.loads(sys.argv[2]):
+  flags.FLAGS(['prune_mnist'] + flag_list)
+  try:
+    main_job.main(['prune_mnist'])
+    exits.append(None)
+  except SystemExit as refusal:
+    exits.append(str(refusal.code))
+  flags.FLAGS.unparse_flags()
+print(json.dumps(exits))
+"""
 
-
-# The rest of the refusals, through the same main() in this process.
-@pytest.mark.parametrize('flags, message', [
+# The rest of the refusals, through the same main(), in one process.
+OTHER_REFUSALS = [
     (['--pattern=2/4'], 'A pattern is N:M'),
     (['--pattern=4:2'], 'need integers 0 < n < m'),
     (['--pattern=2:4', '--allocation=global'],
@@ -244,20 +253,24 @@ def main_job():
     (['--structure=channels', '--levels=ternary'],
      '--structure=channels prunes whole channels; it does not take --levels'),
     (['--strategy=multi_worker'], 'reads the cluster from TF_CONFIG'),
-])
-def test_other_bad_flags_are_refused(main_job, tmp_path, monkeypatch, flags,
-                                     message):
-  monkeypatch.delenv('TF_CONFIG', raising=False)
-  absl_flags.FLAGS(['prune_mnist', f'--output_dir={tmp_path}/run', *flags])
-  try:
-    with pytest.raises(SystemExit) as refusal:
-      main_job.main(['prune_mnist'])
-  finally:
-    absl_flags.FLAGS.unparse_flags()
-  assert str(refusal.value.code).startswith('prune_mnist: error: ')
-  assert message in str(refusal.value.code)
-  run = tmp_path / 'run'
-  assert not run.exists() or not any(run.iterdir())  # nothing begun
+]
+
+
+def test_other_bad_flags_are_refused(tmp_path):
+  flag_lists = [[f'--output_dir={tmp_path}/run{i}', *flags]
+                for i, (flags, _) in enumerate(OTHER_REFUSALS)]
+  env = _env()
+  env.pop('TF_CONFIG', None)
+  result = subprocess.run(
+      [sys.executable, '-c', _REFUSALS, SCRIPT, json.dumps(flag_lists)],
+      capture_output=True, text=True, timeout=300, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  exits = json.loads(result.stdout.strip().splitlines()[-1])
+  for i, ((flags, message), code) in enumerate(zip(OTHER_REFUSALS, exits)):
+    assert code and code.startswith('prune_mnist: error: '), (flags, code)
+    assert message in code, (flags, code)
+    run = tmp_path / f'run{i}'
+    assert not run.exists() or not any(run.iterdir())  # nothing begun
 
 
 def test_other_settings_never_touch_an_existing_run(tmp_path):

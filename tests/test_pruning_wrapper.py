@@ -140,17 +140,21 @@ def test_admm_model_converts_with_its_own_masks():
     np.testing.assert_array_equal(value, trained[path])
 
 
-def _save_load_and_retrain(wrapped, masks, x, y, path):
-  """Fits, saves to `path`, loads, fits again; checks the masks hold."""
-  step = tf_admm.update_pruning_step
-  wrapped.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[step()])
+def _save_load_and_retrain(wrapped, masks, x, y, path, update_step=True):
+  """Fits, saves to `path`, loads, fits again (with tfmot's UpdatePruningStep
+  callback, or without); checks the masks hold."""
+
+  def step():
+    return [tf_admm.update_pruning_step()] if update_step else []
+
+  wrapped.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=step())
   wrapped.save(path)
   loaded = keras.models.load_model(path)  # no custom_objects
   assert sorted(tf_admm.masks_of(loaded)) == sorted(masks)
   before = {p: v.numpy() for p, v in _pruned_variables(loaded).items()}
   recorder = PrunedEntries(masks)
   loaded.fit(x, y, batch_size=16, epochs=2, verbose=0,
-             callbacks=[step(), recorder])
+             callbacks=step() + [recorder])
   assert len(recorder.largest) == 2 * len(x) // 16
   assert max(recorder.largest) == 0.0
   got = tf_admm.masks_of(loaded)
@@ -179,6 +183,19 @@ def test_save_and_load_mid_retraining_keeps_masks(tmp_path, filename):
     np.testing.assert_array_equal(
         loaded.get_layer(f'fixed_mask_prune_low_magnitude_{layer}').layer
         .kernel.numpy() != 0, mask)
+
+
+@pytest.mark.parametrize('filename', ['wrapped.keras', 'wrapped.h5'])
+def test_retraining_needs_no_update_pruning_step(tmp_path, filename):
+  masks = _masks(seed=7)
+  wrapped = _compile(tf_admm.to_pruning_wrappers(small_model(), masks),
+                     keras.optimizers.Adam(0.05))
+  x, y = random_batch(64)
+  loaded = _save_load_and_retrain(wrapped, masks, x, y, tmp_path / filename,
+                                  update_step=False)
+  values = _values(tf_admm.strip_pruning(loaded))
+  for path, mask in masks.items():
+    np.testing.assert_array_equal(values[path] != 0, mask)
 
 
 def _image_batch(n=64, seed=0):

@@ -3,6 +3,7 @@ import pytest
 import tf_admm
 from tf_admm.keras_compat import keras
 from tests.conftest import small_model
+from tests.test_weights import _Subclassed
 
 
 @pytest.mark.parametrize('target, keep', [
@@ -127,9 +128,18 @@ def test_targets_serialize(target):
   assert tf_admm.targets.deserialize(config) == target
 
 
-def test_keras3_model_is_rejected():
-  with pytest.raises(ValueError, match='tf_keras'):
+def test_not_a_tf_keras_model_is_rejected():
+  with pytest.raises(TypeError, match='tf_keras'):
     tf_admm.keep_counts(object(), tf_admm.Sparsity(0.5))
+
+
+def test_subclassed_model_is_rejected():
+  model = _Subclassed(name='sub')
+  model(np.zeros((1, 4), np.float32))
+  with pytest.raises(ValueError, match=(
+      "Model 'sub' is a subclassed model; .* Rebuild it with the functional "
+      'API.')):
+    tf_admm.keep_counts(model, tf_admm.Sparsity(0.5))
 
 
 @pytest.mark.parametrize('rate', [1.5, 4, 25, 200])

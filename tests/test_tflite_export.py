@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import tensorflow as tf
 
 import tf_admm
 import tflite_export
+from tests.conftest import nested_model
 from tests.conftest import token_model
 from tf_admm import constraints
 from tf_admm.keras_compat import keras
@@ -87,6 +89,19 @@ def test_latency_is_measured_on_every_variant(mnist, pruned_lenet5):
 def test_int8_without_calibration_data_is_rejected(pruned_lenet5):
   with pytest.raises(ValueError, match='representative_data'):
     tflite_export.convert(pruned_lenet5[0], Quantization.INT8)
+
+
+def test_a_model_with_pruning_wrappers_is_refused():
+  model = nested_model()
+  wrapped = tf_admm.to_pruning_wrappers(model, {
+      w.path: np.ones(w.shape, bool) for w in tf_admm.prunable_weights(model)
+      if w.path in ('block/ic/kernel', 'out/kernel')})
+  message = (f'Model {wrapped.name!r} still has pruning wrappers (layers '
+             'block/fixed_mask_prune_low_magnitude_ic, '
+             'fixed_mask_prune_low_magnitude_out): call '
+             'tf_admm.strip_pruning(model) first.')
+  with pytest.raises(ValueError, match=re.escape(message)):
+    tflite_export.convert(wrapped)
 
 
 @pytest.fixture(scope='module')

@@ -1,12 +1,18 @@
 """Which weights tf_admm prunes: paths, input axes, refusals, the rest."""
 
+import json
+import subprocess
+import sys
+
+import keras as keras3
 import numpy as np
 import pytest
 import tf_keras as keras
 
 import tf_admm
 from tf_admm import weights as weights_lib
-from tests.conftest import nested_model, separable_cnn, token_model
+from tests.conftest import nested_model, separable_cnn, small_model
+from tests.conftest import token_model
 
 L = keras.layers
 
@@ -165,8 +171,78 @@ def test_model_without_prunable_weights_is_refused():
 
 
 def test_not_a_tf_keras_model_is_refused():
-  with pytest.raises(ValueError, match='tf_keras Model'):
+  with pytest.raises(TypeError, match='tf_keras Model'):
     tf_admm.prunable_weights(L.Dense(3))
+
+
+def test_a_keras3_model_is_refused_naming_tf_keras():
+  model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3)],
+                            name='k3')
+  model.compile('sgd', 'mse')
+  before = model.get_weights()
+  message = (r"tf_admm works on tf_keras \(Keras 2\) models; 'k3' is a Keras 3 "
+             'model. Build it with `import tf_keras as keras`')
+  with pytest.raises(TypeError, match=message):
+    model.fit(np.ones((8, 4)), np.ones((8, 3)), epochs=1, verbose=0,
+              callbacks=[tf_admm.AdmmCallback(tf_admm.Stages())])
+  for weight, value in zip(model.get_weights(), before):
+    np.testing.assert_array_equal(weight, value)  # no step was taken
+  with pytest.raises(TypeError, match=message):
+    tf_admm.attach_admm(model, tf_admm.CompressionRate(2))
+  with pytest.raises(TypeError, match=message):
+    tf_admm.keep_counts(model, tf_admm.CompressionRate(2))
+
+
+# Loads an H5 and a .keras file without tf_admm, then imports it and fits
+# the .keras model under ADMM; prints what each step said, as JSON.
+_LOAD_WITHOUT_TF_ADMM = """
+import json, sys
+import numpy as np
+import tf_keras
+h5, dot_keras = sys.argv[1:]
+try:
+  tf_keras.models.load_model(h5)
+except TypeError as error:
+  h5_error = str(error)
+model = tf_keras.models.load_model(dot_keras)
+regularizer = model.get_layer('conv').kernel_regularizer
+import tf_admm
+model.compile('sgd', 'mse')
+before = model.get_weights()
+try:
+  model.fit(np.ones((8, 6, 6, 1)), np.ones((8, 3)), verbose=0,
+            callbacks=[tf_admm.AdmmCallback(tf_admm.Stages())])
+except ValueError as error:
+  fit_error = str(error)
+unchanged = all(np.array_equal(a, b) for a, b in zip(model.get_weights(),
+                                                      before))
+print(json.dumps([h5_error, regularizer, fit_error, unchanged]))
+"""
+
+
+def test_a_model_loaded_before_import_tf_admm_is_refused(tmp_path):
+  paths = [tmp_path / 'admm.h5', tmp_path / 'admm.keras']
+  model = tf_admm.attach_admm(small_model(), tf_admm.CompressionRate(4))
+  for path in paths:
+    model.save(path)
+  saved = [path.read_bytes() for path in paths]
+  result = subprocess.run([sys.executable, '-c', _LOAD_WITHOUT_TF_ADMM,
+                           *map(str, paths)], capture_output=True, text=True,
+                          check=True, timeout=300)
+  h5_error, regularizer, fit_error, unchanged = json.loads(
+      result.stdout.splitlines()[-1])
+  # tf_keras's own H5 error names the class and its module.
+  assert "Unknown regularizer: 'AdmmRegularizer'" in h5_error
+  assert "'module': 'tf_admm.regularizer'" in h5_error
+  # A .keras file loads with the class's name for a regularizer, which
+  # tf_admm refuses before the first step.
+  assert regularizer == 'AdmmRegularizer'
+  assert fit_error == (
+      "Layer 'conv' has 'AdmmRegularizer' as its kernel_regularizer: Keras "
+      'loaded the model without that class. A model saved under ADMM loads '
+      'after `import tf_admm`: import it first, then load the model again.')
+  assert unchanged
+  assert [path.read_bytes() for path in paths] == saved
 
 
 @pytest.mark.parametrize('build, pruned, want', [

@@ -24,6 +24,24 @@ def is_model(obj) -> bool:
   return isinstance(obj, keras.Model)
 
 
+def _has_class(obj, package: str, class_name: str) -> bool:
+  """Whether `obj` is an instance of a class `class_name` defined in
+  `package`: a type check that leaves `package` unimported."""
+  return any(cls.__name__ == class_name and
+             cls.__module__.split('.')[0] == package
+             for cls in type(obj).__mro__)
+
+
+def is_keras3_model(obj) -> bool:
+  """Whether `obj` is a Keras 3 (`import keras`) model."""
+  return _has_class(obj, 'keras', 'Model')
+
+
+def is_pruning_wrapper(layer) -> bool:
+  """Whether `layer` is a tfmot pruning wrapper (PruneLowMagnitude)."""
+  return _has_class(layer, 'tensorflow_model_optimization', 'PruneLowMagnitude')
+
+
 def is_cloneable(model) -> bool:
   """Whether `model` is Sequential or functional (clone_model can copy it)."""
   return isinstance(model, keras.Sequential) or model._is_graph_network  # pylint: disable=protected-access
@@ -86,6 +104,10 @@ def prune_low_magnitude_class():
 # The names tfmot's PruneLowMagnitude.build gives the variables it adds for
 # each pruned weight, in this order.
 PRUNING_VARIABLE_NAMES = ('mask', 'threshold')
+# The name of the step counter it adds. The counter starts at -1; each
+# training step adds 1 and then asserts it is at least 1, which fails unless
+# tfmot's UpdatePruningStep callback set it to 0 when training began.
+PRUNING_STEP_NAME = 'pruning_step'
 
 
 def wrapper_masks(wrapper):

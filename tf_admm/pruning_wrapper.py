@@ -9,10 +9,10 @@ from ADMM and must hold exactly, so:
     weights tf_admm prunes (depthwise kernels too, which tfmot's registry
     leaves alone) and holds each at zero outside its mask after every
     optimizer step.
-The result trains with plain `model.fit` plus tfmot's `UpdatePruningStep`
-(`update_pruning_step()`), and `strip_pruning` turns it into a plain Keras
-model. This module imports tfmot; importing it registers the wrapper classes,
-so models saved with them load with `keras.models.load_model`.
+The result trains with plain `model.fit`, tfmot's `UpdatePruningStep`
+callback or not, and `strip_pruning` turns it into a plain Keras model. This
+module imports tfmot; importing it registers the wrapper classes, so models
+saved with them load with `keras.models.load_model`.
 """
 
 from typing import Mapping, Optional, Sequence
@@ -56,7 +56,8 @@ class FixedMaskPruneLowMagnitude(PruneLowMagnitude):
   Its masks start as ones; assign them (`to_pruning_wrappers` does). Each
   pruned weight gets a `MaskConstraint`, which the optimizer applies after
   every step, so pruned entries are exactly 0 after each step with any
-  optimizer, not only at the next forward pass or epoch end.
+  optimizer, not only at the next forward pass or epoch end. Its step
+  counter starts at 0, so it trains without tfmot's `UpdatePruningStep`.
   """
 
   def __init__(self, layer, pruned_weights: Optional[Sequence[str]] = None,
@@ -73,6 +74,10 @@ class FixedMaskPruneLowMagnitude(PruneLowMagnitude):
     self.pruned_weights = attributes
 
   def add_weight(self, name=None, *args, **kwargs):
+    if name == keras_compat.PRUNING_STEP_NAME:
+      # Where UpdatePruningStep would set it: FixedMask never reads the step,
+      # which only has to pass tfmot's check that the callback ran.
+      kwargs['initializer'] = keras.initializers.Constant(0)
     # tfmot gives every pruned weight's variables the same names; a layer
     # pruning two weights (SeparableConv2D) needs distinct ones for legacy
     # H5 files, which store weights by name.
@@ -117,7 +122,7 @@ def to_pruning_wrappers(model,
   Returns:
     A new model with fresh variables in which each masked layer is a
     `FixedMaskPruneLowMagnitude` (a `tfmot.sparsity.keras.PruneLowMagnitude`)
-    holding its masks. Compile it and fit with `update_pruning_step()`.
+    holding its masks. Compile it and fit it.
   """
   if masks is None:
     masks = attach.admm_masks(model)
@@ -156,7 +161,8 @@ def masks_of(model) -> dict:
 
 
 def update_pruning_step():
-  """tfmot's callback that masked retraining of wrapped models needs."""
+  """tfmot's `UpdatePruningStep` callback, which fitting tfmot's own pruning
+  wrappers needs; `FixedMaskPruneLowMagnitude` fits with or without it."""
   return tfmot.sparsity.keras.UpdatePruningStep()
 
 

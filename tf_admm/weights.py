@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from tf_admm.keras_compat import is_cloneable
+from tf_admm.keras_compat import is_keras3_model
 from tf_admm.keras_compat import is_model
 from tf_admm.keras_compat import keras
 
@@ -82,8 +83,13 @@ class PrunableWeight:
 
 def check_cloneable(model) -> None:
   """Raises unless `model` and every model nested in it can be cloned."""
+  if is_keras3_model(model):
+    raise TypeError(
+        f'tf_admm works on tf_keras (Keras 2) models; {model.name!r} is a '
+        'Keras 3 model. Build it with `import tf_keras as keras` in place of '
+        '`import keras`.')
   if not is_model(model):
-    raise ValueError(
+    raise TypeError(
         f'Expected a tf_keras Model, got {type(model).__name__}. Build models '
         'with `import tf_keras as keras`, not Keras 3.')
   if not is_cloneable(model):
@@ -112,7 +118,8 @@ def prunable_weights(model, require=True):
   """Every prunable weight of `model`, in model order (built models only).
 
   Raises if the model cannot be cloned (subclassed, or nesting a subclassed
-  model) or, with `require`, has no prunable weight.
+  model), was loaded without a regularizer's class or, with `require`, has
+  no prunable weight.
   """
   check_cloneable(model)
   if not model.built:
@@ -122,6 +129,14 @@ def prunable_weights(model, require=True):
   found = [PrunableWeight(f'{path}/{kind.attribute}', layer, kind)
            for path, layer in layers_with_paths(model)
            for kind in PRUNABLE.get(type(layer), ())]
+  for weight in found:
+    # Keras loads a class it cannot find as its bare name, silently.
+    if isinstance(weight.regularizer, str):
+      raise ValueError(
+          f'Layer {weight.layer.name!r} has {weight.regularizer!r} as its '
+          f'{weight.kind.regularizer}: Keras loaded the model without that '
+          'class. A model saved under ADMM loads after `import tf_admm`: '
+          'import it first, then load the model again.')
   if require and not found:
     raise ValueError(
         f'Model {model.name!r} has no prunable weight; tf_admm prunes the '

@@ -5,6 +5,9 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tf_admm import keras_compat
+from tf_admm import weights
+
 
 class Quantization(enum.Enum):
   FLOAT32 = 'float32'  # no quantization
@@ -32,6 +35,12 @@ def convert(model,
   Returns:
     The .tflite file's bytes.
   """
+  wrapped = [path for path, layer in weights.layers_with_paths(model)
+             if keras_compat.is_pruning_wrapper(layer)]
+  if wrapped:  # they convert, into a model that masks weights at run time
+    raise ValueError(
+        f'Model {model.name!r} still has pruning wrappers (layers '
+        f'{", ".join(wrapped)}): call tf_admm.strip_pruning(model) first.')
   quantization = Quantization(quantization)
   if quantization is Quantization.INT8 and representative_data is None:
     raise ValueError('Full int8 conversion needs representative_data: a '
