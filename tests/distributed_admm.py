@@ -76,9 +76,11 @@ def _progressive_run(strategy, x, y):
       models.lenet5, data, progressive.global_allocation(4.0),
       settings, RUN_DIR.value, strategy=strategy)
   summary = run.run()
-  print(json.dumps({'chief': run.is_chief,
-                    'rate': progressive.compression_rate(
-                        summary['final_model'])}))
+  result = {'chief': run.is_chief,
+            'rate': progressive.compression_rate(summary['final_model'])}
+  if run.is_chief:  # as the main job's report: the other worker is gone
+    result['accuracy'] = progressive.accuracy(summary['final_model'], x, y)
+  print(json.dumps(result))
 
 
 def main(argv):

@@ -115,6 +115,7 @@ def test_two_workers_end_with_identical_masks(mnist_file, tmp_path):
 
   assert [line['chief'] for line in lines] == [True, False]
   assert lines[0]['rate'] == lines[1]['rate'] > 3.5
+  assert lines[0]['accuracy'] > 0.5  # the chief alone evaluates
   for name in ('run.json', 'allocation.json', 'pool.json',
                'dense/metrics.json', 'candidates/s00_c0/metrics.json'):
     assert (run_dir / name).is_file(), name

@@ -200,8 +200,6 @@ def _write_json(path, payload):
 
 
 def _barrier():
-  """An all-reduce across every replica of every worker: it returns once all
-  of them have come to it."""
   tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
                                                  tf.constant(1.0))
 
@@ -347,13 +345,19 @@ class ProgressiveRun:
     model under MultiWorkerMirroredStrategy reads its variables
     collectively, so every worker must.
     """
-    self.strategy.run(_barrier)
+    self._wait_for_every_worker()
     if self.is_chief:
       write(path)
     else:
       with tempfile.TemporaryDirectory() as scratch:
         write(os.path.join(scratch, os.path.basename(path)))
-    self.strategy.run(_barrier)
+    self._wait_for_every_worker()
+
+  def _wait_for_every_worker(self):
+    """Returns once every worker has called it: an all-reduce across them
+    (one process has nothing to wait for)."""
+    if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      self.strategy.run(_barrier)
 
   def _claim_output_dir(self):
     """Creates or checks the run folder; refuses one holding another run."""
@@ -633,11 +637,17 @@ class ProgressiveRun:
     return name
 
   def run(self) -> dict:
-    """Runs (or resumes) every stage; returns the run's summary."""
+    """Runs (or resumes) every stage; returns the run's summary.
+
+    Its models are made outside the strategy's scope: what the caller does
+    with them on one worker must not wait for the others.
+    """
     with self.strategy.scope():
-      return self._run()
+      state, dense_metrics, after = self._run()
+    return self._summary(state, dense_metrics, after)
 
   def _run(self):
+    """(pool state, dense metrics, the unit made after the stages or None)."""
     self._claim_output_dir()
     dense_metrics = self.pretrain()
     allocation_file = self._path('allocation.json')
@@ -676,7 +686,7 @@ class ProgressiveRun:
       after = self._quantize(state['best'][-1] if state['best'] else 'dense')
     elif self.constraint.removes_channels:
       after = self._shrink(state['best'][-1])
-    return self._summary(state, dense_metrics, after)
+    return state, dense_metrics, after
 
   def _summary(self, state, dense_metrics, after=None):
     names = sorted(n for n in os.listdir(self._path('candidates'))
