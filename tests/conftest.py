@@ -107,6 +107,12 @@ def random_batch(n=32, seed=0):
           rng.integers(0, 3, size=n))
 
 
+def file_bytes(folder):
+  """{path: bytes} of every file under `folder` (a pathlib.Path)."""
+  return {path: path.read_bytes() for path in sorted(folder.rglob('*'))
+          if path.is_file()}
+
+
 def pytest_report_header(config):
   del config
   return f'{datasets.DATASETS_ENV}={os.environ.get(datasets.DATASETS_ENV)}'

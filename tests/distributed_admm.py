@@ -4,9 +4,9 @@ own (logical devices and TF_CONFIG must be set before TensorFlow starts).
   python -m tests.distributed_admm --strategy=mirrored --data=mnist.npz \
       --output=state.npz
 
-Trains LeNet-5 on examples of MNIST (arrays x and y in --data) under ADMM (a ramp of hard prunes and Z/U
-steps), then retrains it through the tfmot wrappers with its masks fixed,
-and writes the ADMM state (masks, Z, U) and the final weights to --output.
+Trains LeNet-5 on examples of MNIST (arrays x and y in --data) under ADMM
+(a ramp of hard prunes and Z/U steps), then retrains it through the tfmot
+wrappers with its masks fixed, and writes the ADMM state (masks, Z, U) and the final weights to --output.
 Every replica's copy of each variable is checked to be the same first.
 `tests/test_distribute.py` runs it.
 """
@@ -19,7 +19,10 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from tf_admm import targets as tf_admm_targets
+import tf_admm
+from tf_admm import models
+from tf_admm import progressive
+from tf_admm.keras_compat import keras
 
 STRATEGY = flags.DEFINE_enum('strategy', 'one_device',
                              ['one_device', 'mirrored', 'multi_worker'],
@@ -36,10 +39,8 @@ RETRAIN_STEPS = flags.DEFINE_integer('retrain_steps', 8,
                                      'Masked retraining steps.')
 
 EXAMPLES_PER_STEP = 64
-KEEP = {'conv1': tf_admm_targets.KeepRatio(0.5),
-        'conv2': tf_admm_targets.KeepRatio(0.2),
-        'fc1': tf_admm_targets.KeepRatio(0.05),
-        'fc2': tf_admm_targets.KeepRatio(0.5)}
+KEEP = {'conv1': tf_admm.KeepRatio(0.5), 'conv2': tf_admm.KeepRatio(0.2),
+        'fc1': tf_admm.KeepRatio(0.05), 'fc2': tf_admm.KeepRatio(0.5)}
 
 
 def _strategy():
@@ -64,8 +65,6 @@ def _same_on_every_replica(variable, name):
 
 def _progressive_run(strategy, x, y):
   """One stage of `tf_admm.progressive` at 4x, a few steps per phase."""
-  from tf_admm import models  # pylint: disable=g-import-not-at-top
-  from tf_admm import progressive  # pylint: disable=g-import-not-at-top
   cut = len(x) * 3 // 4
   data = progressive.Data(x[:cut], y[:cut], x[cut:], y[cut:], x[cut:],
                           y[cut:])
@@ -85,10 +84,7 @@ def _progressive_run(strategy, x, y):
 
 def main(argv):
   del argv
-  strategy = _strategy()  # before any other TensorFlow work
-  import tf_admm  # pylint: disable=g-import-not-at-top
-  from tf_admm import models  # pylint: disable=g-import-not-at-top
-  from tf_admm.keras_compat import keras  # pylint: disable=g-import-not-at-top
+  strategy = _strategy()  # before TensorFlow runs anything
 
   with np.load(DATA.value) as data:
     x, y = data['x'], data['y']

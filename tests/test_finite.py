@@ -9,7 +9,7 @@ import tf_admm
 from tf_admm import finite
 from tf_admm import progressive
 from tf_admm.keras_compat import keras
-from tests.conftest import random_batch, small_model
+from tests.conftest import file_bytes, random_batch, small_model
 
 
 def _compiled(model):
@@ -99,15 +99,6 @@ def test_finite_values_pass():
   finite.check_loss(np.float32(2.5), lambda: variables, 'now')
 
 
-def _folder_bytes(folder):
-  found = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      with open(os.path.join(root, name), 'rb') as f:
-        found[os.path.relpath(os.path.join(root, name), folder)] = f.read()
-  return found
-
-
 def test_a_run_that_meets_nan_keeps_its_finished_stages(tmp_path):
   x, y = random_batch(256)
   settings = progressive.Settings(stage_rates=[2.0, 4.0], pretrain_epochs=1,
@@ -124,10 +115,10 @@ def test_a_run_that_meets_nan_keeps_its_finished_stages(tmp_path):
   good = run(x)
   good._claim_output_dir()  # pylint: disable=protected-access
   good.pretrain()
-  finished = _folder_bytes(tmp_path / 'dense')
+  finished = file_bytes(tmp_path / 'dense')
   poisoned = x.copy()
   poisoned[100] = np.nan
   with pytest.raises(finite.NonFiniteError, match='The loss became nan'):
     run(poisoned).run()
-  assert _folder_bytes(tmp_path / 'dense') == finished
+  assert file_bytes(tmp_path / 'dense') == finished
   assert not os.listdir(tmp_path / 'candidates')

@@ -9,7 +9,7 @@ import pytest
 from tf_admm import constraints
 from tf_admm import models
 from tf_admm import progressive
-from tests.conftest import random_batch, small_model
+from tests.conftest import file_bytes, random_batch, small_model
 
 
 @pytest.fixture(scope='module')
@@ -79,11 +79,6 @@ def _tiny_run(output_dir):
                                     log=lambda line: None)
 
 
-def _file_bytes(folder):
-  return {path: path.read_bytes() for path in sorted(folder.rglob('*'))
-          if path.is_file()}
-
-
 @pytest.fixture(scope='module')
 def finished_tiny_run(tmp_path_factory):
   folder = tmp_path_factory.mktemp('tiny') / 'run'
@@ -102,7 +97,7 @@ def test_a_damaged_file_is_refused_by_name_and_nothing_is_overwritten(
   shutil.copytree(finished_tiny_run, folder)
   damaged = folder / name
   damaged.write_bytes(damaged.read_bytes()[:len(damaged.read_bytes()) // 2])
-  before = _file_bytes(folder)
+  before = file_bytes(folder)
   with pytest.raises(ValueError, match=f'{damaged} cannot be read'):
     _tiny_run(folder).run()
-  assert _file_bytes(folder) == before
+  assert file_bytes(folder) == before

@@ -103,17 +103,17 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     if logs and 'loss' in logs:
       finite.check_loss(logs['loss'],
                         lambda: finite.model_variables(self.model), when)
-    acts = schedule.prunes_at(step) or schedule.updates_at(step)
-    if acts:  # a NaN or Inf weight would project to nonsense
+    prunes, updates = schedule.prunes_at(step), schedule.updates_at(step)
+    if prunes or updates:  # a NaN or Inf weight would project to nonsense
       finite.check_weights(
           {f'Layer {w.layer.name!r} ({w.path})': w.variable
            for w, _ in self._pairs}, when)
-    if schedule.prunes_at(step):
+    if prunes:
       for weight, regularizer in self._pairs:
         regularizer.hard_project(weight.variable,
                                  schedule.prune_progress(step))
         regularizer.restart(weight.variable, schedule.z_progress(step))
-    elif schedule.updates_at(step):
+    elif updates:
       for weight, regularizer in self._pairs:
         regularizer.update(weight.variable, schedule.z_progress(step),
                            schedule.rho_growth)
