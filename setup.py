@@ -5,14 +5,15 @@ import setuptools
 setuptools.setup(
     name='tf-admm',
     version='0.1.0',
-    description='ADMM weight pruning and quantization for tf_keras models, '
-    'exported through tfmot pruning wrappers to TFLite.',
+    description='ADMM weight pruning and quantization for Keras 3 and '
+    'Keras 2 (tf_keras) models, exported to TFLite.',
     packages=setuptools.find_packages(include=['tf_admm', 'tf_admm.*',
                                                'tflite_export',
                                                'tflite_export.*']),
     python_requires='>=3.11,<3.12',
     install_requires=[
         'tensorflow==2.21.0',
+        'keras==3.15.1',
         'tf_keras==2.21.0',
         'tensorflow-model-optimization==0.8.1',
         'tensorflow-datasets==4.9.10',

@@ -5,6 +5,7 @@ TFLite, with a report.
   python examples/prune_mnist.py --preset=paper --output_dir=runs/paper
   python examples/prune_mnist.py --preset=paper_quantized
   python examples/prune_mnist.py --preset=fast   # whole channels: faster
+  python examples/prune_mnist.py --preset=demo --keras=3   # Keras 3 models
 
 Rerunning the same command resumes an interrupted run from its last finished
 stage, candidate or epoch. The report lands in --output_dir (report.json,
@@ -159,6 +160,12 @@ FINETUNE_EPOCHS = flags.DEFINE_integer(
 QUANTIZE_RHO_GROWTH = flags.DEFINE_float(
     'quantize_rho_growth', 1.0, 'Quantization: rho\'s factor at each Z/U '
     'update (every epoch; each round\'s hard projection restarts rho).')
+KERAS = flags.DEFINE_enum(
+    'keras', '2', ['2', '3'],
+    'Which Keras builds and trains the models: 2 (tf_keras; masked '
+    'retraining through tfmot\'s pruning wrappers) or 3 (`import keras`, '
+    'TensorFlow backend; masks held by constraints, export through Keras 3\'s '
+    'LiteRT export). Keras 3 runs default to runs/<preset or model>_keras3.')
 STRATEGY = flags.DEFINE_enum(
     'strategy', None, ['mirrored', 'multi_worker'],
     'Train under tf.distribute: mirrored (every GPU of this machine), or '
@@ -252,6 +259,9 @@ def _check_structure():
     if _value(name):
       raise ValueError(f'--structure=channels prunes whole channels; it does '
                        f'not take --{name}.')
+  if KERAS.value == '3':
+    raise ValueError('--structure=channels cuts channels out of Keras 2 '
+                     'models only; run it with --keras=2.')
   if _value('target_macs') is not None and FLAGS['target_rate'].present:
     raise ValueError('Give --target_macs or --target_rate, not both.')
   if ALLOCATION.value == 'global' and _value('target_macs') is None:
@@ -328,6 +338,9 @@ def _settings():
 def _strategy():
   """The --strategy; made before any other TensorFlow work, as
   MultiWorkerMirroredStrategy needs."""
+  if STRATEGY.value and KERAS.value == '3':
+    raise ValueError('--strategy trains Keras 2 models only; run it with '
+                     '--keras=2.')
   if STRATEGY.value == 'multi_worker':
     if not os.environ.get('TF_CONFIG'):
       raise ValueError('--strategy=multi_worker reads the cluster from '
@@ -340,8 +353,10 @@ def _strategy():
 
 
 def _output_dir():
-  folder = OUTPUT_DIR.value or os.path.join('runs', PRESET.value or
-                                            _value('model'))
+  name = PRESET.value or _value('model')
+  if KERAS.value == '3':  # a run folder holds one Keras's models
+    name += '_keras3'
+  folder = OUTPUT_DIR.value or os.path.join('runs', name)
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as error:
@@ -384,7 +399,8 @@ def main(argv):
     sys.exit(f'prune_mnist: error: {error}')
 
   def build_model():
-    return models.build(model_name, dataset.input_shape, dataset.num_classes)
+    return models.build(model_name, dataset.input_shape, dataset.num_classes,
+                        keras_version=int(KERAS.value))
 
   final_rate = settings.stage_rates[-1] if settings.stage_rates else 1.0
   profile = models.keep_ratio_profile(model_name)
@@ -473,7 +489,7 @@ def main(argv):
       accuracy=progressive.accuracy(final, data.x_test, data.y_test),
       wall_seconds=time.time() - start,
       info={'dataset': dataset.name, 'model': model_name,
-            'dead_units': removed, **speed,
+            'keras': int(KERAS.value), 'dead_units': removed, **speed,
             'command': shlex.join(sys.argv), 'preset': PRESET.value,
             'settings': run.description['settings']})
   path = report_lib.write(output_dir, report,

@@ -43,8 +43,9 @@ def pretrained_lenet5(pretrained_lenet5_weights):
   return model
 
 
-def small_model(seed=0):
-  """A built two-layer model for fast unit tests."""
+def small_model(seed=0, keras=keras):  # pylint: disable=redefined-outer-name
+  """A built two-layer model for fast unit tests, of the Keras `keras`
+  (Keras 2 by default)."""
   keras.utils.set_random_seed(seed)
   return keras.Sequential([
       keras.Input((6, 6, 1)),
@@ -71,8 +72,9 @@ def separable_cnn(seed=0):
   return keras.Model(inputs, outputs)
 
 
-def token_model(seed=0):
-  """A built Sequential over 10 int32 tokens from a vocabulary of 50."""
+def token_model(seed=0, keras=keras):  # pylint: disable=redefined-outer-name
+  """A built Sequential over 10 int32 tokens from a vocabulary of 50, of
+  the Keras `keras` (Keras 2 by default)."""
   keras.utils.set_random_seed(seed)
   return keras.Sequential([
       keras.Input((10,), dtype='int32'),

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import tf_admm
 from tf_admm.keras_compat import keras
+from tf_admm.keras_compat import keras3
 from tests.conftest import random_batch, small_model
 from tests.test_projections import numpy_keep_top_k
 
@@ -15,17 +16,18 @@ KEEP = {'conv/kernel': 18, 'dense/kernel': 24}  # of 36 and 192
 SIZES = {'conv/kernel': 36, 'dense/kernel': 192}
 
 
-def _admm_model(masks=None, seed=0):
-  model = tf_admm.attach_admm(small_model(seed), per_layer=PER_LAYER,
-                              rho=0.01, masks=masks)
-  model.compile(keras.optimizers.Adam(1e-2),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+def _admm_model(masks=None, seed=0, keras_module=keras):
+  model = tf_admm.attach_admm(small_model(seed, keras=keras_module),
+                              per_layer=PER_LAYER, rho=0.01, masks=masks)
+  model.compile(keras_module.optimizers.Adam(1e-2),
+                keras_module.losses.SparseCategoricalCrossentropy(
+                    from_logits=True))
   return model
 
 
 def _state(model):
   return {w.path: (w.variable.numpy(), r.z.numpy(), r.u.numpy(),
-                   float(r.rho)) for w, r in tf_admm.admm_weights(model)}
+                   float(r.rho.numpy())) for w, r in tf_admm.admm_weights(model)}
 
 
 class Record(keras.callbacks.Callback):
@@ -237,13 +239,16 @@ def test_a_fit_too_short_for_its_ramp_says_how_far_it_got():
                   epochs=10, prune_every_steps=2))])
 
 
+@pytest.mark.parametrize('keras_module', [keras, keras3],
+                         ids=['keras2', 'keras3'])
 @pytest.mark.parametrize('backup_first', [True, False])
-def test_backup_and_restore_resumes_mid_admm(tmp_path, backup_first):
+def test_backup_and_restore_resumes_mid_admm(tmp_path, backup_first,
+                                             keras_module):
   x, y = random_batch(64)
   backup = str(tmp_path / 'backup')
   saved = {}
 
-  class StopInSecondEpoch(keras.callbacks.Callback):
+  class StopInSecondEpoch(keras_module.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):  # after the backup is written
       saved.update(_state(self.model))
@@ -253,7 +258,7 @@ def test_backup_and_restore_resumes_mid_admm(tmp_path, backup_first):
         raise RuntimeError('interrupted')
 
   def fit(model, *extra):
-    callbacks = [keras.callbacks.BackupAndRestore(backup),
+    callbacks = [keras_module.callbacks.BackupAndRestore(backup),
                  tf_admm.AdmmCallback(tf_admm.Stages(update_every_steps=3,
                                                      rho_growth=2.0))]
     if not backup_first:  # the restore then comes after ADMM's start
@@ -262,15 +267,16 @@ def test_backup_and_restore_resumes_mid_admm(tmp_path, backup_first):
                      callbacks=callbacks + list(extra))
 
   with pytest.raises(RuntimeError, match='interrupted'):
-    fit(_admm_model(), StopInSecondEpoch())
+    fit(_admm_model(keras_module=keras_module), StopInSecondEpoch())
   restored = {}
 
-  class AtStart(keras.callbacks.Callback):
+  class AtStart(keras_module.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
       restored.update(_state(self.model))
 
-  resumed = _admm_model(seed=1)  # other weights: all must come from backup
+  # Other weights: all must come from the backup.
+  resumed = _admm_model(seed=1, keras_module=keras_module)
   history = fit(resumed, AtStart())
   for path, (kernel, z, u, rho) in saved.items():
     np.testing.assert_array_equal(restored[path][0], kernel)
@@ -278,11 +284,11 @@ def test_backup_and_restore_resumes_mid_admm(tmp_path, backup_first):
     np.testing.assert_array_equal(restored[path][2], u)
     assert restored[path][3] == rho
   assert len(history.history['loss']) == 2  # epochs 2 and 3 only
-  assert int(resumed.optimizer.iterations) == 12
+  assert int(resumed.optimizer.iterations.numpy()) == 12
   regularizer = tf_admm.admm_weights(resumed)[0][1]
-  assert int(regularizer.start_step) == 0  # not restarted by the resume
+  assert int(regularizer.start_step.numpy()) == 0  # not restarted
   # Updates fell on steps 3, 6, 9 and 12 of the schedule, across the resume.
-  assert float(regularizer.rho) == pytest.approx(0.01 * 2**4)
+  assert float(regularizer.rho.numpy()) == pytest.approx(0.01 * 2**4)
 
 
 def test_model_checkpoint_weights_carry_the_admm_state(tmp_path):

@@ -12,10 +12,11 @@ from tflite_export import evaluate
 from tflite_export import packed
 
 
-def quantized_model(fc_levels='ternary', seed=0):
-  """A small CNN whose kernels were projected onto per-channel levels: the
-  conv and first dense kernel `fc_levels`, the output layer 3-bit uniform,
-  about 80% of each kernel pruned."""
+def quantized_model(fc_levels='ternary', seed=0, keras=keras):  # pylint: disable=redefined-outer-name
+  """A small CNN of the Keras `keras` (Keras 2 by default) whose kernels
+  were projected onto per-channel levels: the conv and first dense kernel
+  `fc_levels`, the output layer 3-bit uniform, about 80% of each kernel
+  pruned."""
   keras.utils.set_random_seed(seed)
   model = keras.Sequential([
       keras.Input((8, 8, 1)),

@@ -13,7 +13,7 @@ def _regularizer(shape, keep, rho=1e-2, seed=0):
   weight = tf.Variable(np.random.default_rng(seed).normal(size=shape)
                        .astype(np.float32))
   regularizer = tf_admm.AdmmRegularizer(KeepLargest(keep), rho)
-  regularizer.build(weight)
+  regularizer.prepare(weight)
   return regularizer, weight
 
 
@@ -147,7 +147,7 @@ def _quantizing(shape, seed=0, **kwargs):
                        .astype(np.float32))
   regularizer = tf_admm.AdmmRegularizer(
       tf_admm.Quantize(axis=-1, **kwargs), rho=1e-2)
-  regularizer.build(weight)
+  regularizer.prepare(weight)
   return regularizer, weight
 
 

@@ -1,7 +1,9 @@
-"""tf-admm: ADMM weight and channel pruning and quantization for tf_keras models.
+"""tf-admm: ADMM weight and channel pruning and quantization for Keras
+models, Keras 3 (`import keras`) and Keras 2 (`import tf_keras`) alike.
 
-Importing tf_admm leaves `tf.keras` as it is; the names that need tfmot's
-pruning wrappers (`to_pruning_wrappers`, ...) import tfmot on first use.
+Importing tf_admm leaves `keras` and `tf.keras` as they are; tfmot is
+imported only when a Keras 2 model is given to masked retraining, or when a
+name that is tfmot's own (`FixedMaskPruneLowMagnitude`, ...) is first used.
 """
 
 import importlib
@@ -14,8 +16,13 @@ from tf_admm.attach import remove_admm
 from tf_admm.callback import AdmmCallback
 from tf_admm.constraints import KeepChannels
 from tf_admm.constraints import Quantize
+from tf_admm.masked_retraining import HeldMask
+from tf_admm.masked_retraining import masks_of
+from tf_admm.masked_retraining import strip_pruning
+from tf_admm.masked_retraining import to_pruning_wrappers
 from tf_admm.masks import MaskConstraint
 from tf_admm.regularizer import AdmmRegularizer
+from tf_admm.regularizer import Keras3AdmmRegularizer
 from tf_admm.schedules import PolynomialRamp
 from tf_admm.schedules import Rounds
 from tf_admm.schedules import ScheduleNotFinished
@@ -30,7 +37,6 @@ from tf_admm.weights import prunable_weights
 __version__ = '0.1.0'
 
 _PRUNING_WRAPPER_NAMES = ('FixedMask', 'FixedMaskPruneLowMagnitude',
-                          'masks_of', 'strip_pruning', 'to_pruning_wrappers',
                           'update_pruning_step')
 
 

@@ -8,9 +8,9 @@ import numpy as np
 from tf_admm import constraints as constraints_lib
 from tf_admm import targets
 from tf_admm import weights as weights_lib
+from tf_admm import keras_compat
+from tf_admm import regularizer as regularizer_lib
 from tf_admm.keras_compat import is_model
-from tf_admm.keras_compat import keras
-from tf_admm.regularizer import AdmmRegularizer
 from tf_admm.regularizer import admm_regularizer
 
 
@@ -23,19 +23,22 @@ def clone_with(model, configure):
   """
   weights_lib.check_cloneable(model)
 
+  clone_model = keras_compat.keras_of(model).models.clone_model
+
   def clone_layer(layer):
     if is_model(layer):
-      return keras.models.clone_model(layer, clone_function=clone_layer)
+      return clone_model(layer, clone_function=clone_layer)
     return layer.__class__.from_config(configure(layer, layer.get_config()))
 
-  clone = keras.models.clone_model(model, clone_function=clone_layer)
+  clone = clone_model(model, clone_function=clone_layer)
   if model.built:
-    clone.set_weights(model.get_weights())
+    keras_compat.copy_weights(model, clone)
   return clone
 
 
 def admm_weights(model):
-  """[(PrunableWeight, AdmmRegularizer)] for the model's weights under ADMM."""
+  """[(PrunableWeight, its ADMM regularizer)] for the model's weights under
+  ADMM."""
   found = []
   for weight in weights_lib.prunable_weights(model, require=False):
     regularizer = admm_regularizer(weight)
@@ -54,11 +57,13 @@ def attach_admm(model,
                 rho: float = 1e-3,
                 masks: Optional[Mapping[str, np.ndarray]] = None,
                 min_keep_ratio: float = 0.001):
-  """Returns a copy of `model` whose targeted weights carry an AdmmRegularizer.
+  """Returns a copy of `model` whose targeted weights carry an ADMM
+  regularizer (`AdmmRegularizer` on Keras 2, `Keras3AdmmRegularizer` on
+  Keras 3).
 
   Args:
-    model: a built Sequential or functional tf_keras model (models nested in
-      it included).
+    model: a built Sequential or functional model of either Keras (models
+      nested in it included).
     target: one target for every prunable weight of the layers not named in
       `per_layer`, allocated by a global magnitude threshold
       (`tf_admm.targets.resolve`).
@@ -125,13 +130,13 @@ def attach_admm(model,
 
   def configure(layer, config):
     for weight, fitted in fitted_by_layer.get(id(layer), ()):
-      config[weight.kind.regularizer] = AdmmRegularizer(
-          fitted, rho, base=weight.regularizer)
+      config[weight.kind.regularizer] = new_regularizer(
+          weight, fitted, rho)
     return config
 
   clone = clone_with(model, configure)
   for weight, regularizer in admm_weights(clone):
-    regularizer.build(weight.variable)
+    regularizer.prepare(weight.variable)
     if weight.path in masks:
       mask = np.asarray(masks[weight.path], np.float32)
       regularizer.mask.assign(mask)
@@ -140,6 +145,17 @@ def attach_admm(model,
   if left_out:
     logging.info('ADMM leaves unpruned: %s', ', '.join(left_out))
   return clone
+
+
+def new_regularizer(weight, constraint, rho):
+  """The ADMM regularizer of `weight`'s Keras, with the layer's own
+  regularizer kept as its base."""
+  if keras_compat.is_keras3(weight.layer):
+    return regularizer_lib.Keras3AdmmRegularizer(
+        constraint, rho, base=weight.regularizer,
+        name=f'admm_{weight.path.replace("/", "_")}')
+  return regularizer_lib.AdmmRegularizer(constraint, rho,
+                                         base=weight.regularizer)
 
 
 def remove_admm(model):

@@ -55,7 +55,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     self._pairs = attach.admm_weights(self.model)
     if not self._pairs:
       raise ValueError(
-          f'Model {self.model.name!r} has no AdmmRegularizer: create it with '
+          f'Model {self.model.name!r} has no ADMM regularizer: create it with '
           'tf_admm.attach_admm(model, target) before fitting with '
           'AdmmCallback.')
     if not self.params.get('steps'):
@@ -74,7 +74,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     """Binds the schedule; begins ADMM on weights not restored mid-ADMM."""
     iterations = int(self.model.optimizer.iterations.numpy())
     for weight, regularizer in self._pairs:
-      regularizer.build(weight.variable)
+      regularizer.prepare(weight.variable)
     fresh = [(w, r) for w, r in self._pairs if not r.started]
     for _, regularizer in fresh:
       regularizer.begin(iterations)

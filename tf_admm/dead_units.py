@@ -15,15 +15,16 @@ compression rate rises.
 
 import numpy as np
 
-from tf_admm.keras_compat import keras
+from tf_admm import keras_compat
 
 
 def _dense_pairs(model):
   """[(A, B)]: Dense layers A of `model` (not of nested models) whose output
   only a Dense layer B reads, directly."""
+  keras = keras_compat.keras_of(model)
   readers = {}
   for layer in model.layers:
-    for node_input in _inputs(layer):
+    for node_input in _inputs(keras, layer):
       readers.setdefault(id(node_input), []).append(layer)
   pairs = []
   for layer in model.layers:
@@ -39,11 +40,11 @@ def _dense_pairs(model):
   return pairs
 
 
-def _inputs(layer):
+def _inputs(keras, layer):
   """The tensors a layer reads (none for an InputLayer or a layer shared
   between several calls, which this module leaves alone)."""
-  if isinstance(layer, keras.layers.InputLayer) or len(
-      layer.inbound_nodes) != 1:
+  if isinstance(layer, keras.layers.InputLayer) or (
+      keras_compat.inbound_node_count(layer) != 1):
     return []
   inputs = layer.input
   return inputs if isinstance(inputs, (list, tuple)) else [inputs]

@@ -53,8 +53,12 @@ def check_loss(loss, variables: Callable[[], dict], when: str) -> None:
 
 def model_variables(model) -> dict:
   """{"Layer 'name' (variable path)": variable} of every weight of `model`."""
-  return {f'Layer {variable.name.split("/")[0]!r} ({variable.name})': variable
-          for variable in model.weights}
+  found = {}
+  for variable in model.weights:
+    # A Keras 3 variable's path is 'layer/name', a TensorFlow one's name.
+    path = getattr(variable, 'path', variable.name)
+    found[f'Layer {path.rsplit("/", 1)[0]!r} ({path})'] = variable
+  return found
 
 
 class StopOnNonFinite(keras_compat.BatchHookCallback):

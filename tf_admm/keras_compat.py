@@ -1,10 +1,15 @@
 """Which Keras tf_admm uses, and every private access to Keras or tfmot.
 
-tf_admm works on Keras 2 models (the `tf_keras` package), the only Keras that
-tensorflow-model-optimization 0.8 accepts. Importing tf_admm leaves
-`tf.keras` alone: tfmot, which switches `tf.keras` to Keras 2 when imported
-(it sets TF_USE_LEGACY_KERAS), is imported only by `tfmot()`, which the
-modules that use its pruning wrappers call.
+tf_admm works on models of either Keras, and decides per model:
+  - Keras 2 (the `tf_keras` package, named `keras` here), the only Keras
+    tensorflow-model-optimization 0.8 accepts: masked retraining uses tfmot's
+    pruning wrappers;
+  - Keras 3 (`import keras`, named `keras3` here), on the TensorFlow
+    backend: masked retraining holds masks by variable constraints alone,
+    without tfmot.
+Importing tf_admm leaves `tf.keras` alone: tfmot, which switches `tf.keras`
+to Keras 2 when imported (it sets TF_USE_LEGACY_KERAS), is imported only by
+`tfmot()`, which only the Keras 2 path calls.
 
 Every use of a private name of Keras or tfmot lives here, so a new Keras or
 tfmot release has one file to check.
@@ -12,6 +17,9 @@ tfmot release has one file to check.
 
 import functools
 
+import keras as keras3
+# Keras 3's functional model class, which its public API does not export.
+from keras.src.models.functional import Functional as Keras3Functional
 import tensorflow as tf
 import tf_keras as keras
 
@@ -21,7 +29,8 @@ Trackable = tf.__internal__.tracking.AutoTrackable
 
 
 def is_model(obj) -> bool:
-  return isinstance(obj, keras.Model)
+  """Whether `obj` is a model of either Keras."""
+  return isinstance(obj, (keras.Model, keras3.Model))
 
 
 def _has_class(obj, package: str, class_name: str) -> bool:
@@ -34,7 +43,42 @@ def _has_class(obj, package: str, class_name: str) -> bool:
 
 def is_keras3_model(obj) -> bool:
   """Whether `obj` is a Keras 3 (`import keras`) model."""
-  return _has_class(obj, 'keras', 'Model')
+  return isinstance(obj, keras3.Model)
+
+
+def is_keras3(obj) -> bool:
+  """Whether `obj` (a model, layer or variable) belongs to Keras 3."""
+  return isinstance(obj, (keras3.layers.Layer, keras3.Variable))
+
+
+def is_variable(obj) -> bool:
+  """Whether `obj` is a variable (of TensorFlow or Keras 3), not a value."""
+  return isinstance(obj, (tf.Variable, keras3.Variable))
+
+
+def keras_of(obj):
+  """The Keras module `obj` (a model, layer or variable) belongs to."""
+  return keras3 if is_keras3(obj) else keras
+
+
+KERAS_VERSIONS = (2, 3)
+
+
+def keras_module(version: int):
+  """The Keras module of major version `version`: 2 (tf_keras) or 3."""
+  if version not in KERAS_VERSIONS:
+    raise ValueError(f'Keras version must be 2 (tf_keras) or 3 (keras), got '
+                     f'{version!r}.')
+  return keras3 if version == 3 else keras
+
+
+def check_backend(model) -> None:
+  """Raises unless a Keras 3 `model` runs on the TensorFlow backend."""
+  if is_keras3_model(model) and keras3.backend.backend() != 'tensorflow':
+    raise ValueError(
+        f'tf_admm runs Keras 3 models on the TensorFlow backend; this program '
+        f'uses {keras3.backend.backend()!r}. Set KERAS_BACKEND=tensorflow '
+        'before importing keras.')
 
 
 def is_pruning_wrapper(layer) -> bool:
@@ -44,7 +88,32 @@ def is_pruning_wrapper(layer) -> bool:
 
 def is_cloneable(model) -> bool:
   """Whether `model` is Sequential or functional (clone_model can copy it)."""
+  if is_keras3_model(model):
+    return isinstance(model, (keras3.Sequential, Keras3Functional))
   return isinstance(model, keras.Sequential) or model._is_graph_network  # pylint: disable=protected-access
+
+
+def copy_weights(source, clone) -> None:
+  """Gives the layers of `clone`, a clone of `source`, the weights of
+  theirs. On Keras 3 each layer copies its own variables only: state that
+  a regularizer layer adds (`tf_admm.AdmmRegularizer`) stays behind."""
+  if not is_keras3_model(source):
+    clone.set_weights(source.get_weights())
+    return
+  for original, copy in zip(_leaf_layers(source), _leaf_layers(clone)):
+    if original.weights:
+      store = {}
+      original.save_own_variables(store)
+      copy.load_own_variables(store)
+
+
+def _leaf_layers(model):
+  """The layers of `model` that are not models, nested models' included."""
+  for layer in model.layers:
+    if is_model(layer):
+      yield from _leaf_layers(layer)
+    else:
+      yield layer
 
 
 def set_constraint(variable, constraint) -> None:
@@ -55,6 +124,9 @@ def set_constraint(variable, constraint) -> None:
   a tf.distribute strategy, a distributed variable whose `constraint` is its
   first copy's: every copy gets it.
   """
+  if is_keras3(variable):  # Keras 3 has a setter
+    variable.constraint = constraint
+    return
   variable = getattr(variable, '_variable', variable)  # pylint: disable=protected-access
   copies = (variable.values
             if isinstance(variable, tf.distribute.DistributedValues)
@@ -65,15 +137,19 @@ def set_constraint(variable, constraint) -> None:
 
 def steps_per_execution(model) -> int:
   """Training steps per call of the compiled train function."""
+  if is_keras3_model(model):
+    return int(model.steps_per_execution)
   return int(model._steps_per_execution.numpy())  # pylint: disable=protected-access
 
 
 class BatchHookCallback(keras.callbacks.Callback):
   """A callback whose per-batch hooks run only when `needs_batch_hooks()`.
 
-  Keras calls a callback's batch hooks only if it says it implements them; a
-  hook costs a host round trip every step. The callback also takes logs as
-  tensors, so Keras never pulls batch logs to the host on its account.
+  Keras 2 calls a callback's batch hooks only if it says it implements
+  them; a hook costs a host round trip every step. The callback also takes
+  logs as tensors, so Keras never pulls batch logs to the host on its
+  account. Keras 3 calls every callback's hooks, with logs as floats; it
+  takes this Keras 2 callback as it is (it needs only the methods).
   """
 
   def __init__(self):

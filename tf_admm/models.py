@@ -1,14 +1,16 @@
 """The reference networks of the ADMM pruning papers, for MNIST-sized input,
 and two deeper ones for channel pruning."""
 
+from tf_admm import keras_compat
 from tf_admm import weights as weights_lib
-from tf_admm.keras_compat import keras
 
-layers = keras.layers
+# Each builder takes the Keras module to build with (Keras 2 by default).
 
 
-def lenet5(input_shape=(28, 28, 1), num_classes=10):
+def lenet5(input_shape=(28, 28, 1), num_classes=10,
+           keras=keras_compat.keras):
   """LeNet-5 as in the papers: conv 20@5x5, conv 50@5x5, fc 500, fc 10."""
+  layers = keras.layers
   return keras.Sequential([
       keras.Input(input_shape),
       layers.Conv2D(20, 5, activation='relu', name='conv1'),
@@ -21,8 +23,10 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10):
   ], name='lenet5')
 
 
-def lenet300_100(input_shape=(28, 28, 1), num_classes=10):
+def lenet300_100(input_shape=(28, 28, 1), num_classes=10,
+                 keras=keras_compat.keras):
   """LeNet-300-100: fc 300, fc 100, fc 10."""
+  layers = keras.layers
   return keras.Sequential([
       keras.Input(input_shape),
       layers.Flatten(name='flatten'),
@@ -32,7 +36,7 @@ def lenet300_100(input_shape=(28, 28, 1), num_classes=10):
   ], name='lenet300_100')
 
 
-def _conv_bn(x, filters, kernel, name, activation='relu', **kwargs):
+def _conv_bn(layers, x, filters, kernel, name, activation='relu', **kwargs):
   x = layers.Conv2D(filters, kernel, padding='same', use_bias=False,
                     name=name, **kwargs)(x)
   x = layers.BatchNormalization(name=f'{name}_bn')(x)
@@ -40,16 +44,18 @@ def _conv_bn(x, filters, kernel, name, activation='relu', **kwargs):
       activation) else x
 
 
-def vgg_small(input_shape=(28, 28, 1), num_classes=10):
+def vgg_small(input_shape=(28, 28, 1), num_classes=10,
+              keras=keras_compat.keras):
   """A small VGG-style CNN with BatchNormalization on 32x32 inputs (28x28
   images are zero-padded inside): three blocks of two 3x3 convolutions
   (16, 32, 64 filters), each block max-pooled, then fc 128 and the
   output."""
+  layers = keras.layers
   inputs = keras.Input(input_shape)
   x = layers.ZeroPadding2D((32 - input_shape[0]) // 2, name='pad')(inputs)
   for block, filters in enumerate((16, 32, 64), start=1):
-    x = _conv_bn(x, filters, 3, f'conv{block}a')
-    x = _conv_bn(x, filters, 3, f'conv{block}b')
+    x = _conv_bn(layers, x, filters, 3, f'conv{block}a')
+    x = _conv_bn(layers, x, filters, 3, f'conv{block}b')
     x = layers.MaxPooling2D(name=f'pool{block}')(x)
   x = layers.Flatten(name='flatten')(x)
   x = layers.Dense(128, activation='relu', name='fc1')(x)
@@ -57,33 +63,35 @@ def vgg_small(input_shape=(28, 28, 1), num_classes=10):
   return keras.Model(inputs, outputs, name='vgg_small')
 
 
-def _inverted_residual(x, expand, filters, stride, name):
+def _inverted_residual(layers, x, expand, filters, stride, name):
   """MobileNetV2's block: 1x1 expansion, 3x3 depthwise, 1x1 linear
   projection; the input added back when the shapes allow."""
   inputs = x
-  x = _conv_bn(x, expand, 1, f'{name}_expand', activation='relu6')
+  x = _conv_bn(layers, x, expand, 1, f'{name}_expand', activation='relu6')
   x = layers.DepthwiseConv2D(3, strides=stride, padding='same',
                              use_bias=False, name=f'{name}_dw')(x)
   x = layers.BatchNormalization(name=f'{name}_dw_bn')(x)
   x = layers.Activation('relu6', name=f'{name}_dw_act')(x)
-  x = _conv_bn(x, filters, 1, f'{name}_project', activation=None)
+  x = _conv_bn(layers, x, filters, 1, f'{name}_project', activation=None)
   if stride == 1 and inputs.shape[-1] == filters:
     x = layers.Add(name=f'{name}_add')([inputs, x])
   return x
 
 
-def mobilenet_v2_small(input_shape=(28, 28, 1), num_classes=10):
+def mobilenet_v2_small(input_shape=(28, 28, 1), num_classes=10,
+                       keras=keras_compat.keras):
   """A MobileNetV2-style network on 32x32 inputs (28x28 images zero-padded
   inside): a 3x3 stem of stride 2 (as MobileNetV2's), six inverted residual
   blocks (expansion 6; four with residual Adds), a 1x1 head, global pooling
   and the output."""
+  layers = keras.layers
   inputs = keras.Input(input_shape)
   x = layers.ZeroPadding2D((32 - input_shape[0]) // 2, name='pad')(inputs)
-  x = _conv_bn(x, 16, 3, 'stem', activation='relu6', strides=2)
+  x = _conv_bn(layers, x, 16, 3, 'stem', activation='relu6', strides=2)
   for name, filters, stride in (('b1', 16, 1), ('b2', 24, 2), ('b3', 24, 1),
                                 ('b4', 32, 2), ('b5', 32, 1), ('b6', 32, 1)):
-    x = _inverted_residual(x, 6 * x.shape[-1], filters, stride, name)
-  x = _conv_bn(x, 128, 1, 'head', activation='relu6')
+    x = _inverted_residual(layers, x, 6 * x.shape[-1], filters, stride, name)
+  x = _conv_bn(layers, x, 128, 1, 'head', activation='relu6')
   x = layers.GlobalAveragePooling2D(name='pool')(x)
   outputs = layers.Dense(num_classes, name='fc')(x)
   return keras.Model(inputs, outputs, name='mobilenet_v2_small')
@@ -93,15 +101,19 @@ MODELS = {'lenet5': lenet5, 'lenet300_100': lenet300_100,
           'vgg_small': vgg_small, 'mobilenet_v2_small': mobilenet_v2_small}
 
 
-def build(name: str, input_shape=(28, 28, 1), num_classes=10):
+def build(name: str, input_shape=(28, 28, 1), num_classes=10,
+          keras_version: int = 2):
+  """Model `name` built with Keras `keras_version` (2: tf_keras, 3: keras)."""
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; choose one of '
                      f'{", ".join(MODELS)}.')
-  return MODELS[name](input_shape, num_classes)
+  return MODELS[name](input_shape, num_classes,
+                      keras=keras_compat.keras_module(keras_version))
 
 
 def compile_for_classification(model, optimizer):
   """Integer labels, logits out, accuracy reported."""
+  keras = keras_compat.keras_of(model)
   model.compile(
       optimizer=optimizer,
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -55,8 +55,9 @@ from tf_admm import callback as callback_lib
 from tf_admm import constraints as constraints_lib
 from tf_admm import datasets
 from tf_admm import finite
+from tf_admm import keras_compat
 from tf_admm import macs
-from tf_admm import pruning_wrapper
+from tf_admm import masked_retraining
 from tf_admm import schedules
 from tf_admm import surgery
 from tf_admm import targets
@@ -250,7 +251,7 @@ class ProgressiveRun:
   """One progressive pruning run in `output_dir`, resumed if already begun.
 
   Args:
-    build_model: returns a fresh, built, uncompiled tf_keras model.
+    build_model: returns a fresh, built, uncompiled model, of either Keras.
     data: train/validation/test arrays.
     allocate: given the pretrained dense model, {layer name: keep ratio} at
       the final rate: the shape of the per-layer targets, rescaled for each
@@ -293,6 +294,9 @@ class ProgressiveRun:
                        'are pruned (rate_unit="macs" needs KeepChannels).')
     if constraint.removes_channels:
       surgery.check_supported(build_model())  # before any training
+    # The Keras of the run's models, whose optimizers, callbacks and loading
+    # it uses.
+    self.keras = keras_compat.keras_of(build_model())
     self.build_model = build_model
     self.data = data
     self.allocate = allocate
@@ -313,6 +317,8 @@ class ProgressiveRun:
                                 name: keras.utils.serialize_keras_object(q)
                                 for name, q in self.quantization.items()})
     self.description['settings']['stage_rates'] = list(settings.stage_rates)
+    if self.keras is keras_compat.keras3:  # Keras 2 runs predate the key
+      self.description['keras'] = 3
 
   # Files.
 
@@ -410,7 +416,7 @@ class ProgressiveRun:
   def _load_model(self, folder):
     whole = os.path.join(folder, 'model.keras')
     if os.path.exists(whole):
-      return _read(whole, lambda path: keras.models.load_model(
+      return _read(whole, lambda path: self.keras.models.load_model(
           path, compile=False))
     model = self.build_model()
     _read(os.path.join(folder, 'model.weights.h5'), model.load_weights)
@@ -433,8 +439,9 @@ class ProgressiveRun:
 
   def _fit(self, model, unit, epochs, callbacks=()):
     """model.fit on the training split, resumable per epoch."""
-    keras.utils.set_random_seed(self.settings.seed + zlib.crc32(unit.encode()))
-    backup = keras.callbacks.BackupAndRestore(self._path('backup', unit))
+    self.keras.utils.set_random_seed(self.settings.seed +
+                                     zlib.crc32(unit.encode()))
+    backup = self.keras.callbacks.BackupAndRestore(self._path('backup', unit))
     if self.settings.shift_pixels:
       inputs = dict(x=datasets.shifted_batches(
           self.data.x_train, self.data.y_train, self.settings.batch_size,
@@ -457,11 +464,11 @@ class ProgressiveRun:
     `decay_epochs` when given (masked retraining settles that way)."""
     learning_rate = self.settings.learning_rate
     if decay_epochs:
-      learning_rate = keras.optimizers.schedules.CosineDecay(
+      learning_rate = self.keras.optimizers.schedules.CosineDecay(
           learning_rate, decay_steps=decay_epochs * self._steps_per_epoch)
     model.compile(
-        keras.optimizers.Adam(learning_rate),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        self.keras.optimizers.Adam(learning_rate),
+        self.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=['accuracy'])
     return model
 
@@ -526,14 +533,13 @@ class ProgressiveRun:
               [callback_lib.AdmmCallback(ramp)])
     constraints = {w.path: keras.utils.serialize_keras_object(r.constraint)
                    for w, r in attach.admm_weights(admm)}
-    wrapped = self._compile(pruning_wrapper.to_pruning_wrappers(admm),
+    wrapped = self._compile(masked_retraining.to_pruning_wrappers(admm),
                             decay_epochs=self.settings.retrain_epochs)
     if self.constraint.removes_channels:
       surgery.silence_pruned_channels(wrapped)
     if self.settings.retrain_epochs:
-      self._fit(wrapped, f'{name}_retrain', self.settings.retrain_epochs,
-                [pruning_wrapper.update_pruning_step()])
-    pruned = pruning_wrapper.strip_pruning(wrapped)
+      self._fit(wrapped, f'{name}_retrain', self.settings.retrain_epochs)
+    pruned = masked_retraining.strip_pruning(wrapped)
     metrics = {
         'stage': stage, 'target_rate': rate, 'parent': parent,
         'rate': compression_rate(pruned),
@@ -544,7 +550,7 @@ class ProgressiveRun:
         'constraints': constraints,
     }
     self._save_unit(self._folder(name), pruned, metrics,
-                    pruning_wrapper.masks_of(wrapped))
+                    masked_retraining.masks_of(wrapped))
     return name
 
   def _quantize(self, parent):

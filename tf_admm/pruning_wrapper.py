@@ -20,8 +20,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf_admm import attach
 from tf_admm import keras_compat
+from tf_admm import masked_retraining
 from tf_admm import masks as masks_lib
 from tf_admm import registration
 from tf_admm import weights as weights_lib
@@ -124,15 +124,7 @@ def to_pruning_wrappers(model,
     `FixedMaskPruneLowMagnitude` (a `tfmot.sparsity.keras.PruneLowMagnitude`)
     holding its masks. Compile it and fit it.
   """
-  if masks is None:
-    masks = attach.admm_masks(model)
-  if not masks:
-    raise ValueError('No masks given: nothing to prune.')
-  plain = attach.remove_admm(model)
-  prunable = {w.path: w for w in weights_lib.prunable_weights(plain)}
-  weights_lib.check_masks(prunable, masks)
-  masked_by_layer = weights_lib.by_layer(
-      (prunable[path], mask) for path, mask in masks.items())
+  plain, masks, masked_by_layer = masked_retraining.without_admm(model, masks)
 
   def wrap(layer):
     if is_model(layer):

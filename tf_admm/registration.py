@@ -8,17 +8,30 @@ for its layers or their regularizers): an H5 file fails with "Unknown layer:
 with pruning wrappers fails on a string where a layer should be; a .keras
 file under ADMM loads with the string 'AdmmRegularizer' in place of each
 regularizer, which `tf_admm.prunable_weights` refuses, naming the fix.
+
+The two Kerases keep separate registries: a class is registered in the one
+of the Keras it is built on, and a class built on neither (a constraint,
+which both save inside regularizer configs) in both.
 """
 
 from tf_admm.keras_compat import keras
+from tf_admm.keras_compat import keras3
+
+
+def _built_on(cls, package: str) -> bool:
+  return any(base.__module__.split('.')[0] == package for base in cls.__mro__)
 
 
 def register(cls):
-  """Registers `cls` under its package name and its bare class name.
+  """Registers `cls` as 'tf_admm>Name' in its Keras's registry.
 
-  Keras's own format looks objects up as 'tf_admm>Name'; the legacy H5 and
-  SavedModel formats, and tfmot's schedule deserializer, by the bare 'Name'.
+  In Keras 2 also under its bare class name, by which the legacy H5 and
+  SavedModel formats, and tfmot's schedule deserializer, look objects up.
   """
-  cls = keras.utils.register_keras_serializable(package='tf_admm')(cls)
-  keras.utils.get_custom_objects()[cls.__name__] = cls
+  on_keras3, on_keras2 = _built_on(cls, 'keras'), _built_on(cls, 'tf_keras')
+  if on_keras3 or not on_keras2:
+    keras3.saving.register_keras_serializable(package='tf_admm')(cls)
+  if on_keras2 or not on_keras3:
+    keras.utils.register_keras_serializable(package='tf_admm')(cls)
+    keras.utils.get_custom_objects()[cls.__name__] = cls
   return cls

@@ -6,18 +6,19 @@ import numpy as np
 import tensorflow as tf
 
 from tf_admm import constraints as constraints_lib
+from tf_admm import keras_compat
 from tf_admm import masks
 from tf_admm import registration
 from tf_admm.keras_compat import Trackable
 from tf_admm.keras_compat import keras
+from tf_admm.keras_compat import keras3
 
 
-@registration.register
-class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
-  """The augmented-Lagrangian term of ADMM for one weight, and its state.
+class AdmmSteps:
+  """The augmented-Lagrangian term of ADMM for one weight, its state, and
+  the ADMM steps on them: what the regularizer classes of both Kerases share.
 
-  It owns the ADMM state of that weight, as non-trainable variables created
-  on first use with the weight's shape, and the ADMM steps on them:
+  The state, non-trainable variables shaped like the weight:
     z, u: the projection target and the scaled dual variable.
     rho: the penalty factor.
     mask: 1 where the weight may be nonzero, 0 where a hard prune removed
@@ -41,18 +42,17 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
   schedule's `progress` in [0, 1] moves the kept count from `start_nonzeros`
   to the constraint's `keep` (`constraint_at`). The callback decides when
   each step runs; the steps are `begin`, `restart`, `update` and
-  `hard_project`, and `measure` reads the state for metrics.
+  `hard_project`, and `measure` reads the state for metrics. The math is
+  numpy on the variables' values, which reads and assigns alike on both
+  Kerases' variables.
 
-  The variables are checkpoint dependencies of the layer (through its
-  regularizer attribute), so `tf.train.Checkpoint`, TF-format
-  `save_weights` and `BackupAndRestore` keep them; they are not layer
-  weights, so `get_weights()` is the same with or without ADMM. `get_config`
-  keeps the constraint, the initial rho and `base` (a regularizer added on
-  top, such as the L2 the layer had before ADMM).
+  A class built on it provides `_create_state(shape)`, which makes the
+  variables with `_state_variables`, and `_new_variable`.
   """
 
-  def __init__(self, constraint: constraints_lib.Constraint, rho=1e-3,
-               base=None):
+  _keras = None  # the Keras module of the class
+
+  def _init_admm(self, constraint, rho, base):
     if not isinstance(constraint, constraints_lib.Constraint):
       raise ValueError(f'AdmmRegularizer: expected a tf_admm constraint, got '
                        f'{constraint!r}.')
@@ -60,46 +60,49 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
       raise ValueError(f'AdmmRegularizer: rho must be > 0, got {rho}.')
     self.constraint = constraint
     self.initial_rho = float(rho)
-    self.base = keras.regularizers.get(base)
+    self.base = self._keras.regularizers.get(base)
     self.z_change = 0.0  # ||Z_new - Z_old|| at the last Z-step
     self.z = self.u = self.rho = self.mask = None
     self.levels = self.held = self.held_values = None
     self.start_step = self.start_nonzeros = self.last_step = None
 
+  def _new_variable(self, name, shape, value, dtype='float32'):
+    raise NotImplementedError
+
+  def _state_variables(self, shape) -> None:
+    """Creates the state for a weight of `shape`."""
+    variable = self._new_variable
+    self.z = variable('z', shape, 0.0)
+    self.u = variable('u', shape, 0.0)
+    self.mask = variable('mask', shape, 1.0)
+    self.rho = variable('rho', (), self.initial_rho)
+    self.start_step = variable('start_step', (), -1, 'int64')
+    self.start_nonzeros = variable('start_nonzeros', (),
+                                   int(np.prod(shape)), 'int64')
+    self.last_step = variable('last_step', (), -1, 'int64')
+    levels_shape = self.constraint.levels_shape(tuple(shape))
+    if levels_shape is not None:
+      self.levels = variable('levels', levels_shape, 0.0)
+      self.held = variable('held', shape, 0.0)
+      self.held_values = variable('held_values', shape, 0.0)
+
+  def _create_state(self, shape) -> None:
+    raise NotImplementedError
+
   @property
-  def built(self) -> bool:
+  def has_state(self) -> bool:
     return self.z is not None
 
   @property
   def started(self) -> bool:
-    return self.built and int(self.start_step.numpy()) >= 0
+    return self.has_state and int(self.start_step.numpy()) >= 0
 
-  def build(self, weight) -> None:
-    """Creates the state for `weight` (a variable) and holds its mask."""
-    if self.built:
-      return
-    shape = weight.shape
-    # Variables may be created while a train step is being traced.
-    with tf.init_scope():
-      self.z = tf.Variable(tf.zeros(shape), trainable=False, name='z')
-      self.u = tf.Variable(tf.zeros(shape), trainable=False, name='u')
-      self.mask = tf.Variable(tf.ones(shape), trainable=False, name='mask')
-      self.rho = tf.Variable(self.initial_rho, trainable=False, name='rho')
-      self.start_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
-                                    name='start_step')
-      self.start_nonzeros = tf.Variable(
-          shape.num_elements(), dtype=tf.int64, trainable=False,
-          name='start_nonzeros')
-      self.last_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
-                                   name='last_step')
-      levels_shape = self.constraint.levels_shape(tuple(shape))
-      if levels_shape is not None:
-        self.levels = tf.Variable(tf.zeros(levels_shape), trainable=False,
-                                  name='levels')
-        self.held = tf.Variable(tf.zeros(shape), trainable=False, name='held')
-        self.held_values = tf.Variable(tf.zeros(shape), trainable=False,
-                                       name='held_values')
-    if isinstance(weight, tf.Variable):
+  def prepare(self, weight) -> None:
+    """Creates the state for `weight` if it has none, and holds its mask
+    (a variable's; a value passed in has nothing to hold)."""
+    if not self.has_state:
+      self._create_state(tuple(weight.shape))
+    if keras_compat.is_variable(weight):
       masks.hold_mask(weight, self.mask, self.held, self.held_values)
 
   # The ADMM steps.
@@ -116,7 +119,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
   @property
   def levels_held(self) -> bool:
     """Whether weights are held on the levels, which are then fixed."""
-    return self.held is not None and bool(tf.reduce_any(self.held > 0))
+    return self.held is not None and bool(np.any(self.held.numpy() > 0))
 
   def project(self, values, progress: float = 1.0):
     """Proj(values) onto the constraint at `progress`, within the mask (on
@@ -132,12 +135,12 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     """Marks optimizer step `step` and the mask now as where ADMM starts
     (a `restart` sets Z and U)."""
     self.start_step.assign(step)
-    self.start_nonzeros.assign(int(tf.math.count_nonzero(self.mask)))
+    self.start_nonzeros.assign(np.count_nonzero(self.mask.numpy()))
 
   def restart(self, weight, progress: float) -> None:
     """Fresh ADMM: Z = Proj(W), U = 0, rho back to its initial value."""
     self.z.assign(self.project(weight.numpy(), progress).values)
-    self.u.assign(tf.zeros_like(self.u))
+    self.u.assign(np.zeros(self.u.shape, np.float32))
     self.rho.assign(self.initial_rho)
     self.z_change = 0.0
 
@@ -148,7 +151,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
     self.z_change = float(np.linalg.norm(z - self.z.numpy()))
     self.u.assign_add(w - z)
     self.z.assign(z)
-    self.rho.assign(self.rho * rho_growth)
+    self.rho.assign(self.rho.numpy() * rho_growth)
 
   def hard_project(self, weight, progress: float) -> None:
     """W <- Proj(W); the entries it zeroes stay zero from now on. With
@@ -196,7 +199,7 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
   # The penalty.
 
   def __call__(self, weight):
-    self.build(weight)
+    self.prepare(weight)
     z, u, rho = (tf.convert_to_tensor(v) for v in (self.z, self.u, self.rho))
 
     # The gradient by hand, from the residual the value already computed:
@@ -214,23 +217,92 @@ class AdmmRegularizer(keras.regularizers.Regularizer, Trackable):
       penalty += tf.cast(self.base(weight), tf.float32)
     return penalty
 
-  def get_config(self):
+  def _admm_config(self):
     return {
-        'constraint': keras.utils.serialize_keras_object(self.constraint),
+        'constraint': self._keras.utils.serialize_keras_object(
+            self.constraint),
         'rho': self.initial_rho,
-        'base': (keras.regularizers.serialize(self.base)
+        'base': (self._keras.regularizers.serialize(self.base)
                  if self.base is not None else None),
     }
 
   @classmethod
   def from_config(cls, config):
     config = dict(config)
-    config['constraint'] = keras.utils.deserialize_keras_object(
+    config['constraint'] = cls._keras.utils.deserialize_keras_object(
         config['constraint'])
     return cls(**config)
 
 
-def admm_regularizer(weight) -> Optional[AdmmRegularizer]:
-  """The AdmmRegularizer of a `tf_admm.weights.PrunableWeight`, if any."""
+@registration.register
+class AdmmRegularizer(AdmmSteps, keras.regularizers.Regularizer, Trackable):
+  """The ADMM penalty and state of one weight of a Keras 2 (tf_keras)
+  model; see `AdmmSteps`.
+
+  The variables, created on first use, are checkpoint dependencies of the
+  layer (through its regularizer attribute), so `tf.train.Checkpoint`,
+  TF-format `save_weights` and `BackupAndRestore` keep them; they are not
+  layer weights, so `get_weights()` is the same with or without ADMM.
+  `get_config` keeps the constraint, the initial rho and `base` (a
+  regularizer added on top, such as the L2 the layer had before ADMM).
+  """
+
+  _keras = keras
+
+  def __init__(self, constraint: constraints_lib.Constraint, rho=1e-3,
+               base=None):
+    self._init_admm(constraint, rho, base)
+
+  def _create_state(self, shape):
+    with tf.init_scope():  # it may be called while a step is traced
+      self._state_variables(shape)
+
+  def _new_variable(self, name, shape, value, dtype='float32'):
+    return tf.Variable(tf.fill(shape, tf.constant(value, dtype)),
+                       trainable=False, name=name)
+
+  def get_config(self):
+    return self._admm_config()
+
+
+@registration.register
+class Keras3AdmmRegularizer(AdmmSteps, keras3.layers.Layer,
+                            keras3.regularizers.Regularizer):
+  """The ADMM penalty and state of one weight of a Keras 3 model; see
+  `AdmmSteps`. `tf_admm.attach_admm` makes it for Keras 3 models.
+
+  Keras 3 saves and restores only the state of layers, and a built layer
+  takes no new variables; so the regularizer is itself a layer, which the
+  regularized layer tracks through its regularizer attribute: `.keras`
+  files, `save_weights` and `BackupAndRestore` keep the state, which also
+  counts in that layer's `weights` and the model's `get_weights()`. It is
+  built (its state made) for the weight's shape, also when a saved model
+  loads.
+  """
+
+  _keras = keras3
+
+  def __init__(self, constraint: constraints_lib.Constraint, rho=1e-3,
+               base=None, **kwargs):
+    super().__init__(**kwargs)
+    self._init_admm(constraint, rho, base)
+
+  def build(self, input_shape):
+    self._state_variables(tuple(input_shape))
+
+  def _create_state(self, shape):
+    self.build(shape)
+
+  def _new_variable(self, name, shape, value, dtype='float32'):
+    return self.add_weight(
+        shape=shape, initializer=keras3.initializers.Constant(value),
+        dtype=dtype, trainable=False, name=name)
+
+  def get_config(self):
+    return dict(super().get_config(), **self._admm_config())
+
+
+def admm_regularizer(weight) -> Optional[AdmmSteps]:
+  """The ADMM regularizer of a `tf_admm.weights.PrunableWeight`, if any."""
   regularizer = weight.regularizer
-  return regularizer if isinstance(regularizer, AdmmRegularizer) else None
+  return regularizer if isinstance(regularizer, AdmmSteps) else None

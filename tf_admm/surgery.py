@@ -35,6 +35,7 @@ from tf_admm import macs
 from tf_admm import masks as masks_lib
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import inbound_node_count
+from tf_admm.keras_compat import is_keras3_model
 from tf_admm.keras_compat import is_model
 from tf_admm.keras_compat import keras
 
@@ -96,8 +97,17 @@ def _own_copy(model):
 
 def check_supported(model) -> None:
   """Raises ValueError naming every layer surgery cannot handle."""
-  weights_lib.check_cloneable(model)
+  _check_keras2(model)
   _check_graph(_own_copy(model))
+
+
+def _check_keras2(model) -> None:
+  weights_lib.check_cloneable(model)
+  if is_keras3_model(model):
+    raise ValueError(
+        f'Channel surgery works on Keras 2 (tf_keras) models; {model.name!r} '
+        'is a Keras 3 model. Prune its weights, or build it with '
+        '`import tf_keras as keras` to cut channels.')
 
 
 def _check_graph(model) -> None:
@@ -299,7 +309,7 @@ def remove_channels(model):
      layer that makes channels). The small model computes what `model`
      does, within float32 rounding.
   """
-  weights_lib.check_cloneable(model)
+  _check_keras2(model)
   model = _own_copy(model)
   _check_graph(model)
   plan = _Surgeon(model).plan()
@@ -373,6 +383,7 @@ def silence_pruned_channels(model) -> dict:
   `model` may hold tfmot pruning wrappers (masked retraining). Returns
   {layer name: channels silenced}.
   """
+  _check_keras2(model)
   readers = _readers(model)
   silenced = {}
   for layer in model.layers:

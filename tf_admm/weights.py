@@ -13,10 +13,11 @@ from typing import Optional
 
 import numpy as np
 
+from tf_admm.keras_compat import check_backend
 from tf_admm.keras_compat import is_cloneable
-from tf_admm.keras_compat import is_keras3_model
 from tf_admm.keras_compat import is_model
 from tf_admm.keras_compat import keras
+from tf_admm.keras_compat import keras3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,31 +38,37 @@ _DEPTHWISE = WeightKind('depthwise_kernel', 'depthwise_regularizer', None,
                         None)
 _POINTWISE = WeightKind('pointwise_kernel', 'pointwise_regularizer', -2)
 
+
+def _prunable(layers) -> dict:
+  """{layer class: its prunable weights} for one Keras's `layers` module."""
+  return {
+      layers.Dense: (WeightKind('kernel', 'kernel_regularizer', 0),),
+      layers.Conv1D: (_KERNEL,),
+      layers.Conv2D: (_KERNEL,),
+      layers.Conv3D: (_KERNEL,),
+      # A transposed convolution's kernel is (..., filters, input channels).
+      layers.Conv2DTranspose: (
+          WeightKind('kernel', 'kernel_regularizer', -1, -2),),
+      layers.Conv3DTranspose: (
+          WeightKind('kernel', 'kernel_regularizer', -1, -2),),
+      layers.DepthwiseConv1D: (_DEPTHWISE,),
+      layers.DepthwiseConv2D: (_DEPTHWISE,),
+      layers.SeparableConv1D: (_DEPTHWISE, _POINTWISE),
+      layers.SeparableConv2D: (_DEPTHWISE, _POINTWISE),
+      layers.Embedding: (
+          WeightKind('embeddings', 'embeddings_regularizer', None, 0),),
+  }
+
+
 # Matched by exact class, as tfmot's registry matches them: a subclass may
-# compute something else with the same variables.
-PRUNABLE = {
-    keras.layers.Dense: (WeightKind('kernel', 'kernel_regularizer', 0),),
-    keras.layers.Conv1D: (_KERNEL,),
-    keras.layers.Conv2D: (_KERNEL,),
-    keras.layers.Conv3D: (_KERNEL,),
-    # A transposed convolution's kernel is (..., filters, input channels).
-    keras.layers.Conv2DTranspose: (
-        WeightKind('kernel', 'kernel_regularizer', -1, -2),),
-    keras.layers.Conv3DTranspose: (
-        WeightKind('kernel', 'kernel_regularizer', -1, -2),),
-    keras.layers.DepthwiseConv1D: (_DEPTHWISE,),
-    keras.layers.DepthwiseConv2D: (_DEPTHWISE,),
-    keras.layers.SeparableConv1D: (_DEPTHWISE, _POINTWISE),
-    keras.layers.SeparableConv2D: (_DEPTHWISE, _POINTWISE),
-    keras.layers.Embedding: (
-        WeightKind('embeddings', 'embeddings_regularizer', None, 0),),
-}
+# compute something else with the same variables. Both Kerases' classes.
+PRUNABLE = {**_prunable(keras.layers), **_prunable(keras3.layers)}
 
 
 @dataclasses.dataclass(frozen=True)
 class PrunableWeight:
   path: str  # 'block/conv/kernel'
-  layer: keras.layers.Layer
+  layer: object  # a layer of either Keras
   kind: WeightKind
 
   @property
@@ -83,15 +90,11 @@ class PrunableWeight:
 
 def check_cloneable(model) -> None:
   """Raises unless `model` and every model nested in it can be cloned."""
-  if is_keras3_model(model):
-    raise TypeError(
-        f'tf_admm works on tf_keras (Keras 2) models; {model.name!r} is a '
-        'Keras 3 model. Build it with `import tf_keras as keras` in place of '
-        '`import keras`.')
   if not is_model(model):
     raise TypeError(
-        f'Expected a tf_keras Model, got {type(model).__name__}. Build models '
-        'with `import tf_keras as keras`, not Keras 3.')
+        f'Expected a Keras model (Keras 3, or tf_keras for Keras 2), got '
+        f'{type(model).__name__}.')
+  check_backend(model)
   if not is_cloneable(model):
     raise ValueError(
         f'Model {model.name!r} is a subclassed model; tf_admm (like tfmot) '
@@ -140,7 +143,8 @@ def prunable_weights(model, require=True):
   if require and not found:
     raise ValueError(
         f'Model {model.name!r} has no prunable weight; tf_admm prunes the '
-        'kernels of ' + ', '.join(t.__name__ for t in PRUNABLE) + '.')
+        'kernels of ' + ', '.join(sorted({t.__name__ for t in PRUNABLE})) +
+        '.')
   return found
 
 
@@ -178,12 +182,12 @@ def unpruned_weights(model, pruned_paths) -> list:
   """[{'path', 'size'}] of the model's weights outside `pruned_paths`:
   biases, normalization parameters, layers left out or not prunable."""
   pruned_paths = set(pruned_paths)
-  pruned = {w.variable.ref() for w in prunable_weights(model, require=False)
+  pruned = {id(w.variable) for w in prunable_weights(model, require=False)
             if w.path in pruned_paths}
   unpruned = []
   for path, layer in layers_with_paths(model):
     for variable in layer.weights:
-      if variable.ref() not in pruned:
+      if id(variable) not in pruned:
         name = variable.name.split('/')[-1].split(':')[0]
         unpruned.append({'path': f'{path}/{name}',
                          'size': int(np.prod(variable.shape))})

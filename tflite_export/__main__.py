@@ -9,21 +9,25 @@ whose kernels lie on symmetric grids (quantized by tf_admm.Quantize) also
 gets the packed INT2/INT4 variants, packed_weight_only and packed_dynamic.
 """
 
+import importlib
 import json
 import os
+import zipfile
 
 from absl import app
 from absl import flags
 
 import tensorflow as tf
 
+import tf_admm
 from tf_admm import dataset_flags
-from tf_admm import pruning_wrapper  # registers the wrappers for loading
 from tf_admm.keras_compat import keras
+from tf_admm.keras_compat import keras3
 from tflite_export import report
 
 MODEL = flags.DEFINE_string('model', None, 'Saved Keras model (.keras, .h5 '
-                            'or SavedModel folder), pruning wrappers or not.',
+                            'or SavedModel folder of tf_keras, or .keras of '
+                            'Keras 3), pruning wrappers (held masks) or not.',
                             required=True)
 DENSE_MODEL = flags.DEFINE_string(
     'dense_model', None, 'Saved unpruned model whose float32 TFLite is the '
@@ -39,17 +43,37 @@ CALIBRATION_EXAMPLES = flags.DEFINE_integer(
 flags.adopt_module_key_flags(dataset_flags)
 
 
+def saved_by_keras3(path) -> bool:
+  """Whether `path` is a .keras archive that Keras 3 wrote (its
+  metadata.json names the Keras version; tf_keras writes 2.x there)."""
+  if not zipfile.is_zipfile(path):  # .h5, SavedModel folder
+    return False
+  with zipfile.ZipFile(path) as archive:
+    try:
+      metadata = json.loads(archive.read('metadata.json'))
+    except (KeyError, ValueError):
+      return False
+  return str(metadata.get('keras_version', '')).startswith('3.')
+
+
 def load_plain_model(path):
-  """Loads a saved model and strips any pruning wrappers."""
+  """Loads a saved model of either Keras and strips any pruning wrappers
+  (Keras 2) or held masks (Keras 3)."""
   if not os.path.exists(path):
     raise ValueError(f'No saved model at {path!r}.')
-  return pruning_wrapper.strip_pruning(keras.models.load_model(path))
+  if saved_by_keras3(path):
+    return tf_admm.strip_pruning(keras3.saving.load_model(path))
+  # Registers the wrapper classes loading needs; it imports tfmot, which
+  # only Keras 2 files need.
+  importlib.import_module('tf_admm.pruning_wrapper')
+  return tf_admm.strip_pruning(keras.models.load_model(path))
 
 
 def load_data(model):
   """The --dataset, once checked that it can score `model` (ValueError if
   not): images of the model's input shape, one class per model output."""
-  dtype = model.inputs[0].dtype
+  # A tf.DType on Keras 2, a dtype name on Keras 3.
+  dtype = tf.as_dtype(model.inputs[0].dtype)
   if not dtype.is_floating:
     raise ValueError(f'The model takes {dtype.name} inputs, not float '
                      'images, so no --dataset can score it: call '

@@ -1,6 +1,14 @@
-"""Keras model -> TFLite flatbuffer, in the formats phones run."""
+"""Keras model -> TFLite flatbuffer, in the formats phones run.
+
+Keras 2 (tf_keras) models convert with `tf.lite.TFLiteConverter
+.from_keras_model`; Keras 3 models with their own LiteRT export
+(`model.export(..., format='litert')`, which traces the model into a
+SavedModel and converts that). Both get the same converter settings.
+"""
 
 import enum
+import os
+import tempfile
 from typing import Optional
 
 import tensorflow as tf
@@ -21,10 +29,15 @@ def convert(model,
             sparse: bool = False,
             representative_data: Optional[tf.data.Dataset] = None,
             representative_batches: int = 100) -> bytes:
-  """Converts a (stripped) tf_keras model to a TFLite flatbuffer.
+  """Converts a (stripped) model of either Keras to a TFLite flatbuffer.
+
+  The file takes the model's first input with a batch dimension of any size
+  (resize the interpreter's input) and uses built-in LiteRT ops only.
 
   Args:
-    model: a tf_keras model without pruning wrappers.
+    model: a tf_keras model without pruning wrappers, or a Keras 3 model
+      on the TensorFlow backend (regularizers, ADMM's included, act in
+      training only and leave the file as it would be without them).
     quantization: see `Quantization`.
     sparse: store weight tensors sparse (tf.lite.Optimize.EXPERIMENTAL_SPARSITY).
       The converter leaves tensors under about 30% sparsity dense.
@@ -41,34 +54,75 @@ def convert(model,
     raise ValueError(
         f'Model {model.name!r} still has pruning wrappers (layers '
         f'{", ".join(wrapped)}): call tf_admm.strip_pruning(model) first.')
-  quantization = Quantization(quantization)
+  settings = _converter_settings(model, Quantization(quantization), sparse,
+                                 representative_data, representative_batches)
+  if keras_compat.is_keras3_model(model):
+    return _export_keras3(model, settings)
+  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  _apply(converter, settings)
+  return converter.convert()
+
+
+def _converter_settings(model, quantization, sparse, representative_data,
+                        representative_batches) -> dict:
+  """{TFLiteConverter attribute: value}, with 'target_spec' a dict of
+  target_spec attributes: the form Keras 3's LiteRT export takes them in."""
   if quantization is Quantization.INT8 and representative_data is None:
     raise ValueError('Full int8 conversion needs representative_data: a '
                      'tf.data dataset of typical inputs for calibration.')
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
   optimizations = []
   if quantization is not Quantization.FLOAT32:
     optimizations.append(tf.lite.Optimize.DEFAULT)
   if sparse:
     optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-  converter.optimizations = optimizations
+  # Built-in ops only: Keras 3's export also allows SELECT_TF_OPS (Flex),
+  # which LiteRT without the Flex delegate cannot run.
+  settings = {'optimizations': optimizations, 'target_spec': {
+      'supported_ops': [tf.lite.OpsSet.TFLITE_BUILTINS]}}
   if quantization is Quantization.INT8:
-    converter.representative_dataset = _calibration_inputs(
+    settings['representative_dataset'] = _calibration_inputs(
         representative_data, model.inputs[0], representative_batches)
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  return converter.convert()
+    settings['target_spec'] = {
+        'supported_ops': [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+  return settings
+
+
+def _apply(converter, settings: dict) -> None:
+  """Sets `_converter_settings` on a TFLiteConverter."""
+  for name, value in settings.items():
+    if name == 'target_spec':
+      for spec_name, spec_value in value.items():
+        setattr(converter.target_spec, spec_name, spec_value)
+    else:
+      setattr(converter, name, value)
+
+
+def _export_keras3(model, settings: dict) -> bytes:
+  """A Keras 3 model's LiteRT export with these converter settings.
+
+  Keras infers the input signature from the model's inputs with the batch
+  dimension left free, as `from_keras_model` does for Keras 2.
+  """
+  keras_compat.check_backend(model)
+  with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, 'model.tflite')
+    model.export(path, format='litert', verbose=False, **settings)
+    with open(path, 'rb') as f:
+      return f.read()
 
 
 def _calibration_inputs(dataset, model_input, batches):
   """The converter's representative_dataset: single examples in the model
   input's dtype (float32 images, int32 token ids)."""
-  element_rank = model_input.shape.rank - 1
+  # Keras 2 inputs have a TensorShape and tf.DType; Keras 3 ones a tuple and
+  # a dtype name.
+  element_rank = len(model_input.shape) - 1
+  dtype = tf.as_dtype(model_input.dtype)
 
   def generate():
     for element in dataset.take(batches):
       inputs = element[0] if isinstance(element, (tuple, list)) else element
-      inputs = tf.cast(inputs, model_input.dtype)
+      inputs = tf.cast(inputs, dtype)
       if inputs.shape.rank == element_rank:
         inputs = inputs[None]
       for example in tf.unstack(inputs):

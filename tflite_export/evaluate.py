@@ -26,10 +26,16 @@ def prepared_interpreter(model_content: bytes, batch_shape,
     interpreter = litert.Interpreter(
         model_content=model_content, num_threads=num_threads,
         experimental_op_resolver_type=resolver)
-    interpreter.resize_tensor_input(
-        interpreter.get_input_details()[0]['index'], batch_shape)
+    inputs = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inputs['index'], batch_shape)
     try:
       interpreter.allocate_tensors()
+      # A graph that computes shapes (Keras 3's Flatten) prepares the
+      # delegate at its first run, not at allocation: run zeros (a valid
+      # image and a valid token id).
+      interpreter.set_tensor(inputs['index'],
+                             np.zeros(batch_shape, inputs['dtype']))
+      interpreter.invoke()
     except RuntimeError as error:
       if name == 'xnnpack' and 'delegate' in str(error):
         continue
