@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tf_admm import datasets
+from tf_admm import keras_compat
 from tf_admm.keras_compat import keras
 
 SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'examples',
@@ -253,6 +254,9 @@ OTHER_REFUSALS = [
     (['--structure=channels', '--levels=ternary'],
      '--structure=channels prunes whole channels; it does not take --levels'),
     (['--strategy=multi_worker'], 'reads the cluster from TF_CONFIG'),
+    (['--keras=3', '--structure=channels'],
+     'cuts channels out of Keras 2 models only'),
+    (['--keras=3', '--strategy=mirrored'], '--strategy trains Keras 2 models'),
 ]
 
 
@@ -286,9 +290,11 @@ def test_other_settings_never_touch_an_existing_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path):
+@pytest.mark.parametrize('keras_version', [2, 3])
+def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
+                                                             keras_version):
   out = str(tmp_path / 'quantized')
-  flags = ['--train_examples=2500', '--validation_examples=500',
+  flags = [f'--keras={keras_version}', '--train_examples=2500', '--validation_examples=500',
            '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=1',
            '--target_rate=8', '--stage_rates=8', '--candidates=1',
            '--prune_every_steps=5', '--levels=uniform',
@@ -317,7 +323,10 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path):
   assert stored['tflite']['gzip_bytes'] == report['tflite_variants'][
       'packed_weight_only']['gzip_bytes']
   assert abs(stored['tflite']['accuracy'] - report['accuracy']) <= 0.001
-  final = keras.models.load_model(os.path.join(out, 'final.keras'))
+  assert report.get('keras') == keras_version
+  final = keras_compat.keras_module(keras_version).models.load_model(
+      os.path.join(out, 'final.keras'))
+  assert keras_compat.is_keras3_model(final) == (keras_version == 3)
   for name, b in (('conv1', 3), ('fc1', 1), ('fc2', 3)):
     kernel = final.get_layer(name).kernel.numpy()
     assert len(np.unique(kernel[kernel != 0])) <= 2**b, name
