@@ -698,3 +698,14 @@ def test_unsupported_keras3_models_and_plain_models_are_refused():
     plain.fit(*images(16), epochs=1, verbose=0,
               callbacks=[tf_admm.AdmmCallback(tf_admm.Stages())])
   assert int(plain.optimizer.iterations.numpy()) == 0  # refused before a step
+
+
+def test_a_backend_other_than_tensorflow_is_refused_naming_the_fix(
+    monkeypatch):
+  model = sequential()
+  # jax is not installed here: make Keras report it as its backend.
+  monkeypatch.setattr(keras.backend, 'backend', lambda: 'jax')
+  with pytest.raises(ValueError, match="uses 'jax'.*KERAS_BACKEND=tensorflow"):
+    tf_admm.attach_admm(model, tf_admm.CompressionRate(2))
+  with pytest.raises(ValueError, match='KERAS_BACKEND=tensorflow'):
+    tf_admm.keep_counts(model, tf_admm.CompressionRate(2))
