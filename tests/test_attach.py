@@ -122,7 +122,7 @@ def test_admm_masks_need_a_started_admm():
   model = tf_admm.attach_admm(small_model(), tf_admm.Sparsity(0.5))
   with pytest.raises(ValueError, match='never started'):
     tf_admm.admm_masks(model)
-  with pytest.raises(ValueError, match='no AdmmRegularizer'):
+  with pytest.raises(ValueError, match='no ADMM regularizer'):
     tf_admm.admm_masks(small_model())
 
 

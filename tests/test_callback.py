@@ -65,6 +65,7 @@ def test_start_and_update_match_numpy():
                            regularizer.z.numpy())
   for batch in range(4):  # one epoch: Stages updates once, at its end
     callback.on_train_batch_begin(batch)
+    model.optimizer.iterations.assign_add(1)  # the step the schedule counts
     callback.on_train_batch_end(batch)
   logs = {}
   callback.on_epoch_end(0, logs)

@@ -87,7 +87,7 @@ def test_stop_on_non_finite_names_the_layer_in_plain_training():
   model = _compiled(small_model())
   with pytest.raises(finite.NonFiniteError,
                      match=r"step 3 of epoch 1; that step left NaN or Inf "
-                     r"weights in Layer 'conv' \(conv/kernel:0\)"):
+                     r"weights in Layer 'conv' \(conv/kernel\)"):
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
               callbacks=[Poison('conv', 2, np.nan),
                          finite.StopOnNonFinite()])

@@ -17,7 +17,10 @@ import pytest
 
 import tf_admm
 from tf_admm import constraints
+from tf_admm import dead_units
+from tf_admm import macs
 from tf_admm import progressive
+from tf_admm import weights as weights_lib
 from tf_admm.regularizer import AdmmSteps
 from tests.conftest import file_bytes
 from tests.test_constraints import _on_levels
@@ -371,8 +374,9 @@ def test_z_and_u_steps_match_numpy(kind):
     regularizer.u.assign((rng.normal(size=weight.shape) * 0.1)
                          .astype(np.float32))
     before[weight.path] = (weight.variable.numpy(), regularizer.u.numpy())
-  for batch in range(4):
+  for batch in range(4):  # the schedule counts the optimizer's steps
     callback.on_train_batch_begin(batch)
+    admm.optimizer.iterations.assign_add(1)
     callback.on_train_batch_end(batch)
   for weight, regularizer in pairs:
     w, u = before[weight.path]
@@ -662,7 +666,7 @@ print(keras.__version__.split(".")[0], tf.keras.__version__.split(".")[0],
 '''
 
 
-def test_a_keras3_program_runs_without_tfmot_or_keras2():
+def test_a_keras3_program_runs_without_tfmot_and_stays_on_keras3():
   # A fresh program: this process may have imported tfmot, which sets
   # TF_USE_LEGACY_KERAS.
   env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
@@ -709,3 +713,94 @@ def test_a_backend_other_than_tensorflow_is_refused_naming_the_fix(
     tf_admm.attach_admm(model, tf_admm.CompressionRate(2))
   with pytest.raises(ValueError, match='KERAS_BACKEND=tensorflow'):
     tf_admm.keep_counts(model, tf_admm.CompressionRate(2))
+
+
+# Layers and settings beyond the four models.
+
+
+def test_layers_with_inner_weights_and_shared_layers_keep_their_weights():
+  # An LSTM keeps its weights in its cell, a sub-layer; 'shared' is called
+  # twice. Attaching, removing and masking must copy every weight.
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((6, 4))
+  shared = L.Dense(8, name='shared')
+  x = L.LSTM(8, return_sequences=True, name='lstm')(shared(inputs))
+  x = shared(L.Dense(4, name='back')(x))
+  model = keras.Model(inputs, L.Dense(3, name='out')(L.Flatten()(x)))
+  x = np.random.default_rng(0).normal(size=(16, 6, 4)).astype(np.float32)
+  y = np.random.default_rng(1).integers(0, 3, size=16)
+  expected = model.predict(x, verbose=0)
+  admm = tf_admm.attach_admm(model, tf_admm.CompressionRate(2))
+  np.testing.assert_allclose(admm.predict(x, verbose=0), expected, atol=1e-6)
+  np.testing.assert_allclose(tf_admm.remove_admm(admm).predict(x, verbose=0),
+                             expected, atol=1e-6)
+  assert len(admm.get_layer('shared')._inbound_nodes) == 2  # still shared
+  compile_(admm).fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[
+      tf_admm.AdmmCallback(tf_admm.PolynomialRamp(epochs=1,
+                                                  prune_every_steps=1,
+                                                  lookahead_steps=1))])
+  held = tf_admm.to_pruning_wrappers(admm)
+  trained = tf_admm.remove_admm(admm)
+  kept = tf_admm.masks_of(held)
+  for weight in tf_admm.prunable_weights(trained):
+    np.testing.assert_array_equal(weight.variable.numpy() != 0,
+                                  kept[weight.path])
+  np.testing.assert_allclose(held.predict(x, verbose=0),
+                             trained.predict(x, verbose=0), atol=1e-6)
+
+
+def test_mixed_precision_holds_masks_and_reaches_the_targets():
+  keras.mixed_precision.set_global_policy('mixed_float16')
+  try:
+    admm = compile_(tf_admm.attach_admm(sequential(), tf_admm.KeepRatio(0.25)))
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  x, y = images(64)
+  seen = []
+
+  class Check(keras.callbacks.Callback):
+
+    def on_train_batch_end(self, batch, logs=None):
+      for weight, regularizer in tf_admm.admm_weights(self.model):
+        assert not weight.variable.numpy()[regularizer.mask.numpy() == 0].any()
+      seen.append(int(self.model.optimizer.iterations.numpy()))
+
+  # The ramp takes the first 8 of 24 batches: room for steps that loss
+  # scaling skips (Keras 3 then leaves the optimizer's step count alone).
+  admm.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[
+      Check(), tf_admm.AdmmCallback(tf_admm.PolynomialRamp(
+          epochs=1, prune_every_steps=2, lookahead_steps=2))])
+  assert admm.get_layer('conv').compute_dtype == 'float16'
+  assert seen[-1] >= 8 and seen == sorted(seen)
+  # What the global target allocates to each kernel of the float32 model.
+  wanted = tf_admm.keep_counts(sequential(), tf_admm.KeepRatio(0.25))
+  for weight, regularizer in tf_admm.admm_weights(admm):
+    assert np.count_nonzero(regularizer.mask.numpy()) == wanted[weight.path]
+
+
+def test_keras3_models_get_the_same_reports_and_refusals():
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((6,)),
+                            L.Dense(5, activation='relu', name='a'),
+                            L.Dense(3, name='b')])
+  masks = {'a/kernel': np.ones((6, 5)), 'b/kernel': np.ones((5, 3))}
+  masks['a/kernel'][:, 1] = 0  # unit 1 of 'a' has no input: dead
+  held = tf_admm.to_pruning_wrappers(model, masks)
+  x = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
+  expected = held.predict(x, verbose=0)
+  removed = dead_units.remove_dead_units(held)
+  assert removed['a']['dead'] == 1
+  np.testing.assert_allclose(held.predict(x, verbose=0), expected, atol=1e-6)
+  # The masks' variables are no weights of the model's layers.
+  admm = tf_admm.attach_admm(model, tf_admm.CompressionRate(2))
+  assert [u['path'] for u in weights_lib.unpruned_weights(
+      admm, ['a/kernel', 'b/kernel'])] == ['a/bias', 'b/bias']
+  with pytest.raises(ValueError, match='Counting MACs works on Keras 2'):
+    macs.model_macs(model)
+  with pytest.raises(ValueError, match='call tf_admm.strip_pruning first'):
+    tf_admm.attach_admm(held, tf_admm.CompressionRate(2))
+  adam = keras.optimizers.Adam(gradient_accumulation_steps=2)
+  admm.compile(adam, 'mse')
+  with pytest.raises(ValueError, match='gradient_accumulation_steps'):
+    admm.fit(x, np.zeros((8, 3)), verbose=0, callbacks=[
+        tf_admm.AdmmCallback(tf_admm.Stages())])

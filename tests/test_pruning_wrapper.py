@@ -318,7 +318,7 @@ def test_bad_masks_are_rejected():
     tf_admm.to_pruning_wrappers(model, {'conv': _masks()['conv/kernel']})
   with pytest.raises(ValueError, match=r"'dense/kernel' has shape \(3, 3\)"):
     tf_admm.to_pruning_wrappers(model, {'dense/kernel': np.ones((3, 3))})
-  with pytest.raises(ValueError, match='no AdmmRegularizer'):
+  with pytest.raises(ValueError, match='no ADMM regularizer'):
     tf_admm.to_pruning_wrappers(model)
   with pytest.raises(ValueError, match='No masks'):
     tf_admm.to_pruning_wrappers(model, {})

@@ -19,6 +19,7 @@ from ai_edge_quantizer.utils import tfl_flatbuffer_utils
 import tf_admm
 import tflite_export
 from tf_admm import constraints
+from tf_admm import keras_compat
 from tf_admm.keras_compat import keras3
 from tflite_export import Quantization
 from tflite_export import __main__ as cli
@@ -247,7 +248,7 @@ def test_command_line_loads_a_keras3_model_without_its_held_masks(tmp_path):
            for w in tf_admm.prunable_weights(model)}
   held = tf_admm.to_pruning_wrappers(model, masks)
   held.save(tmp_path / 'held.keras')
-  assert cli.saved_by_keras3(tmp_path / 'held.keras')
+  assert keras_compat.saved_by_keras3(tmp_path / 'held.keras')
   loaded = cli.load_plain_model(str(tmp_path / 'held.keras'))
   assert isinstance(loaded, keras3.Model)
   assert not tf_admm.masks_of(loaded)
@@ -260,8 +261,8 @@ def test_command_line_loads_a_keras3_model_without_its_held_masks(tmp_path):
 
 def test_command_line_tells_keras2_files_apart(tmp_path):
   conftest.token_model().save(tmp_path / 'keras2.keras')
-  assert not cli.saved_by_keras3(tmp_path / 'keras2.keras')
-  assert not cli.saved_by_keras3(tmp_path)  # a SavedModel folder
+  assert not keras_compat.saved_by_keras3(tmp_path / 'keras2.keras')
+  assert not keras_compat.saved_by_keras3(tmp_path)  # a SavedModel folder
   assert not isinstance(cli.load_plain_model(str(tmp_path / 'keras2.keras')),
                         keras3.Model)
 

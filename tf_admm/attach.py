@@ -89,6 +89,12 @@ def attach_admm(model,
   for weight, _ in admm_weights(model):
     raise ValueError(f'Weight {weight.path!r} is already under ADMM; call '
                      'tf_admm.remove_admm first.')
+  for weight in prunable.values():
+    if keras_compat.is_keras3(weight.regularizer):  # a HeldMask
+      raise ValueError(
+          f'Weight {weight.path!r} holds a mask from '
+          'tf_admm.to_pruning_wrappers; call tf_admm.strip_pruning first, and '
+          'pass tf_admm.masks_of(model) as masks= to keep its zeros.')
   masks = dict(masks or {})
   weights_lib.check_masks(prunable, masks)
 
@@ -181,7 +187,7 @@ def admm_masks(model) -> dict:
   """
   pairs = admm_weights(model)
   if not pairs:
-    raise ValueError(f'Model {model.name!r} has no AdmmRegularizer; attach '
+    raise ValueError(f'Model {model.name!r} has no ADMM regularizer; attach '
                      'them with tf_admm.attach_admm and train with '
                      'tf_admm.AdmmCallback first, or pass masks explicitly.')
   result = {}

@@ -46,6 +46,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     self.schedule = schedule
     self.per_weight_metrics = per_weight_metrics
     self._pairs = []
+    self._start_step = None  # the optimizer step at which ADMM began
     self._step = None  # optimizer steps since ADMM began, once started
 
   def needs_batch_hooks(self):
@@ -64,6 +65,10 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     if keras_compat.steps_per_execution(self.model) > 1:
       raise ValueError('AdmmCallback acts between training steps: compile the '
                        'model with steps_per_execution=1.')
+    if keras_compat.gradient_accumulation_steps(self.model) > 1:
+      raise ValueError('AdmmCallback counts its schedule in optimizer steps, '
+                       'one per batch: give the optimizer no '
+                       'gradient_accumulation_steps.')
     self._step = None
 
   def on_train_batch_begin(self, batch, logs=None):
@@ -72,7 +77,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
 
   def _start(self):
     """Binds the schedule; begins ADMM on weights not restored mid-ADMM."""
-    iterations = int(self.model.optimizer.iterations.numpy())
+    iterations = keras_compat.optimizer_steps(self.model)
     for weight, regularizer in self._pairs:
       regularizer.prepare(weight.variable)
     fresh = [(w, r) for w, r in self._pairs if not r.started]
@@ -92,17 +97,21 @@ class AdmmCallback(keras_compat.BatchHookCallback):
           f'taken {iterations}: the model was compiled anew, and the '
           'schedule, counted in optimizer steps, cannot continue. Fit without '
           'recompiling, or start over from tf_admm.attach_admm.')
-    self._step = iterations - int(self._pairs[0][1].start_step.numpy())
+    self._start_step = int(self._pairs[0][1].start_step.numpy())
+    self._step = iterations - self._start_step
     for weight, regularizer in fresh:
       regularizer.restart(weight.variable, self.schedule.z_progress(self._step))
 
   def on_train_batch_end(self, batch, logs=None):
-    self._step += 1
-    schedule, step = self.schedule, self._step
+    schedule = self.schedule
+    step = keras_compat.optimizer_steps(self.model) - self._start_step
     when = f'{step} steps into ADMM'
     if logs and 'loss' in logs:
       finite.check_loss(logs['loss'],
                         lambda: finite.model_variables(self.model), when)
+    if step == self._step:  # a step Keras 3's loss scaling skipped
+      return
+    self._step = step
     prunes, updates = schedule.prunes_at(step), schedule.updates_at(step)
     if prunes or updates:  # a NaN or Inf weight would project to nonsense
       finite.check_weights(
@@ -119,7 +128,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
                            schedule.rho_growth)
 
   def on_epoch_end(self, epoch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
+    step = keras_compat.optimizer_steps(self.model)
     for _, regularizer in self._pairs:
       regularizer.last_step.assign(step)
     if logs is not None:
@@ -138,7 +147,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
 
 
 def measure(pairs, per_weight: bool = False) -> dict:
-  """The admm_* metrics of [(PrunableWeight, AdmmRegularizer)], measured
+  """The admm_* metrics of [(PrunableWeight, its ADMM regularizer)], measured
   from the state as it is now."""
   sums = {p.path: r.measure(p.variable) for p, r in pairs}
   total = {key: sum(s[key] for s in sums.values())

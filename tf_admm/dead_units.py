@@ -59,8 +59,10 @@ def remove_dead_units(model) -> dict:
   """
   removed = {}
   for first, second in _dense_pairs(model):
-    kernel, bias = first.get_weights()
-    next_kernel, next_bias = second.get_weights()
+    # The variables, not get_weights(): on Keras 3 a layer's weights also
+    # hold its regularizer's state.
+    kernel, bias = first.kernel.numpy(), first.bias.numpy()
+    next_kernel, next_bias = second.kernel.numpy(), second.bias.numpy()
     before = np.count_nonzero(kernel) + np.count_nonzero(next_kernel)
     dead = ~kernel.any(axis=0)
     constant = np.asarray(first.activation(bias * dead)) * dead
@@ -69,8 +71,10 @@ def remove_dead_units(model) -> dict:
     unused = ~next_kernel.any(axis=1) & ~dead
     kernel[:, unused] = 0
     bias[dead | unused] = 0
-    first.set_weights([kernel, bias])
-    second.set_weights([next_kernel, next_bias])
+    for variable, value in ((first.kernel, kernel), (first.bias, bias),
+                            (second.kernel, next_kernel),
+                            (second.bias, next_bias)):
+      variable.assign(value)
     removed[first.name] = {
         'dead': int(dead.sum()), 'unused': int(unused.sum()),
         'weights_zeroed': int(before - np.count_nonzero(kernel) -

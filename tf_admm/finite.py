@@ -55,8 +55,7 @@ def model_variables(model) -> dict:
   """{"Layer 'name' (variable path)": variable} of every weight of `model`."""
   found = {}
   for variable in model.weights:
-    # A Keras 3 variable's path is 'layer/name', a TensorFlow one's name.
-    path = getattr(variable, 'path', variable.name)
+    path = keras_compat.variable_path(variable)
     found[f'Layer {path.rsplit("/", 1)[0]!r} ({path})'] = variable
   return found
 

@@ -16,6 +16,9 @@ tfmot release has one file to check.
 """
 
 import functools
+import json
+from typing import Optional
+import zipfile
 
 import keras as keras3
 # Keras 3's functional model class, which its public API does not export.
@@ -33,12 +36,16 @@ def is_model(obj) -> bool:
   return isinstance(obj, (keras.Model, keras3.Model))
 
 
+def built_on(cls, package: str, class_name: Optional[str] = None) -> bool:
+  """Whether class `cls` derives from a class defined in `package` (named
+  `class_name`, if given): a check that leaves `package` unimported."""
+  return any(base.__module__.split('.')[0] == package and
+             class_name in (None, base.__name__) for base in cls.__mro__)
+
+
 def _has_class(obj, package: str, class_name: str) -> bool:
-  """Whether `obj` is an instance of a class `class_name` defined in
-  `package`: a type check that leaves `package` unimported."""
-  return any(cls.__name__ == class_name and
-             cls.__module__.split('.')[0] == package
-             for cls in type(obj).__mro__)
+  """Whether `obj` is an instance of a class `class_name` of `package`."""
+  return built_on(type(obj), package, class_name)
 
 
 def is_keras3_model(obj) -> bool:
@@ -72,6 +79,61 @@ def keras_module(version: int):
   return keras3 if version == 3 else keras
 
 
+def require_keras2(model, what: str) -> None:
+  """Raises unless `model` is a Keras 2 model: `what` (a sentence subject)
+  works on those only."""
+  if is_keras3_model(model):
+    raise ValueError(
+        f'{what} works on Keras 2 (tf_keras) models only; {model.name!r} is '
+        'a Keras 3 model. Build it with `import tf_keras as keras` for this.')
+
+
+def saved_by_keras3(path) -> bool:
+  """Whether `path` is a `.keras` archive Keras 3 wrote (its metadata.json
+  names the Keras version; tf_keras writes 2.x there, and .h5 files and
+  SavedModel folders are Keras 2's)."""
+  if not zipfile.is_zipfile(path):
+    return False
+  with zipfile.ZipFile(path) as archive:
+    try:
+      metadata = json.loads(archive.read('metadata.json'))
+    except (KeyError, ValueError):
+      return False
+  return str(metadata.get('keras_version', '')).startswith('3.')
+
+
+def variable_path(variable) -> str:
+  """'layer/name' of a weight: a Keras 3 variable's path, a TensorFlow
+  variable's name without its ':0'."""
+  if isinstance(variable, keras3.Variable):
+    return variable.path
+  return variable.name.split(':')[0]
+
+
+def layer_weights(layer) -> list:
+  """The variables of `layer` without the state of its regularizers: on
+  Keras 3 an ADMM regularizer or HeldMask is a layer inside the layer it
+  regularizes, whose variables `layer.weights` lists too."""
+  if not is_keras3(layer):
+    return list(layer.weights)
+  state = {id(variable)
+           for inner in layer._flatten_layers(include_self=False)  # pylint: disable=protected-access
+           if isinstance(inner, keras3.regularizers.Regularizer)
+           for variable in inner.weights}
+  return [v for v in layer.weights if id(v) not in state]
+
+
+def optimizer_steps(model) -> int:
+  """The optimizer steps `model` has taken."""
+  return int(model.optimizer.iterations.numpy())
+
+
+def gradient_accumulation_steps(model) -> int:
+  """Batches per optimizer step (Keras 3 optimizers can accumulate)."""
+  return int(getattr(model.optimizer, 'gradient_accumulation_steps', None)
+             or 1)
+
+
 def check_backend(model) -> None:
   """Raises unless a Keras 3 `model` runs on the TensorFlow backend."""
   if is_keras3_model(model) and keras3.backend.backend() != 'tensorflow':
@@ -95,16 +157,15 @@ def is_cloneable(model) -> bool:
 
 def copy_weights(source, clone) -> None:
   """Gives the layers of `clone`, a clone of `source`, the weights of
-  theirs. On Keras 3 each layer copies its own variables only: state that
-  a regularizer layer adds (`tf_admm.AdmmRegularizer`) stays behind."""
+  theirs. On Keras 3 the state of regularizer layers (ADMM's, HeldMask)
+  stays behind: one of the two models may have it and the other not."""
   if not is_keras3_model(source):
     clone.set_weights(source.get_weights())
     return
   for original, copy in zip(_leaf_layers(source), _leaf_layers(clone)):
-    if original.weights:
-      store = {}
-      original.save_own_variables(store)
-      copy.load_own_variables(store)
+    for source_variable, variable in zip(layer_weights(original),
+                                         layer_weights(copy)):
+      variable.assign(source_variable.numpy())
 
 
 def _leaf_layers(model):

@@ -1,5 +1,5 @@
 """Multiply-accumulates (MACs) per inference, and channel counts that reach a
-MAC budget.
+MAC budget, for Keras 2 models.
 
 Latency follows MACs, not nonzero weights: a pruned channel saves its own
 layer's work and the next layer's. Counted are the products of Dense layers
@@ -12,6 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
+from tf_admm import keras_compat
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import keras
 
@@ -55,6 +56,7 @@ def layer_macs(layer) -> int:
 def model_macs(model) -> dict:
   """{'total': MACs, 'layers': {layer path: MACs}} for one example (layers
   of nested models included; uncounted layers left out)."""
+  keras_compat.require_keras2(model, 'Counting MACs')
   counted = {path: layer_macs(layer)
              for path, layer in weights_lib.layers_with_paths(model)}
   counted = {path: n for path, n in counted.items() if n}
@@ -69,6 +71,7 @@ def width_attribute(layer) -> str:
 def with_channels(model, channels: Mapping[str, int]):
   """An untrained copy of `model` whose named layers have `channels` output
   channels (units or filters): the architecture surgery would leave."""
+  keras_compat.require_keras2(model, 'Counting MACs')
   names = {layer.name for layer in model.layers}
   unknown = sorted(set(channels) - names)
   if unknown:
@@ -129,6 +132,7 @@ def keep_ratios_for_macs(model, profile: Mapping[str, float],
   Each ratio is a whole number of channels over the layer's channels, at
   least one channel; the MACs of the result are at most total / factor.
   """
+  keras_compat.require_keras2(model, 'Counting MACs')
   widths = _widths(model, profile)
 
   def counts_at(scale):
@@ -144,6 +148,7 @@ def keep_ratios_by_norm(model, names, factor: float) -> dict:
   one threshold over every channel's L2 norm relative to the root mean
   square of its layer's channel norms, as low as `factor` times fewer MACs
   allows (a layer keeps at least one channel)."""
+  keras_compat.require_keras2(model, 'Counting MACs')
   widths = _widths(model, names)
   scores = {}
   for name in names:

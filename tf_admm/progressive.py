@@ -272,8 +272,8 @@ class ProgressiveRun:
       current one).
   """
 
-  def __init__(self, build_model: Callable[[], keras.Model], data: Data,
-               allocate: Callable[[keras.Model], Mapping[str, float]],
+  def __init__(self, build_model: Callable[[], object], data: Data,
+               allocate: Callable[[object], Mapping[str, float]],
                settings: Settings,
                output_dir: str, description: Optional[dict] = None,
                log: Callable[[str], None] = print,

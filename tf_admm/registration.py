@@ -1,6 +1,6 @@
 """Keras registration so saved models load after `import tf_admm`.
 
-Without the import tf_keras finds none of these classes, and nothing a saved
+Without the import Keras finds none of these classes. For tf_keras, and nothing a saved
 config can hold makes its errors say `import tf_admm` (a .keras file names
 each class's module, but tf_keras imports it only for the model itself, not
 for its layers or their regularizers): an H5 file fails with "Unknown layer:
@@ -14,12 +14,9 @@ of the Keras it is built on, and a class built on neither (a constraint,
 which both save inside regularizer configs) in both.
 """
 
+from tf_admm.keras_compat import built_on
 from tf_admm.keras_compat import keras
 from tf_admm.keras_compat import keras3
-
-
-def _built_on(cls, package: str) -> bool:
-  return any(base.__module__.split('.')[0] == package for base in cls.__mro__)
 
 
 def register(cls):
@@ -28,7 +25,7 @@ def register(cls):
   In Keras 2 also under its bare class name, by which the legacy H5 and
   SavedModel formats, and tfmot's schedule deserializer, look objects up.
   """
-  on_keras3, on_keras2 = _built_on(cls, 'keras'), _built_on(cls, 'tf_keras')
+  on_keras3, on_keras2 = built_on(cls, 'keras'), built_on(cls, 'tf_keras')
   if on_keras3 or not on_keras2:
     keras3.saving.register_keras_serializable(package='tf_admm')(cls)
   if on_keras2 or not on_keras3:

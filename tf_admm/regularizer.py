@@ -54,10 +54,11 @@ class AdmmSteps:
 
   def _init_admm(self, constraint, rho, base):
     if not isinstance(constraint, constraints_lib.Constraint):
-      raise ValueError(f'AdmmRegularizer: expected a tf_admm constraint, got '
+      raise ValueError(f'{type(self).__name__}: expected a tf_admm constraint, '
+                       f'got '
                        f'{constraint!r}.')
     if not rho > 0:
-      raise ValueError(f'AdmmRegularizer: rho must be > 0, got {rho}.')
+      raise ValueError(f'{type(self).__name__}: rho must be > 0, got {rho}.')
     self.constraint = constraint
     self.initial_rho = float(rho)
     self.base = self._keras.regularizers.get(base)

@@ -31,11 +31,11 @@ import numpy as np
 import tensorflow as tf
 
 from tf_admm import attach
+from tf_admm import keras_compat
 from tf_admm import macs
 from tf_admm import masks as masks_lib
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import inbound_node_count
-from tf_admm.keras_compat import is_keras3_model
 from tf_admm.keras_compat import is_model
 from tf_admm.keras_compat import keras
 
@@ -103,11 +103,7 @@ def check_supported(model) -> None:
 
 def _check_keras2(model) -> None:
   weights_lib.check_cloneable(model)
-  if is_keras3_model(model):
-    raise ValueError(
-        f'Channel surgery works on Keras 2 (tf_keras) models; {model.name!r} '
-        'is a Keras 3 model. Prune its weights, or build it with '
-        '`import tf_keras as keras` to cut channels.')
+  keras_compat.require_keras2(model, 'Channel surgery')
 
 
 def _check_graph(model) -> None:

@@ -146,7 +146,7 @@ def resolve(model,
   """{weight path: Resolved(keep, target)} for every weight a target covers.
 
   Args:
-    model: a built tf_keras model.
+    model: a built model of either Keras.
     target: one target for all prunable weights of layers not named in
       `per_layer`, allocated by a global magnitude threshold (so weights of
       larger magnitude keep more), every weight tensor keeping at least

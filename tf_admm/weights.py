@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from tf_admm import keras_compat
 from tf_admm.keras_compat import check_backend
 from tf_admm.keras_compat import is_cloneable
 from tf_admm.keras_compat import is_model
@@ -186,7 +187,7 @@ def unpruned_weights(model, pruned_paths) -> list:
             if w.path in pruned_paths}
   unpruned = []
   for path, layer in layers_with_paths(model):
-    for variable in layer.weights:
+    for variable in keras_compat.layer_weights(layer):
       if id(variable) not in pruned:
         name = variable.name.split('/')[-1].split(':')[0]
         unpruned.append({'path': f'{path}/{name}',

@@ -1,4 +1,5 @@
-"""TFLite export of pruned tf_keras models, with size and accuracy checks."""
+"""TFLite export of pruned Keras models (Keras 3 or tf_keras), with size and
+accuracy checks."""
 
 from tflite_export.converter import Quantization
 from tflite_export.converter import convert

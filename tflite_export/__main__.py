@@ -12,7 +12,6 @@ gets the packed INT2/INT4 variants, packed_weight_only and packed_dynamic.
 import importlib
 import json
 import os
-import zipfile
 
 from absl import app
 from absl import flags
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 import tf_admm
 from tf_admm import dataset_flags
+from tf_admm import keras_compat
 from tf_admm.keras_compat import keras
 from tf_admm.keras_compat import keras3
 from tflite_export import report
@@ -43,25 +43,12 @@ CALIBRATION_EXAMPLES = flags.DEFINE_integer(
 flags.adopt_module_key_flags(dataset_flags)
 
 
-def saved_by_keras3(path) -> bool:
-  """Whether `path` is a .keras archive that Keras 3 wrote (its
-  metadata.json names the Keras version; tf_keras writes 2.x there)."""
-  if not zipfile.is_zipfile(path):  # .h5, SavedModel folder
-    return False
-  with zipfile.ZipFile(path) as archive:
-    try:
-      metadata = json.loads(archive.read('metadata.json'))
-    except (KeyError, ValueError):
-      return False
-  return str(metadata.get('keras_version', '')).startswith('3.')
-
-
 def load_plain_model(path):
   """Loads a saved model of either Keras and strips any pruning wrappers
   (Keras 2) or held masks (Keras 3)."""
   if not os.path.exists(path):
     raise ValueError(f'No saved model at {path!r}.')
-  if saved_by_keras3(path):
+  if keras_compat.saved_by_keras3(path):
     return tf_admm.strip_pruning(keras3.saving.load_model(path))
   # Registers the wrapper classes loading needs; it imports tfmot, which
   # only Keras 2 files need.

@@ -34,7 +34,7 @@ def export_variants(model,
   """Converts `model` every requested way and measures each result.
 
   Args:
-    model: a stripped (plain) tf_keras classifier.
+    model: a stripped (plain) classifier of either Keras.
     test_data: (x, y) pairs, batched or not, for accuracy.
     representative_data: calibration inputs for full int8.
     dense_model: the unpruned model, converted to float32 as the reference.
