@@ -99,7 +99,11 @@ def main():
            'of issue #14; the float32 .tflite latencies are single-example '
            'medians on this machine, measured at the end of each run. fast\'s pretraining ran in a first '
            'attempt, stopped to add the silencing of pruned channels and '
-           'resumed, so its wall time leaves it out.',
+           'resumed, so its wall time leaves it out. The Keras 3 demo runs '
+           '(demo_keras3*, issue #13) ran with no other training or test job: the first '
+           'two at commit 841824b, the third at e869987 (the same training '
+           'code; the review fixes between them touch clones of layers with '
+           'inner weights, loss-scaling skips and refusals).',
            '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:
