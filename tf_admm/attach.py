@@ -6,10 +6,10 @@ from absl import logging
 import numpy as np
 
 from tf_admm import constraints as constraints_lib
-from tf_admm import targets
-from tf_admm import weights as weights_lib
 from tf_admm import keras_compat
 from tf_admm import regularizer as regularizer_lib
+from tf_admm import targets
+from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import is_model
 from tf_admm.regularizer import admm_regularizer
 
@@ -32,7 +32,13 @@ def clone_with(model, configure):
 
   clone = clone_model(model, clone_function=clone_layer)
   if model.built:
-    keras_compat.copy_weights(model, clone)
+    # Layer by layer, without regularizer state (Keras 3 lists it among a
+    # layer's weights): one of the two models may have it and the other not.
+    for (_, original), (_, copy) in zip(weights_lib.layers_with_paths(model),
+                                        weights_lib.layers_with_paths(clone)):
+      for value, variable in zip(keras_compat.layer_weights(original),
+                                 keras_compat.layer_weights(copy)):
+        variable.assign(value.numpy())
   return clone
 
 

@@ -155,28 +155,6 @@ def is_cloneable(model) -> bool:
   return isinstance(model, keras.Sequential) or model._is_graph_network  # pylint: disable=protected-access
 
 
-def copy_weights(source, clone) -> None:
-  """Gives the layers of `clone`, a clone of `source`, the weights of
-  theirs. On Keras 3 the state of regularizer layers (ADMM's, HeldMask)
-  stays behind: one of the two models may have it and the other not."""
-  if not is_keras3_model(source):
-    clone.set_weights(source.get_weights())
-    return
-  for original, copy in zip(_leaf_layers(source), _leaf_layers(clone)):
-    for source_variable, variable in zip(layer_weights(original),
-                                         layer_weights(copy)):
-      variable.assign(source_variable.numpy())
-
-
-def _leaf_layers(model):
-  """The layers of `model` that are not models, nested models' included."""
-  for layer in model.layers:
-    if is_model(layer):
-      yield from _leaf_layers(layer)
-    else:
-      yield layer
-
-
 def set_constraint(variable, constraint) -> None:
   """Replaces a built variable's constraint (Keras offers no setter).
 
