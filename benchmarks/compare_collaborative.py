@@ -713,7 +713,9 @@ def markdown(result):
       f'Machine: {machine["cpus"]} CPUs ({machine["processor"]}, '
       f'{machine["platform"]}), Python {machine["python"]}, TensorFlow '
       f'{machine["tensorflow"]}, tfmot {machine["tfmot"]}; '
-      f'{result["seconds"]:.0f} s ({result["measured"]}).', '']
+      f'{result["seconds"]:.0f} s for this command ({result["measured"]}); '
+      f'the tfmot phases took {result["tfmot_train_seconds"]:.0f} s when '
+      'trained (a rerun reuses the phases whose inputs are unchanged).', '']
   return '\n'.join(lines)
 
 

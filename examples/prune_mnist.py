@@ -59,11 +59,13 @@ PRESETS = {
                             bits=['conv1:3', 'conv2:3', 'fc1:2', 'fc2:3'],
                             per_channel=False),
     # Every layer binarized ({-q, +q} per output channel), nothing pruned:
-    # one round of ADMM with rho growing each epoch, then every weight held
+    # one 10-epoch round of ADMM with rho growing each epoch, then every
+    # weight held on its sign while the scales q and the biases train
     # (holding 30% a round lost 0.3 points here; benchmarks/NOTES.md).
     'binary': dict(model='lenet5', target_rate=1.0, pretrain_epochs=10,
                    shift_pixels=2, levels='binary', hold_fraction=1.0,
-                   quantize_epochs_per_round=6.0, quantize_rho_growth=1.5),
+                   quantize_epochs_per_round=10.0, quantize_rho_growth=1.5,
+                   train_scales=True),
     # Whole filters and units pruned for speed: 5x fewer MACs, cut down to a
     # smaller dense LeNet-5 and fine-tuned.
     'fast': dict(model='lenet5', structure='channels', target_macs=5.0,
@@ -145,6 +147,10 @@ HOLD_FRACTION = flags.DEFINE_float(
     'their levels after each round (those nearest them first).')
 QUANTIZE_EPOCHS_PER_ROUND = flags.DEFINE_float(
     'quantize_epochs_per_round', 1.0, 'Quantization: epochs of each round.')
+TRAIN_SCALES = flags.DEFINE_bool(
+    'train_scales', False, 'Quantization: once every weight of a channel '
+    '(of a layer, with --noper_channel) is held on its level, its codes '
+    'stay fixed and its scale q keeps training.')
 STRUCTURE = flags.DEFINE_enum(
     'structure', 'weights', ['weights', 'channels'],
     '"weights": prune single weights (smaller files); "channels": prune '
@@ -226,7 +232,7 @@ def _quantization(layers):
   """{layer: Quantize} from --levels and --bits, or None."""
   levels = _value('levels')
   if levels is None:
-    for name in ('bits', 'per_channel'):
+    for name in ('bits', 'per_channel', 'train_scales'):
       if FLAGS[name].present:
         raise ValueError(f'--{name} needs --levels.')
     return None
@@ -240,7 +246,8 @@ def _quantization(layers):
   else:
     bits = _bits_by_layer(layers)
   return {layer: constraints.Quantize(levels, bits=b,
-                                      per_channel=_value('per_channel'))
+                                      per_channel=_value('per_channel'),
+                                      train_scale=_value('train_scales'))
           for layer, b in bits.items()}
 
 
@@ -449,7 +456,7 @@ def main(argv):
     return
 
   final = summary['final_model']
-  removed = {}
+  shipped, removed, cut = final, {}, {}
   if not _channels():  # a cut model has no dead units left
     removed = dead_units.remove_dead_units(final)
     for weight in weights_lib.prunable_weights(final):
@@ -459,10 +466,16 @@ def main(argv):
           ', '.join(f'{name}: {r["dead"]} without input, {r["unused"]} '
                     f'unread, {r["weights_zeroed"]} weights'
                     for name, r in removed.items()), flush=True)
+    shipped, cut = dead_units.cut_out(final, data.x_val[:500])
+    if cut:
+      print('[tf_admm] the .tflite files are made without the units and '
+            'channels that only hold zeros: ' + ', '.join(
+                f'{name} {before} -> {after}'
+                for name, (before, after) in cut.items()), flush=True)
   test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
   calibration = tf.data.Dataset.from_tensor_slices(data.x_train[:500])
   tflite = tflite_report.export_variants(
-      final, test, calibration, dense_model=summary['dense_model'],
+      shipped, test, calibration, dense_model=summary['dense_model'],
       output_dir=os.path.join(output_dir, 'tflite'))
   variant = 'int8' if _channels() else 'int8_sparse'
   speed = {}
@@ -476,7 +489,7 @@ def main(argv):
   if quantization:
     try:
       tflite.update(tflite_report.export_packed(
-          final, test, tflite['dense']['gzip_bytes'],
+          shipped, test, tflite['dense']['gzip_bytes'],
           os.path.join(output_dir, 'tflite')))
       variant = 'packed_weight_only'
     except ValueError as error:  # k-means levels are no grid
@@ -489,7 +502,9 @@ def main(argv):
       accuracy=progressive.accuracy(final, data.x_test, data.y_test),
       wall_seconds=time.time() - start,
       info={'dataset': dataset.name, 'model': model_name,
-            'keras': int(KERAS.value), 'dead_units': removed, **speed,
+            'keras': int(KERAS.value), 'dead_units': removed,
+            'shipped_widths': {name: list(w) for name, w in cut.items()},
+            **speed,
             'command': shlex.join(sys.argv), 'preset': PRESET.value,
             'settings': run.description['settings']})
   path = report_lib.write(output_dir, report,

@@ -114,6 +114,9 @@ LEVEL_CASES = [
     pytest.param(_levels_case(lambda shape, keep: constraints.Quantize(
         levels='uniform', bits=2, per_channel=False, keep=keep)),
                  id='uniform_2bit_per_tensor'),
+    pytest.param(_levels_case(functools.partial(_quantize, levels='binary',
+                                                train_scale=True)),
+                 id='binary_trained_scale'),
 ]
 
 def _channels_feasible(constraint, support, values=None):
@@ -464,6 +467,14 @@ def test_n_of_m_without_an_axis_cannot_project():
 
 
 # Quantize's own behaviour.
+
+
+def test_a_trained_scale_is_shared_along_every_axis_but_the_channels():
+  assert constraints.Quantize('binary').held_scale_axes(4) is None
+  trained = constraints.Quantize('binary', train_scale=True)
+  assert trained.held_scale_axes(4) == (0, 1, 2, 3)
+  assert dataclasses.replace(trained, axis=-1).held_scale_axes(4) == (0, 1, 2)
+  assert dataclasses.replace(trained, axis=-2).held_scale_axes(4) == (0, 1, 3)
 
 
 @pytest.mark.parametrize('kwargs, match', [

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tf_admm import dead_units
+from tf_admm import keras_compat
 from tf_admm.keras_compat import keras
 
 
@@ -68,3 +69,32 @@ def test_layers_read_twice_or_by_other_layers_are_left_alone():
   assert dead_units.remove_dead_units(model) == {}
   for got, want in zip(model.get_weights(), weights):
     np.testing.assert_array_equal(got, want)
+
+
+def test_cut_out_drops_the_zeroed_units_and_computes_the_same():
+  model = sparse_mlp('relu')
+  x = np.random.default_rng(1).normal(size=(64, 12)).astype(np.float32)
+  before = model(x).numpy()
+  dead_units.remove_dead_units(model)
+  live = {name: int(model.get_layer(name).kernel.numpy().any(axis=0).sum())
+          for name in ('a', 'b')}
+  small, cut = dead_units.cut_out(model, x)
+  assert cut == {name: (model.get_layer(name).units, live[name])
+                 for name in ('a', 'b')}
+  assert live['a'] <= 7 and live['b'] <= 7
+  for name in ('a', 'b'):
+    kernel = small.get_layer(name).kernel.numpy()
+    assert kernel.shape[1] == live[name] and kernel.any(axis=0).all()
+  np.testing.assert_allclose(small(x).numpy(), before, rtol=1e-5, atol=1e-5)
+
+
+def test_cut_out_returns_models_it_cannot_cut_as_they_are():
+  full = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                           keras.layers.Dense(2)])
+  x = np.ones((2, 4), np.float32)
+  assert dead_units.cut_out(full, x) == (full, {})
+  keras3 = keras_compat.keras3
+  model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3),
+                             keras3.layers.Dense(2)])
+  model.layers[0].kernel.assign(np.zeros((4, 3), np.float32))
+  assert dead_units.cut_out(model, x) == (model, {})

@@ -5,6 +5,7 @@ driver (BackupAndRestore mid-ADMM: tests/test_callback.py, on both Kerases).
 Expected values come from numpy, not the library.
 """
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -411,6 +412,32 @@ def test_rounds_hold_every_kept_weight_on_its_level():
     distinct = len(np.unique(w))
     assert distinct <= regularizer.constraint.level_count * len(rows)
   assert admm.get_layer('fc').bias.numpy().any()  # the rest did train
+
+
+def test_trained_scales_move_each_channel_on_one_grid():
+  trained = {name: dataclasses.replace(c, train_scale=True)
+             for name, c in LEVELS.items()}
+  admm = compile_(tf_admm.attach_admm(sequential(), constraint=trained,
+                                      rho=0.05))
+  x, y = images()
+  admm.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+           callbacks=[tf_admm.AdmmCallback(tf_admm.Rounds(
+               1.0, epochs_per_round=1))])
+  moved = 0
+  for weight, regularizer in tf_admm.admm_weights(admm):
+    w, values = weight.variable.numpy(), regularizer.held_values.numpy()
+    mask = regularizer.mask.numpy() > 0
+    np.testing.assert_array_equal(regularizer.held.numpy() > 0, mask)
+    axis = regularizer.constraint.axis  # None: one scale (a depthwise one)
+    channels = (lambda a: [a]) if axis is None else (
+        lambda a: np.moveaxis(a, axis, 0))
+    for row, row_values in zip(channels(w), channels(values)):
+      scale = np.vdot(row, row_values) / np.vdot(row_values, row_values)
+      np.testing.assert_allclose(row, scale * row_values, rtol=1e-5,
+                                 atol=1e-7)
+      moved += not np.allclose(scale, 1.0)
+    assert _on_levels(regularizer.constraint, mask, w), weight.path
+  assert moved > 0  # the scales trained in the epoch after the hold
 
 
 # Masked retraining, strip.

@@ -46,3 +46,32 @@ def test_the_mask_holds_under_mixed_precision():
   keras.optimizers.SGD(1.0).apply_gradients(
       [(tf.constant([[1.0, 1.0], [1.0, 1.0]]), layer.kernel)])
   np.testing.assert_array_equal(layer.kernel.numpy(), [[0.0, 0.0], [0.0, 0.0]])
+
+
+def test_held_channels_move_together_to_the_least_squares_scale():
+  """Columns (channels) whose kept entries are all held become s * values,
+  s fitted to the weight; a partly held column keeps its held values."""
+  rng = np.random.default_rng(0)
+  values = np.sign(rng.normal(size=(5, 3))).astype(np.float32) * 0.5
+  mask = np.ones((5, 3), np.float32)
+  mask[0, 0] = 0  # pruned: not held, yet column 0 counts as all held
+  values[0, 0] = 0
+  held = mask.copy()
+  held[2, 2] = 0  # column 2 only partly held
+  constraint = masks.MaskConstraint(tf.Variable(mask), held=tf.Variable(held),
+                                    held_values=tf.Variable(values),
+                                    scale_axes=(0,))
+  w = rng.normal(size=(5, 3)).astype(np.float32)
+  got = constraint(tf.constant(w)).numpy()
+  for column in (0, 1):
+    v, h = values[:, column], held[:, column] > 0
+    scale = np.dot(w[h, column], v[h]) / np.dot(v[h], v[h])
+    np.testing.assert_allclose(got[:, column], scale * v, rtol=1e-6)
+  want = np.where(held[:, 2] > 0, values[:, 2], w[:, 2])
+  np.testing.assert_allclose(got[:, 2], want, rtol=1e-6)
+  # Without scale_axes every held entry stays where it is.
+  fixed = masks.MaskConstraint(tf.Variable(mask), held=tf.Variable(held),
+                               held_values=tf.Variable(values))
+  np.testing.assert_array_equal(
+      fixed(tf.constant(w)).numpy(),
+      np.where(held > 0, values, w * mask))

@@ -146,7 +146,7 @@ def _quantizing(shape, seed=0, **kwargs):
   weight = tf.Variable(np.random.default_rng(seed).normal(size=shape)
                        .astype(np.float32))
   regularizer = tf_admm.AdmmRegularizer(
-      tf_admm.Quantize(axis=-1, **kwargs), rho=1e-2)
+      tf_admm.Quantize(**{'axis': -1, **kwargs}), rho=1e-2)
   regularizer.prepare(weight)
   return regularizer, weight
 
@@ -187,6 +187,36 @@ def test_held_levels_survive_optimizer_steps_and_pruned_entries_stay_zero():
       loss = tf.reduce_sum((weight - 1.0)**2)
     optimizer.apply_gradients([(tape.gradient(loss, weight), weight)])
     np.testing.assert_array_equal(weight.numpy(), before)
+
+
+@pytest.mark.parametrize('per_channel', [True, False])
+def test_trained_scales_keep_the_codes_and_move_each_channel_together(
+    per_channel):
+  regularizer, weight = _quantizing((6, 4), levels='uniform', bits=2,
+                                    keep=16, train_scale=True,
+                                    axis=-1 if per_channel else None)
+  regularizer.hard_project(weight, progress=1.0)
+  held_values = regularizer.held_values.numpy()
+  kept = regularizer.mask.numpy() > 0
+  target = np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32)
+  optimizer = keras.optimizers.Adam(0.05)
+  for _ in range(20):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum((weight - target)**2)
+    optimizer.apply_gradients([(tape.gradient(loss, weight), weight)])
+  w = weight.numpy()
+  assert not w[~kept].any()
+  # Each channel (every entry, per layer) is held_values times one scale,
+  # which has moved toward the least-squares fit to the target.
+  columns = range(4) if per_channel else [slice(None)]
+  for column in columns:
+    v, got = held_values[:, column], w[:, column]
+    scale = np.dot(got.ravel(), v.ravel()) / np.dot(v.ravel(), v.ravel())
+    np.testing.assert_allclose(got, scale * v, rtol=1e-5, atol=1e-7)
+    assert scale != pytest.approx(1.0)
+    best = np.dot(target[:, column].ravel(), v.ravel()) / np.dot(
+        v.ravel(), v.ravel())
+    assert abs(scale - best) < abs(1.0 - best)
 
 
 def test_held_state_survives_a_checkpoint_round_trip(tmp_path):

@@ -68,6 +68,13 @@ class Constraint(abc.ABC):
     del weight  # a count alone can keep everything
     return 1.0
 
+  def held_scale_axes(self, rank: int) -> Optional[tuple]:
+    """The axes over which weights held on their levels share one scale
+    that keeps training (`tf_admm.masks.MaskConstraint`); None: held
+    weights stay fixed."""
+    del rank
+    return None
+
   def get_config(self) -> dict:
     config = {f.name: getattr(self, f.name)
               for f in dataclasses.fields(self)}
@@ -211,6 +218,9 @@ class Quantize(Constraint):
   With `keep`, only the `keep` largest entries are kept (pruning and
   quantization at once); without it, every entry the mask allows.
   `attach_admm` sets `axis`, the weight's output-channel axis.
+  With `train_scale`, once every kept entry of a channel (of the tensor,
+  without `per_channel`) is held on its level, the channel's codes stay
+  fixed and its scale q keeps training: the held entries move together.
   """
   levels: str = 'uniform'
   bits: Optional[int] = None
@@ -218,6 +228,7 @@ class Quantize(Constraint):
   axis: Optional[int] = None
   keep: Optional[int] = None
   target: Optional[targets.Target] = None
+  train_scale: bool = False
 
   def __post_init__(self):
     if self.levels not in LEVEL_KINDS:
@@ -260,6 +271,12 @@ class Quantize(Constraint):
 
   def levels_shape(self, shape):
     return (1 if self.axis is None else shape[self.axis], self.level_count)
+
+  def held_scale_axes(self, rank: int) -> Optional[tuple]:
+    if not self.train_scale:
+      return None
+    channel = None if self.axis is None else self.axis % rank
+    return tuple(a for a in range(rank) if a != channel)
 
   def _kept(self, weights, allowed):
     if self.keep is None:

@@ -10,12 +10,16 @@ computes:
   unused unit j (B.kernel[j] = 0): A.kernel[:, j] = 0 and A.bias[j] = 0.
 Zeros are on every level set, so quantized weights stay on their levels;
 the files get smaller (fewer nonzeros, zero biases compress) and the
-compression rate rises.
+compression rate rises. `cut_out` then removes such units from their layers
+altogether (`tf_admm.surgery`), for files that carry neither their zeros nor
+their biases.
 """
 
 import numpy as np
 
+from tf_admm import attach
 from tf_admm import keras_compat
+from tf_admm import surgery
 
 
 def _dense_pairs(model):
@@ -80,3 +84,24 @@ def remove_dead_units(model) -> dict:
         'weights_zeroed': int(before - np.count_nonzero(kernel) -
                               np.count_nonzero(next_kernel))}
   return removed
+
+
+def cut_out(model, probe):
+  """A smaller plain copy of `model` without the units and channels that
+  only hold zeros (what `remove_dead_units` leaves, and filters pruned
+  whole), computing the same: checked on the inputs `probe`.
+
+  Returns:
+    (model, {layer name: (units or channels before, after)} for the layers
+     that lost some). Where surgery does not apply (a Keras 3 model, or a
+     layer it does not handle) or finds nothing to cut: `model` itself, {}.
+  """
+  plain = attach.remove_admm(model)
+  try:
+    surgery.check_supported(plain)
+  except ValueError:
+    return model, {}
+  small, widths = surgery.remove_channels(plain)
+  surgery.checked_difference(plain, small, probe)
+  cut = {name: w for name, w in widths.items() if w[0] != w[1]}
+  return (small, cut) if cut else (model, {})

@@ -603,13 +603,8 @@ class ProgressiveRun:
     start = time.time()
     masked, _ = self._load_unit(parent)
     small, widths = surgery.remove_channels(masked)
-    probe = self.data.x_val[:500]
-    expected = masked.predict(probe, verbose=0)
-    difference = float(np.max(np.abs(small.predict(probe, verbose=0) -
-                                      expected)))
-    if difference > 1e-4 * (1 + np.max(np.abs(expected))):
-      raise RuntimeError(f'Channel surgery changed the outputs of {parent!r} '
-                         f'by {difference:g}; this is a bug in tf_admm.')
+    difference = surgery.checked_difference(masked, small,
+                                            self.data.x_val[:500])
     cut_accuracy = accuracy(small, self.data.x_val, self.data.y_val)
     epochs = self.settings.finetune_epochs
     if epochs:

@@ -104,7 +104,8 @@ class AdmmSteps:
     if not self.has_state:
       self._create_state(tuple(weight.shape))
     if keras_compat.is_variable(weight):
-      masks.hold_mask(weight, self.mask, self.held, self.held_values)
+      masks.hold_mask(weight, self.mask, self.held, self.held_values,
+                      self.constraint.held_scale_axes(len(weight.shape)))
 
   # The ADMM steps.
 

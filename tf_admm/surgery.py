@@ -333,6 +333,22 @@ def remove_channels(model):
   return small, widths
 
 
+def checked_difference(model, small, inputs) -> float:
+  """The largest |small(x) - model(x)| over `inputs`.
+
+  Raises:
+    RuntimeError: beyond float32 rounding, which would be a bug here.
+  """
+  expected = model.predict(inputs, verbose=0)
+  difference = float(np.max(np.abs(small.predict(inputs, verbose=0) -
+                                    expected)))
+  if difference > 1e-4 * (1 + np.max(np.abs(expected))):
+    raise RuntimeError(f'Channel surgery changed the outputs of '
+                       f'{model.name!r} by {difference:g}; this is a bug in '
+                       'tf_admm.')
+  return difference
+
+
 def _cut_weights(layer, plan: _Plan, live) -> List[np.ndarray]:
   """The weights of `layer` for the kept channels (none for layers
   without weights)."""
