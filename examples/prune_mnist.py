@@ -150,7 +150,7 @@ QUANTIZE_EPOCHS_PER_ROUND = flags.DEFINE_float(
 TRAIN_SCALES = flags.DEFINE_bool(
     'train_scales', False, 'Quantization: once every weight of a channel '
     '(of a layer, with --noper_channel) is held on its level, its codes '
-    'stay fixed and its scale q keeps training.')
+    'stay fixed and it keeps training as one multiple of them (its scale).')
 STRUCTURE = flags.DEFINE_enum(
     'structure', 'weights', ['weights', 'channels'],
     '"weights": prune single weights (smaller files); "channels": prune '

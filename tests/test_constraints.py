@@ -114,6 +114,8 @@ LEVEL_CASES = [
     pytest.param(_levels_case(lambda shape, keep: constraints.Quantize(
         levels='uniform', bits=2, per_channel=False, keep=keep)),
                  id='uniform_2bit_per_tensor'),
+    # The projection ignores train_scale; this case adds its config round
+    # trips.
     pytest.param(_levels_case(functools.partial(_quantize, levels='binary',
                                                 train_scale=True)),
                  id='binary_trained_scale'),

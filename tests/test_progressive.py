@@ -1,5 +1,6 @@
 """The progressive driver on a small slice of MNIST."""
 
+import json
 import os
 import shutil
 
@@ -101,3 +102,19 @@ def test_a_damaged_file_is_refused_by_name_and_nothing_is_overwritten(
   with pytest.raises(ValueError, match=f'{damaged} cannot be read'):
     _tiny_run(folder).run()
   assert file_bytes(folder) == before
+
+
+def test_a_run_written_before_a_constraint_field_existed_resumes(tmp_path):
+  def with_quantization(levels):
+    run = _tiny_run(tmp_path)
+    return progressive.ProgressiveRun(
+        run.build_model, run.data, run.allocate, run.settings,
+        str(tmp_path), log=lambda line: None,
+        quantization={'dense': constraints.Quantize(levels)})
+
+  old = with_quantization('binary').description
+  del old['quantization']['dense']['config']['train_scale']  # added later
+  (tmp_path / 'run.json').write_text(json.dumps(old))
+  with_quantization('binary')._claim_output_dir()
+  with pytest.raises(ValueError, match='differing: quantization'):
+    with_quantization('ternary')._claim_output_dir()

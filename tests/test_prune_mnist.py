@@ -300,7 +300,7 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
            '--prune_every_steps=5', '--levels=uniform',
            '--bits=conv1:3,conv2:3,fc1:1,fc2:3', '--noper_channel',
            '--quantize_epochs_per_round=0.5', f'--output_dir={out}']
-  if keras_version == 3:  # the trained scales too, on either Keras
+  if keras_version == 3:  # trained scales on one of the two runs
     flags.append('--train_scales')
   result = _run(*flags)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -219,6 +219,38 @@ def test_trained_scales_keep_the_codes_and_move_each_channel_together(
     assert abs(scale - best) < abs(1.0 - best)
 
 
+@pytest.mark.parametrize('train_scale', [True, False])
+def test_with_every_weight_held_a_trained_scale_turns_the_penalty_off(
+    train_scale):
+  regularizer, weight = _quantizing((6, 4), levels='binary',
+                                    train_scale=train_scale)
+  regularizer.hard_project(weight, progress=1.0)
+  regularizer.restart(weight, progress=1.0)
+  weight.assign(weight.numpy() * 1.5)  # the scales moved
+  regularizer.update(weight, progress=1.0, rho_growth=1.5)
+  if train_scale:  # nothing left for ADMM: no pull back to the old levels
+    assert float(regularizer.rho) == 0.0
+    np.testing.assert_array_equal(regularizer.z.numpy(), weight.numpy())
+    assert not regularizer.u.numpy().any()
+    assert float(regularizer(weight)) == 0.0
+  else:
+    assert float(regularizer.rho) == pytest.approx(1.5e-2)
+
+
+def test_a_later_hold_keeps_the_scale_a_held_channel_trained():
+  regularizer, weight = _quantizing((4, 3), levels='uniform', bits=2,
+                                    train_scale=True)
+  regularizer.hard_project(weight, progress=0.5)
+  held = regularizer.held.numpy() > 0
+  trained = np.where(held, regularizer.held_values.numpy() * 1.25,
+                     weight.numpy())
+  weight.assign(trained)
+  regularizer.hard_project(weight, progress=1.0)
+  np.testing.assert_array_equal(weight.numpy()[held], trained[held])
+  np.testing.assert_array_equal(regularizer.held_values.numpy()[held],
+                                trained[held])
+
+
 def test_held_state_survives_a_checkpoint_round_trip(tmp_path):
   regularizer, weight = _quantizing((8, 3), levels='kmeans', bits=2)
   regularizer.hard_project(weight, progress=0.5)

@@ -220,7 +220,10 @@ class Quantize(Constraint):
   `attach_admm` sets `axis`, the weight's output-channel axis.
   With `train_scale`, once every kept entry of a channel (of the tensor,
   without `per_channel`) is held on its level, the channel's codes stay
-  fixed and its scale q keeps training: the held entries move together.
+  fixed and its held entries keep training together, as one multiple of
+  their held values: the channel's scale. (A channel held whole while others
+  of its weight are not is still pulled toward its old levels by the Z-step
+  until the whole weight is held.)
   """
   levels: str = 'uniform'
   bits: Optional[int] = None

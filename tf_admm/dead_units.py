@@ -20,6 +20,7 @@ import numpy as np
 from tf_admm import attach
 from tf_admm import keras_compat
 from tf_admm import surgery
+from tf_admm import weights as weights_lib
 
 
 def _dense_pairs(model):
@@ -96,12 +97,22 @@ def cut_out(model, probe):
      that lost some). Where surgery does not apply (a Keras 3 model, or a
      layer it does not handle) or finds nothing to cut: `model` itself, {}.
   """
-  plain = attach.remove_admm(model)
   try:
-    surgery.check_supported(plain)
-  except ValueError:
+    # A channel is constant only where some kernel has a zero output slice.
+    if not any(_has_zero_output_slice(w.variable.numpy(), w.kind.output_axis)
+               for w in weights_lib.prunable_weights(model, require=False)):
+      return model, {}
+    plain = attach.remove_admm(model)
+    small, widths = surgery.remove_channels(plain)
+  except ValueError:  # Keras 3, or layers surgery does not handle
     return model, {}
-  small, widths = surgery.remove_channels(plain)
   surgery.checked_difference(plain, small, probe)
   cut = {name: w for name, w in widths.items() if w[0] != w[1]}
   return (small, cut) if cut else (model, {})
+
+
+def _has_zero_output_slice(kernel, axis) -> bool:
+  if axis is None:
+    return False
+  return not np.moveaxis(kernel, axis, 0).reshape(
+      kernel.shape[axis], -1).any(axis=1).all()

@@ -20,8 +20,9 @@ class MaskConstraint(keras.constraints.Constraint):
 
   With `scale_axes`, a group of entries (those sharing an index along the
   other axes: a channel) whose every kept entry is held moves together
-  instead: to s * held_values, s the least-squares fit of w to them. That
-  is projected gradient descent on the group's scale, its codes fixed.
+  instead: to s * held_values, s the least-squares fit of w to them (the
+  projection onto that line after the optimizer's step), so only the
+  group's scale trains, its codes fixed.
   """
 
   def __init__(self, mask, inner=None, held=None, held_values=None,

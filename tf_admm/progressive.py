@@ -224,6 +224,17 @@ def _read(path, read):
         'or candidates/, its whole folder) to redo that part.') from error
 
 
+def _as_written_now(serialized):
+  """A constraint's config from run.json as this version writes it: fields
+  added since then take their defaults (unreadable ones stay as found)."""
+  try:
+    constraint = keras.utils.deserialize_keras_object(serialized)
+  except (TypeError, ValueError):
+    return serialized
+  return json.loads(json.dumps(keras.utils.serialize_keras_object(
+      constraint)))
+
+
 def _read_json(path):
   def read(path):
     with open(path) as f:
@@ -380,6 +391,11 @@ class ProgressiveRun:
                   if f.default is not dataclasses.MISSING}
       if isinstance(found.get('settings'), dict):
         found['settings'] = dict(defaults, **found['settings'])
+      if isinstance(found.get('quantization'), dict):
+        found['quantization'] = {name: _as_written_now(config) for name, config
+                                 in found['quantization'].items()}
+      if 'constraint' in found:
+        found['constraint'] = _as_written_now(found['constraint'])
       if found != wanted:
         differing = sorted(k for k in set(found) | set(wanted)
                            if found.get(k) != wanted.get(k))

@@ -36,7 +36,10 @@ class AdmmSteps:
       level, and that value; the `MaskConstraint` puts held weights back on
       it after every optimizer step. A hard projection at `progress` p holds
       the fraction p of the kept entries nearest their levels (the iterative
-      quantization of the papers), all of them at p = 1.
+      quantization of the papers), all of them at p = 1. Where the held
+      scales train (`Quantize(train_scale=True)`), held entries keep their
+      current values at later holds, and once all are held the penalty is
+      off (rho 0).
 
   `constraint` (a `tf_admm.constraints.Constraint`) is the final target; a
   schedule's `progress` in [0, 1] moves the kept count from `start_nonzeros`
@@ -145,6 +148,7 @@ class AdmmSteps:
     self.u.assign(np.zeros(self.u.shape, np.float32))
     self.rho.assign(self.initial_rho)
     self.z_change = 0.0
+    self._finish_if_scales_train(weight)
 
   def update(self, weight, progress: float, rho_growth: float = 1.0) -> None:
     """Z <- Proj(W + U), U <- U + W - Z, rho <- rho * rho_growth."""
@@ -154,6 +158,19 @@ class AdmmSteps:
     self.u.assign_add(w - z)
     self.z.assign(z)
     self.rho.assign(self.rho.numpy() * rho_growth)
+    self._finish_if_scales_train(weight)
+
+  def _finish_if_scales_train(self, weight) -> None:
+    """Once every kept entry is held and the held scales train, ADMM has
+    nothing left to do here, and its Z (rounded to the levels fixed at the
+    hold) would pull the scales back: Z = W, U = 0, rho = 0."""
+    if (self.levels is None or
+        self.constraint.held_scale_axes(len(weight.shape)) is None or
+        not np.array_equal(self.held.numpy() > 0, self.mask.numpy() > 0)):
+      return
+    self.z.assign(weight.numpy())
+    self.u.assign(np.zeros(self.u.shape, np.float32))
+    self.rho.assign(0.0)
 
   def hard_project(self, weight, progress: float) -> None:
     """W <- Proj(W); the entries it zeroes stay zero from now on. With
@@ -169,9 +186,11 @@ class AdmmSteps:
       self.levels.assign(constraint.fit_levels(w, allowed))
     projection = constraint.project(w, allowed, levels=self.levels.numpy())
     self.mask.assign(projection.mask.astype(np.float32))
-    # Entries held before keep their values, wherever W has gone since.
-    values = np.where(self.held.numpy() > 0, self.held_values.numpy(),
-                      projection.values)
+    # Entries held before keep their values, wherever W has gone since (or
+    # their current ones where their scales train: the same codes).
+    before = (self.held_values.numpy() if
+              self.constraint.held_scale_axes(w.ndim) is None else w)
+    values = np.where(self.held.numpy() > 0, before, projection.values)
     held = self._more_held(w, projection._replace(values=values), progress)
     self.held.assign(held.astype(np.float32))
     self.held_values.assign(np.where(held, values, 0.0))
