@@ -19,6 +19,7 @@ import numpy as np
 
 from tf_admm import attach
 from tf_admm import keras_compat
+from tf_admm import projections
 from tf_admm import surgery
 from tf_admm import weights as weights_lib
 
@@ -114,5 +115,4 @@ def cut_out(model, probe):
 def _has_zero_output_slice(kernel, axis) -> bool:
   if axis is None:
     return False
-  return not np.moveaxis(kernel, axis, 0).reshape(
-      kernel.shape[axis], -1).any(axis=1).all()
+  return not projections.rows_along(kernel, axis).any(axis=1).all()

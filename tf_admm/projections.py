@@ -100,8 +100,8 @@ def keep_top_channels(weights, k: int, axis: int, allowed=None) -> Projection:
                      f'for axis {axis} of shape {weights.shape}.')
   allowed = (np.ones(weights.shape, bool) if allowed is None
              else np.asarray(allowed, bool))
-  rows = _rows(np.where(allowed, weights, 0).astype(np.float64), axis)
-  open_rows = _rows(allowed, axis).any(axis=1)
+  rows = rows_along(np.where(allowed, weights, 0).astype(np.float64), axis)
+  open_rows = rows_along(allowed, axis).any(axis=1)
   available = int(np.count_nonzero(open_rows))
   if k > available:
     raise ValueError(f'keep_top_channels: cannot keep {k} channels when the '
@@ -121,7 +121,7 @@ def keep_top_channels(weights, k: int, axis: int, allowed=None) -> Projection:
 # separate, so levels can be held fixed once some weights sit on them.
 
 
-def _rows(array, axis):
+def rows_along(array, axis):
   """`array` as (rows, entries per row): one row per index along `axis`, or
   a single row when `axis` is None."""
   array = np.asarray(array)
@@ -139,8 +139,8 @@ def _from_rows(rows, shape, axis):
 
 def _allowed_rows(weights, allowed, axis):
   if allowed is None:
-    return np.ones(_rows(weights, axis).shape, bool)
-  return _rows(np.asarray(allowed, bool), axis)
+    return np.ones(rows_along(weights, axis).shape, bool)
+  return rows_along(np.asarray(allowed, bool), axis)
 
 
 def uniform_levels(weights, codes, axis=None, allowed=None) -> np.ndarray:
@@ -162,7 +162,7 @@ def uniform_levels(weights, codes, axis=None, allowed=None) -> np.ndarray:
     raise ValueError(f'uniform_levels: codes must be consecutive integers >= '
                      f'0, got {codes.tolist()}.')
   allowed = _allowed_rows(weights, allowed, axis)
-  magnitudes = np.where(allowed, np.abs(_rows(weights, axis)), 0.0).astype(
+  magnitudes = np.where(allowed, np.abs(rows_along(weights, axis)), 0.0).astype(
       np.float64)
   low, high = int(codes[0]), int(codes[-1])
   # As q grows past |w| / (c + 1/2) an entry's code drops from c + 1 to c;
@@ -214,7 +214,7 @@ def kmeans_levels(weights, k: int, axis=None, allowed=None,
   if not (isinstance(k, int) and k >= 1):
     raise ValueError(f'kmeans_levels: k must be an integer >= 1, got {k!r}.')
   allowed = _allowed_rows(weights, allowed, axis)
-  values = _rows(weights, axis).astype(np.float64)
+  values = rows_along(weights, axis).astype(np.float64)
   levels = np.zeros((len(values), k))
   for row, (row_values, row_allowed) in enumerate(zip(values, allowed)):
     kept = row_values[row_allowed]
@@ -245,7 +245,7 @@ def round_to_levels(weights, levels, axis=None, allowed=None) -> Projection:
   it, as keep_top_k keeps a weight that happens to be 0)."""
   weights = np.asarray(weights)
   allowed_rows = _allowed_rows(weights, allowed, axis)
-  rows = _rows(weights, axis).astype(np.float64)
+  rows = rows_along(weights, axis).astype(np.float64)
   levels = np.asarray(levels, np.float64)
   if levels.ndim != 2 or levels.shape[0] != rows.shape[0]:
     raise ValueError(f'round_to_levels: levels of shape {levels.shape} do not '
