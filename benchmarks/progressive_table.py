@@ -68,7 +68,11 @@ def _run_section(name, report):
         f'({stored["with_index_reduction"]:,.0f}x); bits per layer: '
         + ', '.join(f'{p} {w["bits"]}' for p, w in stored['weights'].items())
         + (f'; dead units zeroed before export: {report["dead_units"]}'
-           if report.get('dead_units') else '')))
+           if report.get('dead_units') else '')
+        + (f'; biases shipped as {report["bias_rounding"]["bits"]}-bit '
+           'fixed-point values (test accuracy '
+           f'{100 * report["bias_rounding"]["accuracy_before"]:.2f}% before)'
+           if report.get('bias_rounding') else '')))
   lines += ['', 'Kept weights: ' + ', '.join(
       f'{l["name"]} {l["nonzero"]:,}/{l["total"]:,}' for l in report['layers'])
             + '.', '']
@@ -96,7 +100,8 @@ def main():
            'tests for about half of its training. The three paper_quantized '
            'exports were rerun (the same trained units) once the dead-unit '
            'removal existed and again once the .tflite files were cut '
-           'without those units (issue #11\'s second stop), so their '
+           'without those units (issue #11\'s second stop), and a third time '
+           'with 8-bit fixed-point biases (its third stop), so their '
            'whole-command times are those reruns\' and their training '
            'times the original runs\'. The three binary runs are from '
            'issue #11\'s second stop (the 10-epoch round and trained '

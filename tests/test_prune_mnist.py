@@ -11,9 +11,12 @@ import subprocess
 import sys
 import time
 
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_quantizer.utils import tfl_flatbuffer_utils
 import numpy as np
 import pytest
 
+from tf_admm import biases
 from tf_admm import datasets
 from tf_admm import keras_compat
 from tf_admm.keras_compat import keras
@@ -43,6 +46,15 @@ def _env():
 def _run(*flags, timeout=600):
   return subprocess.run(_command(*flags), capture_output=True, text=True,
                         timeout=timeout, env=_env())
+
+
+def _float_vectors(content):
+  """The constant float32 vectors (the biases) of a .tflite file."""
+  model = tfl_flatbuffer_utils.read_model(content)
+  return [np.frombuffer(bytes(model.buffers[t.buffer].data), np.float32)
+          for t in model.subgraphs[0].tensors
+          if t.type == schema.TensorType.FLOAT32 and len(t.shape) == 1 and
+          model.buffers[t.buffer].data is not None]
 
 
 def _snapshot(folder):
@@ -257,6 +269,7 @@ OTHER_REFUSALS = [
     (['--keras=3', '--structure=channels'],
      'cuts channels out of Keras 2 models only'),
     (['--keras=3', '--strategy=mirrored'], '--strategy trains Keras 2 models'),
+    (['--bias_bits=1'], 'Bias bits must be an integer from 2 to 16'),
 ]
 
 
@@ -299,7 +312,8 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
            '--target_rate=8', '--stage_rates=8', '--candidates=1',
            '--prune_every_steps=5', '--levels=uniform',
            '--bits=conv1:3,conv2:3,fc1:1,fc2:3', '--noper_channel',
-           '--quantize_epochs_per_round=0.5', f'--output_dir={out}']
+           '--quantize_epochs_per_round=0.5', '--bias_bits=8',
+           f'--output_dir={out}']
   if keras_version == 3:  # trained scales on one of the two runs
     flags.append('--train_scales')
   result = _run(*flags)
@@ -326,6 +340,14 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
       'packed_weight_only']['gzip_bytes']
   assert abs(stored['tflite']['accuracy'] - report['accuracy']) <= 0.001
   assert report.get('keras') == keras_version
+  # The file's biases are 8-bit fixed-point values, each layer on its grid.
+  assert report['bias_rounding']['bits'] == 8
+  with open(os.path.join(out, 'tflite', 'packed_weight_only.tflite'),
+            'rb') as f:
+    file_biases = _float_vectors(f.read())
+  assert len(file_biases) == 4
+  for values in file_biases:
+    np.testing.assert_array_equal(values, biases.to_fixed_point(values, 8))
   final = keras_compat.keras_module(keras_version).models.load_model(
       os.path.join(out, 'final.keras'))
   assert keras_compat.is_keras3_model(final) == (keras_version == 3)

@@ -24,7 +24,7 @@ from tf_admm import surgery
 from tf_admm import weights as weights_lib
 
 
-def _dense_pairs(model):
+def dense_pairs(model):
   """[(A, B)]: Dense layers A of `model` (not of nested models) whose output
   only a Dense layer B reads, directly."""
   keras = keras_compat.keras_of(model)
@@ -64,7 +64,7 @@ def remove_dead_units(model) -> dict:
      nonzero weights removed}} for each Dense layer feeding a Dense layer.
   """
   removed = {}
-  for first, second in _dense_pairs(model):
+  for first, second in dense_pairs(model):
     # The variables, not get_weights(): on Keras 3 a layer's weights also
     # hold its regularizer's state.
     kernel, bias = first.kernel.numpy(), first.bias.numpy()

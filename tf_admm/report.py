@@ -164,6 +164,13 @@ def _markdown(report, table):
       '',
       f'- dense test accuracy: {100 * report["dense_accuracy"]:.2f}%',
       f'- pruned test accuracy: {100 * report["accuracy"]:.2f}%',
+  ]
+  if report.get('bias_rounding'):
+    rounding = report['bias_rounding']
+    lines.append(f'- biases shipped as {rounding["bits"]}-bit fixed-point '
+                 'values (tf_admm.biases): test accuracy '
+                 f'{100 * rounding["accuracy_before"]:.2f}% before')
+  lines += [
       f'- prunable weights: {report["nonzero_weights"]:,} of '
       f'{report["total_weights"]:,} ({report["compression_rate"]:.1f}x; '
       f'{report["compression_rate_counts"]})',
