@@ -69,10 +69,9 @@ def _run_section(name, report):
         + ', '.join(f'{p} {w["bits"]}' for p, w in stored['weights'].items())
         + (f'; dead units zeroed before export: {report["dead_units"]}'
            if report.get('dead_units') else '')
-        + (f'; biases shipped as {report["bias_rounding"]["bits"]}-bit '
-           'fixed-point values (test accuracy '
-           f'{100 * report["bias_rounding"]["accuracy_before"]:.2f}% before)'
-           if report.get('bias_rounding') else '')))
+        + (f'; {report["bias_rounding"]["bits"]}-bit biases, '
+           f'{100 * report["bias_rounding"]["accuracy_before"]:.2f}% with '
+           'float32 ones' if report.get('bias_rounding') else '')))
   lines += ['', 'Kept weights: ' + ', '.join(
       f'{l["name"]} {l["nonzero"]:,}/{l["total"]:,}' for l in report['layers'])
             + '.', '']

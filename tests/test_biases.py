@@ -11,8 +11,8 @@ from tf_admm import keras_compat
 @pytest.mark.parametrize('bits', [2, 4, 8, 12])
 @pytest.mark.parametrize('spread', [1e-3, 0.7, 40.0])
 def test_fixed_point_values_match_numpy(bits, spread):
-  values = (np.random.default_rng(bits).normal(size=300) * spread).astype(
-      np.float32)
+  values = (np.random.default_rng([bits, int(spread * 1000)]).normal(
+      size=300) * spread).astype(np.float32)
   rounded = biases.to_fixed_point(values, bits)
   step = biases.fixed_point_step(values, bits)
   largest_code = 2 ** (bits - 1) - 1
@@ -24,12 +24,24 @@ def test_fixed_point_values_match_numpy(bits, spread):
   np.testing.assert_array_equal(rounded, (codes * step).astype(np.float32))
   assert np.abs(codes).max() <= largest_code
   assert np.abs(rounded - values).max() <= step / 2 * (1 + 1e-6)
-  # Exact in float32, few significant bits: the low mantissa bits are 0.
+  # Exact in float32, in at most bits - 1 significant bits: the 23 - (bits
+  # - 2) low mantissa bits are 0, and no zero is negative.
   assert np.all(rounded.astype(np.float64) == codes * step)
-  low_bits = 23 - (bits - 1)
+  low_bits = 23 - (bits - 2)
   assert not np.any(rounded.view(np.uint32) & ((1 << low_bits) - 1))
+  assert not np.any(np.signbit(rounded[rounded == 0]))
   # Rounding again changes nothing.
   np.testing.assert_array_equal(biases.to_fixed_point(rounded, bits), rounded)
+
+
+def test_the_step_is_the_smallest_power_of_two_that_holds_the_largest():
+  exact = np.float32(127 * 2.0**-7)  # code 127, the largest of 8 bits
+  assert biases.fixed_point_step(np.array([exact, -0.1]), 8) == 2.0**-7
+  above = np.nextafter(exact, np.float32(2))
+  assert biases.fixed_point_step(np.array([-above]), 8) == 2.0**-6
+  # -0.4 steps rounds to zero, a positive one.
+  rounded = biases.to_fixed_point(np.array([exact, -0.4 * 2.0**-7]), 8)
+  assert rounded[1] == 0 and not np.signbit(rounded[1])
 
 
 def test_zero_values_stay_zero():
@@ -85,6 +97,36 @@ def test_round_biases_rounds_each_layer_on_its_own_grid(keras_version):
     else:
       for weight, value in zip(layer.weights, original):
         np.testing.assert_array_equal(weight.numpy(), value)
+
+
+@pytest.mark.parametrize('keras_version', [2, 3])
+def test_round_biases_reaches_nested_models(keras_version):
+  keras = keras_compat.keras_module(keras_version)
+  inner = _model(keras)
+  inputs = keras.Input((8, 8, 2))
+  outer = keras.Model(inputs, keras.layers.Dense(3, name='head')(
+      inner(inputs)))
+  # The head's bias stays all zero: it has no grid and is left alone.
+  steps = biases.round_biases(outer, 8)
+  assert set(steps) == {f'{inner.name}/{name}' for name in
+                        ('conv', 'a', 'b', 'out')}
+  for name in ('conv', 'a', 'b', 'out'):
+    bias = inner.get_layer(name).bias.numpy()
+    np.testing.assert_array_equal(bias, biases.to_fixed_point(bias, 8))
+
+
+@pytest.mark.parametrize('keras_version', [2, 3])
+def test_a_dense_layer_that_is_also_an_output_keeps_its_order(
+    keras_version):
+  keras = keras_compat.keras_module(keras_version)
+  inputs = keras.Input((4,))
+  hidden = keras.layers.Dense(6, name='hidden')(inputs)
+  model = keras.Model(inputs, [hidden, keras.layers.Dense(2, name='out')(
+      hidden)])
+  model.get_layer('hidden').bias.assign(np.arange(6.0, 0.0, -1.0))
+  ordered = biases.units_sorted_by_bias(model)
+  np.testing.assert_array_equal(ordered.get_layer('hidden').bias.numpy(),
+                                np.arange(6.0, 0.0, -1.0))
 
 
 @pytest.mark.parametrize('keras_version', [2, 3])

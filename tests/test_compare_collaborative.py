@@ -146,13 +146,18 @@ def test_split_sizes_follow_the_run():
 def test_verdict_lines():
   line, facts = collab.verdict({'gzip_bytes': 10000, 'accuracy': 0.9905},
                                {'gzip_bytes': 25000, 'accuracy': 0.9900})
-  assert line == ('tf-admm\'s file is 2.5x smaller at equal accuracy (within '
-                  '0.1 points).')
+  assert line == ('tf-admm\'s file is 2.50x smaller at equal accuracy '
+                  '(within 0.1 points).')
   assert facts['bar_met'] and facts['accuracy_within_points']
   assert facts['gzip_ratio_tfmot_over_tfadmm'] == 2.5
   line, facts = collab.verdict({'gzip_bytes': 10000, 'accuracy': 0.99},
                                {'gzip_bytes': 12000, 'accuracy': 0.99})
   assert 'bar of 1.5x is not met' in line and not facts['bar_met']
+  # Just under the bar reads as under it, with the bytes the bar needs.
+  line, facts = collab.verdict({'gzip_bytes': 6022, 'accuracy': 0.99},
+                               {'gzip_bytes': 9031, 'accuracy': 0.99})
+  assert line.startswith('tf-admm\'s file is 1.49x smaller')
+  assert 'needs at most 6,020 bytes' in line and not facts['bar_met']
   line, facts = collab.verdict({'gzip_bytes': 10000, 'accuracy': 0.985},
                                {'gzip_bytes': 30000, 'accuracy': 0.99})
   assert 'differ by -0.50 points' in line and not facts['bar_met']

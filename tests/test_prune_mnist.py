@@ -269,7 +269,8 @@ OTHER_REFUSALS = [
     (['--keras=3', '--structure=channels'],
      'cuts channels out of Keras 2 models only'),
     (['--keras=3', '--strategy=mirrored'], '--strategy trains Keras 2 models'),
-    (['--bias_bits=1'], 'Bias bits must be an integer from 2 to 16'),
+    (['--bias_bits=1'], '--bias_bits: Bias bits must be an integer from 2 to '
+     '16, not 1'),
 ]
 
 
@@ -348,6 +349,9 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
   assert len(file_biases) == 4
   for values in file_biases:
     np.testing.assert_array_equal(values, biases.to_fixed_point(values, 8))
+  # fc1, the longest, feeds fc2: its units go in order of bias.
+  fc1_bias = max(file_biases, key=len)
+  assert np.all(np.diff(fc1_bias) >= 0)
   final = keras_compat.keras_module(keras_version).models.load_model(
       os.path.join(out, 'final.keras'))
   assert keras_compat.is_keras3_model(final) == (keras_version == 3)

@@ -26,19 +26,21 @@ from tf_admm import weights as weights_lib
 
 def dense_pairs(model):
   """[(A, B)]: Dense layers A of `model` (not of nested models) whose output
-  only a Dense layer B reads, directly."""
+  only a Dense layer B reads, directly, and is no output of the model; both
+  with biases, A without softmax (which mixes its units). A's units can then
+  be zeroed or reordered with B's kernel rows alone."""
   keras = keras_compat.keras_of(model)
   readers = {}
   for layer in model.layers:
     for node_input in _inputs(keras, layer):
       readers.setdefault(id(node_input), []).append(layer)
+  outputs = {id(tensor) for tensor in model.outputs}
   pairs = []
   for layer in model.layers:
     if type(layer) is not keras.layers.Dense:  # pylint: disable=unidiomatic-typecheck
       continue
     following = readers.get(id(layer.output), [])
-    # Softmax mixes units: zeroing one changes the others.
-    if (len(following) == 1 and
+    if (len(following) == 1 and id(layer.output) not in outputs and
         layer.activation is not keras.activations.softmax and
         type(following[0]) is keras.layers.Dense and  # pylint: disable=unidiomatic-typecheck
         following[0].use_bias and layer.use_bias):
