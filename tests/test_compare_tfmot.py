@@ -57,7 +57,7 @@ def test_tiny_pattern_comparison_checks_the_pattern(tmp_path):
   results_dir = tmp_path / 'results'
   _compare(tmp_path, '--models=lenet5', '--pattern=2:4',
            '--train_examples=6400', '--pretrain_epochs=1', '--admm_epochs=1',
-           '--retrain_epochs=1')
+           '--retrain_epochs=1', '--timing_epochs=1')
   with open(results_dir / 'lenet5.json') as f:
     result = json.load(f)
   assert result['pattern'] == '2:4'

@@ -358,6 +358,10 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
   for name, b in (('conv1', 3), ('fc1', 1), ('fc2', 3)):
     kernel = final.get_layer(name).kernel.numpy()
     assert len(np.unique(kernel[kernel != 0])) <= 2**b, name
+  if keras_version == 2:
+    # The first run already loaded its finished units from disk; whether a
+    # rerun retrains is the driver's logic, the same for either Keras.
+    return
   # Rerunning finds every unit finished and only exports again.
   again = _run(*flags)
   assert again.returncode == 0, again.stderr[-3000:]
