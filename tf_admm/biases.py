@@ -40,7 +40,10 @@ def fixed_point_step(values: np.ndarray, bits: int) -> float:
 
 def to_fixed_point(values: np.ndarray, bits: int) -> np.ndarray:
   """`values` rounded to the nearest multiple of their `fixed_point_step`."""
-  step = fixed_point_step(values, bits)
+  return _on_grid(values, fixed_point_step(values, bits))
+
+
+def _on_grid(values, step) -> np.ndarray:
   if step == 0.0:
     return np.array(values, np.float32)
   # + 0.0 turns -0.0 into 0.0: one zero pattern for gzip.
@@ -64,7 +67,7 @@ def round_biases(model, bits: int) -> dict:
     values = bias.numpy()
     step = fixed_point_step(values, bits)
     if step:
-      bias.assign(to_fixed_point(values, bits))
+      bias.assign(_on_grid(values, step))
       steps[path] = step
   return steps
 
