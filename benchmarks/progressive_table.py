@@ -82,11 +82,15 @@ def main():
   lines = ['# Progressive ADMM runs of the main job', '',
            'Written by `python benchmarks/progressive_table.py` from the '
            'report.json files in `results/progressive/`. Machine: 2 CPU '
-           'cores, no GPU. The demo run is from commit 69dc070 (the engine '
-           'of issue #10), on a day this machine ran plain LeNet-5 epochs '
-           'at 22-25 s instead of the ~9 s of earlier stops, and shared the '
-           'CPU with test runs for part of its 12 minutes (at commit '
-           '4880192 it gave 50.0x at 99.14%, dense 99.19%, in 2.6 min). The '
+           'cores, no GPU. The demo runs (demo, demo_seed1, demo_seed2) are '
+           'from issue #11\'s fourth stop, when the demo preset gained the '
+           'quantization stage, on a day this machine ran LeNet-5 epochs at '
+           '23-33 s instead of the ~9 s of earlier stops; demo and '
+           'demo_seed2 ran alone, demo_seed1 beside a short two-worker '
+           'smoke run for about 4 of its 14 minutes. (Pruning only, the '
+           'demo gave 50.0x at 99.29% in 12 minutes at commit 69dc070 on a '
+           'day of 22-25 s epochs, and 50.0x at 99.14% in 2.6 min at commit '
+           '4880192.) The '
            'nm24 run is from commit b17d0a1\'s library code (the commits '
            'after it change benchmarks and docs). The paper and '
            'LeNet-300-100 '
@@ -115,10 +119,13 @@ def main():
            'medians on this machine, measured at the end of each run. fast\'s pretraining ran in a first '
            'attempt, stopped to add the silencing of pruned channels and '
            'resumed, so its wall time leaves it out. The Keras 3 demo runs '
-           '(demo_keras3*, issue #13) ran with no other training or test job: the first '
-           'two at commit 841824b, the third at e869987 (the same training '
-           'code; the review fixes between them touch clones of layers with '
-           'inner weights, loss-scaling skips and refusals).',
+           '(demo_keras3*) ran with no other training or test job. '
+           'demo_keras3 ran whole at issue #11\'s fourth stop; '
+           'demo_keras3_seed1 and _seed2 took their pretrained and pruned '
+           'units from issue #13\'s runs of the same flags (commits '
+           '841824b and e869987, copied into the run folders) and ran the '
+           'quantization stage and export at the fourth stop, so their '
+           'whole-command times leave the pruning out.',
            '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:
