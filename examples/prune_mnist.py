@@ -38,7 +38,7 @@ from tflite_export import report as tflite_report
 PRESETS = {
     # The README's quick run: >= 40x at >= 99.0%, then quantized as
     # paper_quantized is and shipped packed; 21 epochs (11 minutes on 2
-    # cores at 24-29 s an epoch, about 4 at the usual ~9 s).
+    # cores at 23-29 s an epoch, about 4 at the usual ~9 s).
     'demo': dict(model='lenet5', target_rate=50.0, first_rate=10.0,
                  stage_factor=5.0, candidates=1, pretrain_epochs=6,
                  admm_epochs=3, retrain_epochs=2, levels='uniform',
