@@ -534,6 +534,27 @@ def _tflite_facts(content, data):
               accuracy=evaluate.top1_accuracy(outputs, labels))
 
 
+# The run's settings that tfmot's phases train with (`_compile`, `_fit`);
+# the others (tf-admm's stages, its quantization) leave the phases as they
+# are.
+TRAINING_SETTINGS = ('learning_rate', 'batch_size', 'shift_pixels', 'seed')
+
+
+def phase_inputs(start, settings, frequency, epochs, clusters, centroid_init):
+  """{phase: what it is made from}: `start` (the pretrained run, data and
+  kept counts), the run's TRAINING_SETTINGS, and each phase's own settings
+  with every earlier phase's."""
+  prune = dict(start,
+               settings={k: settings.get(k) for k in TRAINING_SETTINGS},
+               prune_frequency=frequency,
+               prune_ramp_epochs=epochs['prune_ramp'],
+               prune_retrain_epochs=epochs['prune_retrain'])
+  cluster = dict(prune, clusters=clusters, centroid_init=centroid_init,
+                 cluster_epochs=epochs['cluster'])
+  return {'prune': prune, 'cluster': cluster,
+          'pcqat': dict(cluster, pcqat_epochs=epochs['pcqat'])}
+
+
 class Phases:
   """The tfmot phases in `work_dir`, each saved when finished with the
   inputs it was made from (its own settings and every earlier phase's): a
@@ -790,20 +811,12 @@ def main(argv):
        f'clusters {({n: c["clusters"] for n, c in clusters.items()})}, '
        f'{len(x)} training examples')
 
-  start_inputs = {'admm_run': os.path.abspath(ADMM_RUN.value),
-                  'dataset': FLAGS.dataset, 'targets': targets,
-                  'train_examples': len(x), 'validation_examples': len(x_val),
-                  'settings': settings}
-  prune_inputs = dict(start_inputs, prune_frequency=frequency,
-                      prune_ramp_epochs=epochs['prune_ramp'],
-                      prune_retrain_epochs=epochs['prune_retrain'])
-  cluster_inputs = dict(prune_inputs, clusters=clusters,
-                        centroid_init=CENTROID_INIT.value,
-                        cluster_epochs=epochs['cluster'])
-  pcqat_inputs = dict(cluster_inputs, pcqat_epochs=epochs['pcqat'])
-  phases = Phases(WORK_DIR.value, {'prune': prune_inputs,
-                                   'cluster': cluster_inputs,
-                                   'pcqat': pcqat_inputs}, build_model, _log)
+  phases = Phases(WORK_DIR.value, phase_inputs(
+      {'admm_run': os.path.abspath(ADMM_RUN.value), 'dataset': FLAGS.dataset,
+       'targets': targets, 'train_examples': len(x),
+       'validation_examples': len(x_val)},
+      settings, frequency, epochs, clusters, CENTROID_INIT.value),
+                  build_model, _log)
   by_phase = _run_tfmot(phases, dense, data, settings, targets, clusters,
                         epochs, frequency)
 

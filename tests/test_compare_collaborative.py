@@ -162,3 +162,26 @@ def test_verdict_lines():
                                {'gzip_bytes': 30000, 'accuracy': 0.99})
   assert 'differ by -0.50 points' in line and not facts['bar_met']
   assert not facts['accuracy_within_points']
+
+
+def _inputs(settings=None, **epoch_changes):
+  run_settings = {'learning_rate': 1e-3, 'batch_size': 128, 'shift_pixels': 2,
+                  'seed': 1, 'hold_fraction': 0.3, 'stage_rates': [167.0]}
+  epochs = dict({'prune_ramp': 16, 'prune_retrain': 12, 'cluster': 3,
+                 'pcqat': 2}, **epoch_changes)
+  return collab.phase_inputs({'admm_run': '/runs/pq', 'targets': {}},
+                             dict(run_settings, **(settings or {})), 50,
+                             epochs, {'fc1': {'clusters': 3}}, 'kmeans++')
+
+
+def test_phase_inputs_change_only_with_what_each_phase_trains_with():
+  base = _inputs()
+  # tf-admm's own settings leave every phase as it is.
+  assert _inputs({'hold_fraction': 1.0, 'stage_rates': [250.0]}) == base
+  # A training setting redoes them all; a phase's epochs, it and later ones.
+  assert all(_inputs({'learning_rate': 1e-2})[p] != base[p]
+             for p in collab.PHASES)
+  changed = _inputs(cluster=5)
+  assert [changed[p] == base[p] for p in collab.PHASES] == [True, False, False]
+  changed = _inputs(pcqat=4)
+  assert [changed[p] == base[p] for p in collab.PHASES] == [True, True, False]
