@@ -35,15 +35,20 @@ from tf_admm import weights as weights_lib
 from tflite_export import converter
 from tflite_export import report as tflite_report
 
+# The papers' quantization of LeNet-5: conv 3-bit, fc 2-bit, output 3-bit
+# levels, one scale per layer as in the papers, shipped as packed INT2/INT4
+# weights with 8-bit fixed-point biases.
+_LENET5_PAPER_LEVELS = dict(levels='uniform',
+                            bits=['conv1:3', 'conv2:3', 'fc1:2', 'fc2:3'],
+                            per_channel=False, bias_bits=8)
+
 PRESETS = {
-    # The README's quick run: >= 40x at >= 99.0%, then quantized as
-    # paper_quantized is and shipped packed; 21 epochs (11 minutes on 2
-    # cores at 23-29 s an epoch, about 4 at the usual ~9 s).
+    # The README's quick run: >= 40x at >= 99.0%, then quantized with the
+    # papers' levels and shipped packed; 21 epochs (11 minutes on 2 cores at
+    # 23-29 s an epoch, about 4 at the usual ~9 s).
     'demo': dict(model='lenet5', target_rate=50.0, first_rate=10.0,
                  stage_factor=5.0, candidates=1, pretrain_epochs=6,
-                 admm_epochs=3, retrain_epochs=2, levels='uniform',
-                 bits=['conv1:3', 'conv2:3', 'fc1:2', 'fc2:3'],
-                 per_channel=False, bias_bits=8),
+                 admm_epochs=3, retrain_epochs=2, **_LENET5_PAPER_LEVELS),
     # The seed paper's headline (167x) and beyond, within 45 minutes here.
     # Each stage's ramp is itself many small partial prunings: one 28-epoch
     # stage to 167x did as well as four 12-epoch stages (98.95% against
@@ -53,16 +58,13 @@ PRESETS = {
                   pretrain_epochs=10, admm_epochs=16, retrain_epochs=12,
                   shift_pixels=2),
     # The papers' pruning + quantization of LeNet-5: pruned to 167x, then
-    # conv 3-bit, fc 2-bit, output 3-bit levels, one scale per layer as in
-    # the papers, shipped as packed INT2/INT4 weights with 8-bit fixed-point
-    # biases (6,808 -> 5,866 gzip bytes on the first seed's file).
+    # their levels (the 8-bit biases took the first seed's file from 6,808
+    # to 5,866 gzip bytes).
     'paper_quantized': dict(model='lenet5', target_rate=167.0,
                             stage_rates=['167'], candidates=1,
                             pretrain_epochs=10, admm_epochs=16,
                             retrain_epochs=12, shift_pixels=2,
-                            levels='uniform',
-                            bits=['conv1:3', 'conv2:3', 'fc1:2', 'fc2:3'],
-                            per_channel=False, bias_bits=8),
+                            **_LENET5_PAPER_LEVELS),
     # Every layer binarized ({-q, +q} per output channel), nothing pruned:
     # one 10-epoch round of ADMM with rho growing each epoch, then every
     # weight held on its sign while the scales q and the biases train
