@@ -123,7 +123,9 @@ VALIDATION_EXAMPLES = flags.DEFINE_integer(
     'candidates (the test split is never used for choices).')
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', None, 'Use only this many training examples (tests).')
-SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+SEED = flags.DEFINE_integer(
+    'seed', 0, 'Random seed: of the initial weights, the order of the '
+    'batches and the shifts (the validation split stays the same).')
 PATTERN = flags.DEFINE_string(
     'pattern', None, 'N:M structured sparsity, such as 2:4: keep the N '
     'largest of every M consecutive weights along each kernel\'s input '

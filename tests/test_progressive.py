@@ -10,6 +10,7 @@ import pytest
 from tf_admm import constraints
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm.keras_compat import keras
 from tests.conftest import file_bytes, random_batch, small_model
 
 
@@ -67,17 +68,40 @@ def test_a_pattern_with_rates_reaches_every_stage(data, tmp_path):
     assert groups.max() <= 2, layer.name
 
 
-def _tiny_run(output_dir):
+def _tiny_run(output_dir, build_model=small_model, seed=0):
   x, y = random_batch(256)
   data = progressive.Data(x, y, x[:64], y[:64], x[:64], y[:64])
   settings = progressive.Settings(stage_rates=[2.0], pretrain_epochs=1,
                                   admm_epochs=1, retrain_epochs=1,
                                   prune_every_steps=2, lookahead_steps=2,
-                                  batch_size=32)
-  return progressive.ProgressiveRun(small_model, data,
+                                  batch_size=32, seed=seed)
+  return progressive.ProgressiveRun(build_model, data,
                                     progressive.global_allocation(2.0),
                                     settings, str(output_dir),
                                     log=lambda line: None)
+
+
+def _unseeded_model():
+  """Like `small_model`, but its initial weights are whatever the global
+  random state gives."""
+  return keras.Sequential([keras.Input((6, 6, 1)),
+                           keras.layers.Flatten(name='flatten'),
+                           keras.layers.Dense(3, name='dense')])
+
+
+def test_the_seed_fixes_the_pretrained_model(tmp_path):
+  def pretrained(folder, seed):
+    run = _tiny_run(tmp_path / folder, _unseeded_model, seed)
+    run.pretrain()
+    model = _unseeded_model()
+    model.load_weights(str(tmp_path / folder / 'dense' / 'model.weights.h5'))
+    return model.get_weights()
+
+  first = pretrained('first', seed=1)
+  keras.utils.set_random_seed(99)  # as if other work ran in between
+  for a, b in zip(first, pretrained('again', seed=1)):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(first[0], pretrained('other', seed=2)[0])
 
 
 @pytest.fixture(scope='module')

@@ -501,6 +501,9 @@ class ProgressiveRun:
                   lambda path: _copy_folder(self.pretrained_dir, path))
     if not os.path.exists(os.path.join(folder, 'metrics.json')):
       start = time.time()
+      # The seed fixes the initial weights too, so that a seed reproduces
+      # its run (not only its order of batches).
+      self.keras.utils.set_random_seed(self.settings.seed)
       model = self._compile(self.build_model(),
                             decay_epochs=self.settings.pretrain_epochs)
       self._fit(model, 'dense', self.settings.pretrain_epochs)
