@@ -123,6 +123,9 @@ VALIDATION_EXAMPLES = flags.DEFINE_integer(
     'candidates (the test split is never used for choices).')
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', None, 'Use only this many training examples (tests).')
+TEST_EXAMPLES = flags.DEFINE_integer(
+    'test_examples', None, 'Score on only the first this many test examples '
+    '(tests).')
 SEED = flags.DEFINE_integer(
     'seed', 0, 'Random seed: of the initial weights, the order of the '
     'batches and the shifts (the validation split stays the same).')
@@ -392,9 +395,15 @@ def _data():
   dataset = dataset_flags.load(input_shape=(28, 28, 1))
   if VALIDATION_EXAMPLES.value < 1:
     raise ValueError('--validation_examples must be >= 1.')
+  for flag in (TRAIN_EXAMPLES, TEST_EXAMPLES):
+    if flag.value is not None and flag.value < 1:
+      raise ValueError(f'--{flag.name} must be >= 1 (or left out: all).')
   if TRAIN_EXAMPLES.value:
     dataset.x_train = dataset.x_train[:TRAIN_EXAMPLES.value]
     dataset.y_train = dataset.y_train[:TRAIN_EXAMPLES.value]
+  if TEST_EXAMPLES.value:
+    dataset.x_test = dataset.x_test[:TEST_EXAMPLES.value]
+    dataset.y_test = dataset.y_test[:TEST_EXAMPLES.value]
   fraction = VALIDATION_EXAMPLES.value / len(dataset.x_train)
   if fraction >= 0.5:
     raise ValueError('--validation_examples leaves too few training examples.')
@@ -450,6 +459,9 @@ def main(argv):
       build_model, data, allocate, settings, output_dir,
       description={'model': model_name, 'dataset': dataset.name,
                    'train_examples': len(data.x_train),
+                   # Only where limited, so runs from before the flag resume.
+                   **({'test_examples': len(data.x_test)}
+                      if TEST_EXAMPLES.value else {}),
                    'allocation': ALLOCATION.value},
       log=lambda line: print(f'[tf_admm] {line}', flush=True),
       constraint=constraint, quantization=quantization, strategy=strategy)

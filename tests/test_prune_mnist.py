@@ -24,6 +24,7 @@ from tf_admm.keras_compat import keras
 SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'examples',
                       'prune_mnist.py')
 TINY = ['--train_examples=2500', '--validation_examples=500',
+        '--test_examples=1000',
         '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=2',
         '--target_rate=8', '--first_rate=2', '--stage_factor=2',
         '--candidates=2']
@@ -88,7 +89,7 @@ def test_killed_three_times_at_random_the_run_finishes_each_unit_once(
   out = str(tmp_path / 'run')
   flags = TINY + [f'--output_dir={out}']
   seed = random.randrange(2**32)
-  delays = [random.Random(seed + kill).uniform(10, 45) for kill in range(3)]
+  delays = [random.Random(seed + kill).uniform(8, 36) for kill in range(3)]
   outputs, finished = [], {}
   for delay in delays:
     log = tmp_path / f'killed_after_{delay:.1f}s.log'
@@ -157,7 +158,8 @@ def groups_over_n(kernel, axis, n, m):
 def test_pattern_alone_prunes_2_of_4_and_lists_the_fallback(tmp_path):
   out = str(tmp_path / 'nm')
   result = _run('--pattern=2:4', '--train_examples=2500',
-                '--validation_examples=500', '--pretrain_epochs=1',
+                '--validation_examples=500', '--test_examples=1000',
+                '--pretrain_epochs=1',
                 '--admm_epochs=1', '--retrain_epochs=1', '--candidates=1',
                 '--prune_every_steps=5', f'--output_dir={out}')
   assert result.returncode == 0, result.stderr[-3000:]
@@ -269,6 +271,7 @@ OTHER_REFUSALS = [
     (['--keras=3', '--structure=channels'],
      'cuts channels out of Keras 2 models only'),
     (['--keras=3', '--strategy=mirrored'], '--strategy trains Keras 2 models'),
+    (['--test_examples=0'], '--test_examples must be >= 1'),
     (['--bias_bits=1'], '--bias_bits: Bias bits must be an integer from 2 to '
      '16, not 1'),
 ]
@@ -308,7 +311,8 @@ def test_other_settings_never_touch_an_existing_run(tmp_path):
 def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
                                                              keras_version):
   out = str(tmp_path / 'quantized')
-  flags = [f'--keras={keras_version}', '--train_examples=2500', '--validation_examples=500',
+  flags = [f'--keras={keras_version}', '--train_examples=2500',
+           '--validation_examples=500', '--test_examples=2000',
            '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=1',
            '--target_rate=8', '--stage_rates=8', '--candidates=1',
            '--prune_every_steps=5', '--levels=uniform',
@@ -373,6 +377,7 @@ def test_channel_run_ships_a_smaller_faster_dense_model(tmp_path):
   out = str(tmp_path / 'channels')
   flags = ['--structure=channels', '--target_macs=4', '--stage_rates=4',
            '--train_examples=1500', '--validation_examples=500',
+           '--test_examples=1000',
            '--pretrain_epochs=1', '--admm_epochs=1', '--retrain_epochs=1',
            '--finetune_epochs=1', '--candidates=1', '--prune_every_steps=5',
            f'--output_dir={out}']
