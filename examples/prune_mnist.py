@@ -124,8 +124,7 @@ VALIDATION_EXAMPLES = flags.DEFINE_integer(
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', None, 'Use only this many training examples (tests).')
 TEST_EXAMPLES = flags.DEFINE_integer(
-    'test_examples', None, 'Score on only the first this many test examples '
-    '(tests).')
+    'test_examples', None, 'Score on the first N test examples only (tests).')
 SEED = flags.DEFINE_integer(
     'seed', 0, 'Random seed: of the initial weights, the order of the '
     'batches and the shifts (the validation split stays the same).')
@@ -391,25 +390,36 @@ def _output_dir():
   return folder
 
 
-def _data():
-  dataset = dataset_flags.load(input_shape=(28, 28, 1))
+def _check_example_counts():
   if VALIDATION_EXAMPLES.value < 1:
     raise ValueError('--validation_examples must be >= 1.')
   for flag in (TRAIN_EXAMPLES, TEST_EXAMPLES):
     if flag.value is not None and flag.value < 1:
       raise ValueError(f'--{flag.name} must be >= 1 (or left out: all).')
+
+
+def _data():
+  """(dataset, progressive.Data): the dataset whole, and the splits the
+  run uses."""
+  dataset = dataset_flags.load(input_shape=(28, 28, 1))
   if TRAIN_EXAMPLES.value:
     dataset.x_train = dataset.x_train[:TRAIN_EXAMPLES.value]
     dataset.y_train = dataset.y_train[:TRAIN_EXAMPLES.value]
-  if TEST_EXAMPLES.value:
-    dataset.x_test = dataset.x_test[:TEST_EXAMPLES.value]
-    dataset.y_test = dataset.y_test[:TEST_EXAMPLES.value]
   fraction = VALIDATION_EXAMPLES.value / len(dataset.x_train)
   if fraction >= 0.5:
     raise ValueError('--validation_examples leaves too few training examples.')
   (x, y), (x_val, y_val) = dataset.split_validation(fraction, seed=0)
-  return dataset, progressive.Data(x, y, x_val, y_val, dataset.x_test,
-                                   dataset.y_test)
+  return dataset, progressive.Data(x, y, x_val, y_val,
+                                   dataset.x_test[:TEST_EXAMPLES.value],
+                                   dataset.y_test[:TEST_EXAMPLES.value])
+
+
+def _test_subset(dataset, data) -> dict:
+  """{'test_examples': how many} where the run scores on part of the test
+  split; {} where on all of it (so runs from before the flag resume)."""
+  if len(data.x_test) < len(dataset.x_test):
+    return {'test_examples': len(data.x_test)}
+  return {}
 
 
 def main(argv):
@@ -421,6 +431,7 @@ def main(argv):
     strategy = _strategy()
     pattern, pattern_only = _pattern(), _pattern_only()
     settings = _settings()
+    _check_example_counts()
     model_name = _value('model')
     quantization = _quantization(list(models.keep_ratio_profile(model_name)))
     bias_bits = _value('bias_bits')
@@ -459,9 +470,7 @@ def main(argv):
       build_model, data, allocate, settings, output_dir,
       description={'model': model_name, 'dataset': dataset.name,
                    'train_examples': len(data.x_train),
-                   # Only where limited, so runs from before the flag resume.
-                   **({'test_examples': len(data.x_test)}
-                      if TEST_EXAMPLES.value else {}),
+                   **_test_subset(dataset, data),
                    'allocation': ALLOCATION.value},
       log=lambda line: print(f'[tf_admm] {line}', flush=True),
       constraint=constraint, quantization=quantization, strategy=strategy)
@@ -547,6 +556,7 @@ def main(argv):
       summary, tflite, variant,
       accuracy=accuracy, wall_seconds=time.time() - start,
       info={'dataset': dataset.name, 'model': model_name,
+            **_test_subset(dataset, data),
             'keras': int(KERAS.value), 'dead_units': removed,
             'shipped_widths': {name: list(w) for name, w in cut.items()},
             'bias_rounding': bias_rounding,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tf_admm import constraints
+from tf_admm import keras_compat
 from tf_admm import models
 from tf_admm import progressive
-from tf_admm.keras_compat import keras
 from tests.conftest import file_bytes, random_batch, small_model
 
 
@@ -81,27 +81,31 @@ def _tiny_run(output_dir, build_model=small_model, seed=0):
                                     log=lambda line: None)
 
 
-def _unseeded_model():
-  """Like `small_model`, but its initial weights are whatever the global
-  random state gives."""
-  return keras.Sequential([keras.Input((6, 6, 1)),
-                           keras.layers.Flatten(name='flatten'),
-                           keras.layers.Dense(3, name='dense')])
+@pytest.mark.parametrize('keras_version', [2, 3])
+def test_the_seed_fixes_the_pretrained_model(tmp_path, keras_version):
+  any_keras = keras_compat.keras_module(keras_version)
 
+  def unseeded_model():
+    """Like `small_model`, but its initial weights are whatever the global
+    random state gives."""
+    return any_keras.Sequential([any_keras.Input((6, 6, 1)),
+                                 any_keras.layers.Flatten(name='flatten'),
+                                 any_keras.layers.Dense(3, name='dense')])
 
-def test_the_seed_fixes_the_pretrained_model(tmp_path):
   def pretrained(folder, seed):
-    run = _tiny_run(tmp_path / folder, _unseeded_model, seed)
+    run = _tiny_run(tmp_path / folder, unseeded_model, seed)
     run.pretrain()
-    model = _unseeded_model()
+    model = unseeded_model()
     model.load_weights(str(tmp_path / folder / 'dense' / 'model.weights.h5'))
     return model.get_weights()
 
   first = pretrained('first', seed=1)
-  keras.utils.set_random_seed(99)  # as if other work ran in between
+  any_keras.utils.set_random_seed(99)  # as if other work ran in between
   for a, b in zip(first, pretrained('again', seed=1)):
     np.testing.assert_array_equal(a, b)
   assert not np.array_equal(first[0], pretrained('other', seed=2)[0])
+  with pytest.raises(ValueError, match=r'seed must be in \[0, 2\*\*32\)'):
+    _tiny_run(tmp_path / 'negative', unseeded_model, seed=-1)
 
 
 @pytest.fixture(scope='module')

@@ -272,6 +272,7 @@ OTHER_REFUSALS = [
      'cuts channels out of Keras 2 models only'),
     (['--keras=3', '--strategy=mirrored'], '--strategy trains Keras 2 models'),
     (['--test_examples=0'], '--test_examples must be >= 1'),
+    (['--seed=-1'], 'seed must be in [0, 2**32), got -1'),
     (['--bias_bits=1'], '--bias_bits: Bias bits must be an integer from 2 to '
      '16, not 1'),
 ]
@@ -343,7 +344,8 @@ def test_pruned_and_quantized_run_ships_packed_int2_and_int4(tmp_path,
   assert sorted(packed_bits.values()) == [2, 4, 4, 4]
   assert stored['tflite']['gzip_bytes'] == report['tflite_variants'][
       'packed_weight_only']['gzip_bytes']
-  assert abs(stored['tflite']['accuracy'] - report['accuracy']) <= 0.001
+  # Within 0.1 points: 2 of the 2,000 test examples (and float rounding).
+  assert abs(stored['tflite']['accuracy'] - report['accuracy']) <= 0.001 + 1e-9
   assert report.get('keras') == keras_version
   # The file's biases are 8-bit fixed-point values, each layer on its grid.
   assert report['bias_rounding']['bits'] == 8

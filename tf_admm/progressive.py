@@ -118,6 +118,8 @@ class Settings:
     for name in ('rho', 'learning_rate'):
       if not getattr(self, name) > 0:
         raise ValueError(f'{name} must be > 0, got {getattr(self, name)}.')
+    if not 0 <= self.seed < 2**32:  # what the random generators take
+      raise ValueError(f'seed must be in [0, 2**32), got {self.seed}.')
 
 
 @dataclasses.dataclass
@@ -455,8 +457,8 @@ class ProgressiveRun:
 
   def _fit(self, model, unit, epochs, callbacks=()):
     """model.fit on the training split, resumable per epoch."""
-    self.keras.utils.set_random_seed(self.settings.seed +
-                                     zlib.crc32(unit.encode()))
+    self.keras.utils.set_random_seed(
+        (self.settings.seed + zlib.crc32(unit.encode())) % 2**32)
     backup = self.keras.callbacks.BackupAndRestore(self._path('backup', unit))
     if self.settings.shift_pixels:
       inputs = dict(x=datasets.shifted_batches(
