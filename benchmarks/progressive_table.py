@@ -82,13 +82,18 @@ def main():
   lines = ['# Progressive ADMM runs of the main job', '',
            'Written by `python benchmarks/progressive_table.py` from the '
            'report.json files in `results/progressive/`. Machine: 2 CPU '
-           'cores, no GPU. The demo runs (demo, demo_seed1, demo_seed2) are '
-           'from issue #11\'s fourth stop, when the demo preset gained the '
-           'quantization stage, on a day this machine ran LeNet-5 epochs at '
-           '23-33 s instead of the ~9 s of earlier stops; demo and '
-           'demo_seed2 ran alone, demo_seed1 beside a short two-worker '
-           'smoke run for about 4 of its 14 minutes. (Pruning only, the '
-           'demo gave 50.0x at 99.29% in 12 minutes at commit 69dc070 on a '
+           'cores, no GPU. The six demo runs (demo*, Keras 2 and Keras 3, '
+           'three seeds each) are from issue #11\'s fifth stop, at commits '
+           '5630312 and 434300c (which behave alike for these flags); each ran '
+           'whole and alone at about 10 s a LeNet-5 epoch; '
+           'demo ran as the README\'s first command in a fresh clone (5 min '
+           '17 s with the install). `--seed` fixes the initial weights too '
+           'from commit ac83c56 on; the runs made before it drew them '
+           'unseeded, so rerunning them gives other draws of the same '
+           'spread. (The demo\'s earlier runs, at issue #11\'s '
+           'fourth stop on a day of 23-33 s epochs: 99.25, 99.15 and 99.12% '
+           'on Keras 2, 99.11, 99.02 and 99.07% on Keras 3. Pruning only, '
+           'it gave 50.0x at 99.29% in 12 minutes at commit 69dc070 on a '
            'day of 22-25 s epochs, and 50.0x at 99.14% in 2.6 min at commit '
            '4880192.) The '
            'nm24 run is from commit b17d0a1\'s library code (the commits '
@@ -118,14 +123,7 @@ def main():
            'of issue #14; the float32 .tflite latencies are single-example '
            'medians on this machine, measured at the end of each run. fast\'s pretraining ran in a first '
            'attempt, stopped to add the silencing of pruned channels and '
-           'resumed, so its wall time leaves it out. The Keras 3 demo runs '
-           '(demo_keras3*) ran with no other training or test job. '
-           'demo_keras3 ran whole at issue #11\'s fourth stop; '
-           'demo_keras3_seed1 and _seed2 took their pretrained and pruned '
-           'units from issue #13\'s runs of the same flags (commits '
-           '841824b and e869987, copied into the run folders) and ran the '
-           'quantization stage and export at the fourth stop, so their '
-           'whole-command times leave the pruning out.',
+           'resumed, so its wall time leaves it out.',
            '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:

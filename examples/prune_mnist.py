@@ -44,8 +44,8 @@ _LENET5_PAPER_LEVELS = dict(levels='uniform',
 
 PRESETS = {
     # The README's quick run: >= 40x at >= 99.0%, then quantized with the
-    # papers' levels and shipped packed; 21 epochs (11 minutes on 2 cores at
-    # 23-29 s an epoch, about 4 at the usual ~9 s).
+    # papers' levels and shipped packed; 21 epochs (4 minutes on 2 cores at
+    # ~10 s an epoch, 11 on a slow day of 23-29 s epochs).
     'demo': dict(model='lenet5', target_rate=50.0, first_rate=10.0,
                  stage_factor=5.0, candidates=1, pretrain_epochs=6,
                  admm_epochs=3, retrain_epochs=2, **_LENET5_PAPER_LEVELS),
