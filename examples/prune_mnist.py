@@ -467,11 +467,12 @@ def main(argv):
   constraint = pattern or constraints.KeepLargest()
   if _channels():
     constraint = constraints.KeepChannels()
+  test_subset = _test_subset(dataset, data)
   run = progressive.ProgressiveRun(
       build_model, data, allocate, settings, output_dir,
       description={'model': model_name, 'dataset': dataset.name,
                    'train_examples': len(data.x_train),
-                   **_test_subset(dataset, data),
+                   **test_subset,
                    'allocation': ALLOCATION.value},
       log=lambda line: print(f'[tf_admm] {line}', flush=True),
       constraint=constraint, quantization=quantization, strategy=strategy)
@@ -557,7 +558,7 @@ def main(argv):
       summary, tflite, variant,
       accuracy=accuracy, wall_seconds=time.time() - start,
       info={'dataset': dataset.name, 'model': model_name,
-            **_test_subset(dataset, data),
+            **test_subset,
             'keras': int(KERAS.value), 'dead_units': removed,
             'shipped_widths': {name: list(w) for name, w in cut.items()},
             'bias_rounding': bias_rounding,
