@@ -11,6 +11,7 @@ from tf_admm import constraints
 from tf_admm import keras_compat
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm import schedules
 from tests.conftest import file_bytes, random_batch, small_model
 
 
@@ -146,3 +147,34 @@ def test_a_run_written_before_a_constraint_field_existed_resumes(tmp_path):
   with_quantization('binary')._claim_output_dir()
   with pytest.raises(ValueError, match='differing: quantization'):
     with_quantization('ternary')._claim_output_dir()
+
+
+@pytest.mark.parametrize('updates_per_epoch, epochs_per_round', [
+    (1, 1.0),  # the default: the one update falls on the hard projection
+    (10, 1.0),  # paper_quantized
+    (1, 10.0),  # binary: one 10-epoch round, an update each epoch
+    (4, 0.5),
+])
+def test_quantization_rounds_update_as_often_as_the_settings_say(
+    updates_per_epoch, epochs_per_round):
+  settings = progressive.Settings(
+      stage_rates=[2.0], hold_fraction=0.5,
+      quantize_epochs_per_round=epochs_per_round, quantize_rho_growth=1.5,
+      quantize_updates_per_epoch=updates_per_epoch)
+  rounds = progressive.quantization_rounds(settings)
+  rounds.bind(schedules.FitInfo(steps_per_epoch=40, epochs=30, start_rate=1,
+                                final_rate=1))
+  round_steps = int(40 * epochs_per_round)
+  assert [s for s in range(1, 2 * round_steps + 1) if rounds.prunes_at(s)
+          ] == [round_steps, 2 * round_steps]
+  # Evenly spaced updates; the one at a round's end is its hard projection.
+  every = 40 // updates_per_epoch
+  assert [s for s in range(1, round_steps + 1) if rounds.updates_at(s)] == (
+      list(range(every, round_steps + 1, every)))
+  assert rounds.rho_growth == 1.5
+
+
+def test_quantization_updates_per_epoch_must_be_at_least_one():
+  with pytest.raises(ValueError, match='quantize_updates_per_epoch must be '
+                     '>= 1, got 0'):
+    progressive.Settings(stage_rates=[2.0], quantize_updates_per_epoch=0)

@@ -273,8 +273,16 @@ OTHER_REFUSALS = [
     (['--keras=3', '--strategy=mirrored'], '--strategy trains Keras 2 models'),
     (['--test_examples=0'], '--test_examples must be >= 1'),
     (['--seed=-1'], 'seed must be in [0, 2**32), got -1'),
+    (['--quantize_updates_per_epoch=10'],
+     '--quantize_updates_per_epoch needs --levels'),
+    (['--levels=ternary', '--quantize_updates_per_epoch=0'],
+     'quantize_updates_per_epoch must be >= 1, got 0'),
     (['--bias_bits=1'], '--bias_bits: Bias bits must be an integer from 2 to '
      '16, not 1'),
+] + [
+    # Every preset's settings pass their checks, up to the bad seed.
+    ([f'--preset={preset}', '--seed=-1'], 'seed must be in [0, 2**32)')
+    for preset in ('demo', 'paper', 'paper_quantized', 'binary', 'fast')
 ]
 
 

@@ -87,6 +87,11 @@ class Settings:
   hold_fraction: float = 0.3
   quantize_epochs_per_round: float = 1.0
   quantize_rho_growth: float = 1.0  # rho's factor at each Z/U update
+  # Z/U updates per epoch, evenly spaced (one falling on a round's end
+  # gives way to its hard projection): with 1-epoch rounds, 1 leaves each
+  # round a fixed pull toward the levels; more, with rho growing, bring
+  # the free weights close to them before they are held.
+  quantize_updates_per_epoch: int = 1
   # What a stage rate counts: 'weights' (prunable weights / nonzero ones)
   # or 'macs' (dense MACs / MACs of the model with pruned channels cut).
   rate_unit: str = 'weights'
@@ -105,7 +110,8 @@ class Settings:
                        'quantize_epochs_per_round > 0 and '
                        'quantize_rho_growth >= 1.')
     for name in ('candidates', 'pretrain_epochs', 'admm_epochs',
-                 'prune_every_steps', 'batch_size'):
+                 'prune_every_steps', 'batch_size',
+                 'quantize_updates_per_epoch'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}.')
     if self.rate_unit not in RATE_UNITS:
@@ -141,6 +147,14 @@ def geometric_rates(first: float, last: float, factor: float) -> list:
   if steps == 0:
     return [float(last)]
   return [float(first * (last / first)**(i / steps)) for i in range(steps + 1)]
+
+
+def quantization_rounds(settings: Settings) -> schedules.Rounds:
+  """The schedule of the quantization stage."""
+  return schedules.Rounds(
+      settings.hold_fraction, settings.quantize_epochs_per_round,
+      update_every_epochs=1 / settings.quantize_updates_per_epoch,
+      rho_growth=settings.quantize_rho_growth)
 
 
 def layer_sizes(model):
@@ -582,9 +596,7 @@ class ProgressiveRun:
       return name
     start = time.time()
     model, masks = self._load_unit(parent)
-    rounds = schedules.Rounds(self.settings.hold_fraction,
-                              self.settings.quantize_epochs_per_round,
-                              rho_growth=self.settings.quantize_rho_growth)
+    rounds = quantization_rounds(self.settings)
     # The rounds, then as long again with every weight held, for the rest.
     epochs = math.ceil((rounds.rounds + 1) *
                        self.settings.quantize_epochs_per_round)
