@@ -162,6 +162,17 @@ def test_verdict_lines():
                                {'gzip_bytes': 30000, 'accuracy': 0.99})
   assert 'differ by -0.50 points' in line and not facts['bar_met']
   assert not facts['accuracy_within_points']
+  # More accurate by over 0.1 and smaller by the bar: ahead on both.
+  line, facts = collab.verdict({'gzip_bytes': 5991, 'accuracy': 0.9919},
+                               {'gzip_bytes': 9076, 'accuracy': 0.9908})
+  assert line.startswith('tf-admm\'s file is 1.51x smaller and 0.11 points '
+                         'more accurate') and facts['bar_met']
+  assert not facts['accuracy_within_points']
+  # More accurate but not smaller by the bar: no comparison at equal
+  # accuracy, and the bar is not met.
+  line, facts = collab.verdict({'gzip_bytes': 8000, 'accuracy': 0.9919},
+                               {'gzip_bytes': 9076, 'accuracy': 0.9908})
+  assert 'differ by +0.11 points' in line and not facts['bar_met']
 
 
 def _inputs(settings=None, **epoch_changes):
