@@ -59,7 +59,7 @@ PRESETS = {
                   shift_pixels=2),
     # The papers' pruning + quantization of LeNet-5: pruned to 167x, then
     # their levels (the 8-bit biases took the first seed's file from 6,808
-    # to 5,866 gzip bytes), trained into in one 8-epoch round of ADMM with
+    # to 5,866 gzip bytes), trained in one 8-epoch round of ADMM with
     # ten Z/U updates an epoch, rho x1.06 at each (0.01 -> 1.0), then 8
     # epochs with every weight held: 99.00-99.19% over six draws, twice
     # exactly at the floor. Rounds holding 30% each with one update a round
@@ -191,9 +191,10 @@ QUANTIZE_RHO_GROWTH = flags.DEFINE_float(
     'quantize_rho_growth', 1.0, 'Quantization: rho\'s factor at each Z/U '
     'update (each round\'s hard projection restarts rho).')
 QUANTIZE_UPDATES_PER_EPOCH = flags.DEFINE_integer(
-    'quantize_updates_per_epoch', 1, 'Quantization: Z/U updates per epoch, '
-    'evenly spaced; with --quantize_rho_growth > 1, several per round bring '
-    'the free weights close to their levels before they are held.')
+    'quantize_updates_per_epoch', 1, 'Quantization: Z/U updates per epoch '
+    '(one every steps-per-epoch / N steps, rounded); with '
+    '--quantize_rho_growth > 1, several per round bring the free weights '
+    'close to their levels before they are held.')
 KERAS = flags.DEFINE_enum(
     'keras', '2', ['2', '3'],
     'Which Keras builds and trains the models: 2 (tf_keras; masked '

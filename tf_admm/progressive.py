@@ -87,10 +87,11 @@ class Settings:
   hold_fraction: float = 0.3
   quantize_epochs_per_round: float = 1.0
   quantize_rho_growth: float = 1.0  # rho's factor at each Z/U update
-  # Z/U updates per epoch, evenly spaced (one falling on a round's end
-  # gives way to its hard projection): with 1-epoch rounds, 1 leaves each
-  # round a fixed pull toward the levels; more, with rho growing, bring
-  # the free weights close to them before they are held.
+  # Z/U updates per epoch, one every steps-per-epoch / N steps, rounded
+  # (one falling on a round's end gives way to its hard projection): with
+  # 1-epoch rounds, 1 leaves each round a fixed pull toward the levels;
+  # more, with rho growing, bring the free weights close to them before
+  # they are held.
   quantize_updates_per_epoch: int = 1
   # What a stage rate counts: 'weights' (prunable weights / nonzero ones)
   # or 'macs' (dense MACs / MACs of the model with pruned channels cut).

@@ -171,7 +171,9 @@ class Stages(Schedule):
       stage, at the targets, follows them and lasts to the end of the fit.
       Empty: one-shot ADMM at the targets from the start.
     epochs_per_stage: length of each intermediate stage.
-    **updates: Z/U updates (see `Schedule`); default every epoch.
+    **updates: Z/U updates (see `Schedule`); default every epoch. An
+      update falling on a round's end gives way to its hard projection, so
+      rounds need several updates each to run ADMM at all.
   At each stage boundary the weights are hard-pruned to the stage's target
   (those zeros held from then on) and Z, U and rho restart.
   """
