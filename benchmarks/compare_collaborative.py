@@ -354,7 +354,7 @@ def verdict(admm, tfmot_side, accuracy_points=0.1, size_bar=1.5):
     if ratio < size_bar:
       line += (f'; the bar of {size_bar:g}x is not met (it needs at most '
                f'{math.floor(tfmot_side["gzip_bytes"] / size_bar):,} bytes)')
-  elif ahead and ratio >= size_bar:
+  elif facts['bar_met']:  # ahead on accuracy
     line = (f'{size} and {difference:.2f} points more accurate (tf-admm '
             f'{100 * admm["accuracy"]:.2f}%, tfmot '
             f'{100 * tfmot_side["accuracy"]:.2f}%): ahead on both, so the '

@@ -171,9 +171,7 @@ class Stages(Schedule):
       stage, at the targets, follows them and lasts to the end of the fit.
       Empty: one-shot ADMM at the targets from the start.
     epochs_per_stage: length of each intermediate stage.
-    **updates: Z/U updates (see `Schedule`); default every epoch. An
-      update falling on a round's end gives way to its hard projection, so
-      rounds need several updates each to run ADMM at all.
+    **updates: Z/U updates (see `Schedule`); default every epoch.
   At each stage boundary the weights are hard-pruned to the stage's target
   (those zeros held from then on) and Z, U and rho restart.
   """
@@ -240,7 +238,9 @@ class Rounds(Schedule):
     fraction_per_round: the share of the kept weights held at each round's
       end (0.3 as in the papers: 30%, 60%, 90%, 100%).
     epochs_per_round: length of each round.
-    **updates: Z/U updates (see `Schedule`); default every epoch.
+    **updates: Z/U updates (see `Schedule`); default every epoch. An
+      update falling on a round's end gives way to its hard projection, so
+      rounds need several updates each to run ADMM at all.
   The Z-step always rounds every kept weight; with a `keep` count as well,
   the count moves in the same steps. After the last round every quantized
   weight is held, and the rest of the fit trains the other parameters.
