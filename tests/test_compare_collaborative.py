@@ -4,6 +4,7 @@ no training, no data."""
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 
 _SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'benchmarks',
@@ -173,6 +174,26 @@ def test_verdict_lines():
   line, facts = collab.verdict({'gzip_bytes': 8000, 'accuracy': 0.9919},
                                {'gzip_bytes': 9076, 'accuracy': 0.9908})
   assert 'differ by +0.11 points' in line and not facts['bar_met']
+
+
+def test_paired_difference_counts_disagreements_and_its_standard_error():
+  # 10,000 images: 50 only tf-admm gets right, 39 only tfmot, 60 neither.
+  tfadmm = np.ones(10000, bool)
+  tfmot = np.ones(10000, bool)
+  tfadmm[:39] = False
+  tfmot[39:89] = False
+  tfadmm[89:149] = tfmot[89:149] = False
+  paired = collab.paired_difference(tfadmm, tfmot)
+  assert paired['examples'] == 10000
+  assert (paired['only_tfadmm_right'], paired['only_tfmot_right']) == (50, 39)
+  assert paired['difference_points'] == pytest.approx(0.11)
+  # The variance of a -1/0/+1 variable: P(+1) + P(-1) - mean^2.
+  mean = (50 - 39) / 10000
+  expected = 100 * np.sqrt(((50 + 39) / 10000 - mean ** 2) / 10000)
+  assert paired['standard_error_points'] == pytest.approx(expected)
+  assert 0.09 < expected < 0.1  # the size that decides the bar's 0.1 points
+  with pytest.raises(ValueError, match='same, nonempty set'):
+    collab.paired_difference(tfadmm, tfmot[:10])
 
 
 def _inputs(settings=None, **epoch_changes):
