@@ -44,11 +44,15 @@ _LENET5_PAPER_LEVELS = dict(levels='uniform',
 
 PRESETS = {
     # The README's quick run: >= 40x at >= 99.0%, then quantized with the
-    # papers' levels and shipped packed; 21 epochs (4 minutes on 2 cores at
-    # ~10 s an epoch, 11 on a slow day of 23-29 s epochs).
+    # papers' levels (one 2.5-epoch round of ADMM, ten Z/U updates an epoch,
+    # rho x1.2 at each, then every weight held) and shipped packed; 21
+    # epochs (4 minutes on 2 cores at ~10 s an epoch, 11 on a slow day of
+    # 23-29 s epochs).
     'demo': dict(model='lenet5', target_rate=50.0, first_rate=10.0,
                  stage_factor=5.0, candidates=1, pretrain_epochs=6,
-                 admm_epochs=3, retrain_epochs=2, **_LENET5_PAPER_LEVELS),
+                 admm_epochs=3, retrain_epochs=2, hold_fraction=1.0,
+                 quantize_epochs_per_round=2.5, quantize_updates_per_epoch=10,
+                 quantize_rho_growth=1.2, **_LENET5_PAPER_LEVELS),
     # The seed paper's headline (167x) and beyond, within 45 minutes here.
     # Each stage's ramp is itself many small partial prunings: one 28-epoch
     # stage to 167x did as well as four 12-epoch stages (98.95% against
