@@ -7,8 +7,9 @@ The tf-admm side is a finished run of
   python examples/prune_mnist.py --preset=paper_quantized \
       --output_dir=runs/paper_quantized
 
-read, not retrained: its packed INT2/INT4 .tflite (gzip -9 bytes, LiteRT test
-accuracy) and its Keras test accuracy, from report.json.
+read, not retrained: its shipped .tflite (packed INT2/INT4 weights; int8 for
+k-means levels), its gzip -9 bytes and LiteRT test accuracy, and its Keras
+test accuracy, from report.json.
 
 The tfmot side is tfmot's collaborative optimization (pruning, then
 sparsity-preserving clustering, then prune- and cluster-preserving
@@ -64,7 +65,7 @@ after the last finished phase, and redoes from the first phase whose inputs
 Both .tflite files are also scored image by image (`paired_difference`):
 how many test images each alone gets right, and the standard error of the
 accuracy difference, which on MNIST's 10,000 images is about 0.09 points,
-the size of the bar's 0.1-point window.
+about the bar's tolerance of 0.1 points either way.
 Writes --results_dir/results.json and --results_dir/RESULTS.md.
 """
 
@@ -359,10 +360,10 @@ def verdict(admm, tfmot_side, accuracy_points=0.1, size_bar=1.5):
       line += (f'; the bar of {size_bar:g}x is not met (it needs at most '
                f'{math.floor(tfmot_side["gzip_bytes"] / size_bar):,} bytes)')
   elif facts['bar_met']:  # ahead on accuracy
-    line = (f'{size} and {difference:.2f} points more accurate (tf-admm '
-            f'{100 * admm["accuracy"]:.2f}%, tfmot '
-            f'{100 * tfmot_side["accuracy"]:.2f}%): ahead on both, so the '
-            f'bar of {size_bar:g}x at equal accuracy is met a fortiori')
+    line = (f'{size} and {difference:.2f} points ahead on the test set '
+            f'(tf-admm {100 * admm["accuracy"]:.2f}%, tfmot '
+            f'{100 * tfmot_side["accuracy"]:.2f}%): smaller by the bar and '
+            f'no less accurate, so the bar of {size_bar:g}x is met')
   else:
     line = (f'{size}, but the LiteRT accuracies differ by {difference:+.2f} '
             f'points (tf-admm {100 * admm["accuracy"]:.2f}%, tfmot '
@@ -394,13 +395,17 @@ def paired_difference(tfadmm_correct, tfmot_correct) -> dict:
   }
 
 
-def _correct(tflite_path, data):
+def _test_predictions(content, data):
+  """(outputs, labels, runtime) of the .tflite `content` on the test set."""
+  test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
+  return evaluate.predict(content, test)
+
+
+def _test_hits(tflite_path, data):
   """Per test example: does the .tflite at `tflite_path` get it right?"""
   with open(tflite_path, 'rb') as f:
-    content = f.read()
-  test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
-  outputs, labels, _ = evaluate.predict(content, test)
-  return np.argmax(outputs, axis=-1) == np.asarray(labels).reshape(-1)
+    outputs, labels, _ = _test_predictions(f.read(), data)
+  return evaluate.top1_hits(outputs, labels)
 
 
 # Training.
@@ -570,8 +575,7 @@ def _to_tflite(qat_model):
 
 
 def _tflite_facts(content, data):
-  test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
-  outputs, labels, runtime = evaluate.predict(content, test)
+  outputs, labels, runtime = _test_predictions(content, data)
   return dict(tflite_report.sizes(content), runtime=runtime,
               accuracy=evaluate.top1_accuracy(outputs, labels))
 
@@ -712,8 +716,11 @@ def markdown(result):
                      else f'{n} {values.get(n, "-")}' for n in layers)
 
   epochs = other['epochs']
+  packed = '/'.join(f'INT{bits}'
+                    for bits in sorted(set(admm['packed_bits'].values())))
   rows = [
-      ('file', f'{admm["tflite_variant"]}.tflite (packed INT2/INT4 weights)',
+      ('file', f'{admm["tflite_variant"]}.tflite ('
+       + (f'packed {packed} weights' if packed else 'int8 weights') + ')',
        'PCQAT int8 .tflite'),
       ('.tflite bytes', f'{admm["bytes"]:,}', f'{other["bytes"]:,}'),
       ('gzip -9 bytes', f'{admm["gzip_bytes"]:,}',
@@ -797,8 +804,8 @@ def _paired_line(paired):
       f'{paired["only_tfmot_right"]}; the accuracy difference '
       f'{paired["difference_points"]:+.2f} points has a standard error of '
       f'{paired["standard_error_points"]:.2f} points: a difference within '
-      f'two standard errors (±{2 * paired["standard_error_points"]:.2f}) '
-      'cannot be told from the sampling noise of the test set itself.')
+      f'two standard errors (±{2 * paired["standard_error_points"]:.2f}) is '
+      'not significant at about the 5% level.')
 
 
 def main(argv):
@@ -875,12 +882,13 @@ def main(argv):
 
   final = by_phase['pcqat']
   tflite = report['storage']['tflite']
+  variant = report['storage']['tflite_variant']
   nonzero = final['nonzero']
   kept = {n: t['nonzero'] for n, t in targets.items()}
   tfadmm = {
-      'tflite_variant': report['storage'].get('tflite_variant',
-                                              report.get('tflite', {}).get(
-                                                  'variant', 'packed')),
+      'tflite_variant': variant,
+      'packed_bits': report['tflite_variants'][variant].get('packed_bits',
+                                                            {}),
       'bytes': tflite['bytes'], 'gzip_bytes': tflite['gzip_bytes'],
       'tflite_accuracy': tflite['accuracy'],
       'keras_accuracy': report['accuracy'],
@@ -914,10 +922,16 @@ def main(argv):
        'accuracy': tfmot_side['tflite_accuracy']},
       ACCURACY_POINTS.value, SIZE_BAR.value)
   facts['paired'] = paired_difference(
-      _correct(os.path.join(ADMM_RUN.value, 'tflite',
-                            tfadmm['tflite_variant'] + '.tflite'), data),
-      _correct(os.path.join(phases.folder('pcqat'),
-                            'tfmot_pcqat_int8.tflite'), data))
+      _test_hits(os.path.join(ADMM_RUN.value, 'tflite',
+                              variant + '.tflite'), data),
+      _test_hits(os.path.join(phases.folder('pcqat'),
+                              'tfmot_pcqat_int8.tflite'), data))
+  if abs(facts['paired']['difference_points'] -
+         facts['accuracy_difference_points']) > 1e-6:
+    sys.exit('compare_collaborative: error: the .tflite files score '
+             'otherwise now than their reports say (the run or the work '
+             'folder changed since); rerun the run\'s command, or use a new '
+             '--work_dir.')
   result = {
       'admm_run': ADMM_RUN.value, 'tfadmm': tfadmm, 'tfmot': tfmot_side,
       'tfmot_phases': by_phase, 'comparison': facts, 'verdict': line,

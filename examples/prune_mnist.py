@@ -36,8 +36,9 @@ from tflite_export import converter
 from tflite_export import report as tflite_report
 
 # The papers' quantization of LeNet-5: conv 3-bit, fc 2-bit, output 3-bit
-# levels, one scale per layer as in the papers, shipped as packed INT2/INT4
-# weights with 8-bit fixed-point biases.
+# levels, one scale per layer as in the papers, shipped as packed INT4
+# weights (fc1's {±q, ±2q} does not fit INT2's {-1, 0, 1}) with 8-bit
+# fixed-point biases.
 _LENET5_PAPER_LEVELS = dict(levels='uniform',
                             bits=['conv1:3', 'conv2:3', 'fc1:2', 'fc2:3'],
                             per_channel=False, bias_bits=8)

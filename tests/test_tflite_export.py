@@ -15,6 +15,7 @@ from tests.conftest import token_model
 from tf_admm import constraints
 from tf_admm.keras_compat import keras
 from tflite_export import Quantization
+from tflite_export import evaluate
 from tflite_export import packed
 
 
@@ -38,6 +39,14 @@ def test_pruned_model_is_at_least_50x(pruned_lenet5):
   kernels = [w.variable.numpy() for w in tf_admm.prunable_weights(model)]
   total = sum(k.size for k in kernels)
   assert total / sum(np.count_nonzero(k) for k in kernels) >= 50
+
+
+def test_top1_hits_and_accuracy_count_argmax_at_label():
+  outputs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+  labels = np.array([1, 1, 1, 0])
+  np.testing.assert_array_equal(evaluate.top1_hits(outputs, labels),
+                                [True, False, True, True])
+  assert evaluate.top1_accuracy(outputs, labels) == 0.75
 
 
 def test_tflite_accuracy_matches_keras(mnist, pruned_lenet5, exported):

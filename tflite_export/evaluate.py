@@ -87,8 +87,13 @@ def predict(model_content: bytes,
   return np.concatenate(outputs), np.concatenate(labels), runtime
 
 
+def top1_hits(outputs, labels) -> np.ndarray:
+  """Per example: is its largest output at its label?"""
+  return np.argmax(outputs, axis=-1) == labels
+
+
 def top1_accuracy(outputs, labels) -> float:
-  return float(np.mean(np.argmax(outputs, axis=-1) == labels))
+  return float(np.mean(top1_hits(outputs, labels)))
 
 
 def accuracy(model_content: bytes, dataset: tf.data.Dataset,
