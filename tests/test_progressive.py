@@ -151,8 +151,8 @@ def test_a_run_written_before_a_constraint_field_existed_resumes(tmp_path):
 
 @pytest.mark.parametrize('updates_per_epoch, epochs_per_round', [
     (1, 1.0),  # the default: the one update falls on the hard projection
-    (10, 1.0),  # paper_quantized
-    (1, 10.0),  # binary: one 10-epoch round, an update each epoch
+    (10, 1.0),  # ten updates an epoch, as paper_quantized and demo
+    (1, 15.0),  # binary: one 15-epoch round, an update each epoch
     (4, 0.5),
 ])
 def test_quantization_rounds_update_as_often_as_the_settings_say(
