@@ -397,9 +397,11 @@ def test_rounds_hold_every_kept_weight_on_its_level():
   x, y = images()
   admm.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
            callbacks=[check, tf_admm.AdmmCallback(tf_admm.Rounds(
-               0.5, epochs_per_round=1))])
+               0.5, epochs_per_round=1, rho_growth=2.0))])
   assert check.steps == 12 and check.most_held > 0
   for weight, regularizer in tf_admm.admm_weights(admm):
+    # The last hold restarted rho; no Z/U step came after it to grow rho.
+    assert float(regularizer.rho.numpy()) == pytest.approx(0.05)
     w, mask = weight.variable.numpy(), regularizer.mask.numpy() > 0
     np.testing.assert_array_equal(regularizer.held.numpy() > 0, mask)
     np.testing.assert_array_equal(w, regularizer.held_values.numpy())
