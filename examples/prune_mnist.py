@@ -162,8 +162,11 @@ LEVELS = flags.DEFINE_enum(
     '{±1..±2^(bits-1)}·q, "ternary" {-q, 0, q}, "binary" {±q}, "kmeans" '
     '2^bits k-means levels. The zeros stay fixed.')
 BITS = flags.DEFINE_list(
-    'bits', None, 'Bits for --levels=uniform or kmeans: one number for every '
-    'layer, or layer:bits for each layer (conv1:3,conv2:3,fc1:2,fc2:3).')
+    'bits', None, 'Bits for --levels=uniform or kmeans, 1 to 8: one number '
+    'for every layer, or layer:bits for each layer (conv1:3,conv2:3,fc1:2,'
+    'fc2:3). Uniform levels of up to 3 bits are packed as INT4 (ternary and '
+    'binary Dense kernels as INT2), of 4 to 7 bits as INT8; k-means levels '
+    'are no grid and ship in the dynamic_int8 file.')
 PER_CHANNEL = flags.DEFINE_bool(
     'per_channel', True, 'One level scale per output channel (what TFLite '
     'stores); --noper_channel: one per layer, as in the papers.')
@@ -243,24 +246,36 @@ def _pattern_only():
 def _bits_by_layer(layers):
   """{layer: bits} from --bits; raises ValueError naming what is wrong."""
   given = _value('bits')
+  flag = "the preset's --bits" if _from_preset('bits') else '--bits'
   if len(given) == 1 and ':' not in given[0]:
-    given = [f'{layer}:{given[0]}' for layer in layers]
+    return dict.fromkeys(layers, _whole_number(flag, given[0]))
   bits = {}
   for item in given:
-    layer, _, number = item.partition(':')
+    layer, colon, number = item.partition(':')
+    if not colon:
+      raise ValueError(f'{flag}: {item!r} is not layer:bits (such as fc1:2); '
+                       'give one number for every layer, or layer:bits for '
+                       'each.')
     if layer not in layers:
-      raise ValueError(f'--bits names {layer!r}, which is not a layer of the '
+      raise ValueError(f'{flag} names {layer!r}, which is not a layer of the '
                        f'model; its layers are {", ".join(layers)}.')
-    try:
-      bits[layer] = int(number)
-    except ValueError:
-      raise ValueError(f'--bits: {item!r} is not layer:bits with whole '
-                       'bits, such as fc1:2.') from None
+    if layer in bits:
+      raise ValueError(f'{flag} gives {layer!r} bits twice.')
+    bits[layer] = _whole_number(flag, number, item)
   missing = [layer for layer in layers if layer not in bits]
   if missing:
-    raise ValueError(f'--bits gives no bits for {", ".join(missing)}: give '
+    raise ValueError(f'{flag} gives no bits for {", ".join(missing)}: give '
                      'one number for every layer, or layer:bits for each.')
   return bits
+
+
+def _whole_number(flag, text, item=None):
+  try:
+    return int(text)
+  except ValueError:
+    raise ValueError(f'{flag}: {item or text!r} is not ' + (
+        'layer:bits with whole bits, such as fc1:2.' if item else
+        'a whole number of bits, or layer:bits for each layer.')) from None
 
 
 def _quantization(layers):
@@ -272,7 +287,7 @@ def _quantization(layers):
         raise ValueError(f'--{name} needs --levels.')
     return None
   if levels in ('ternary', 'binary'):
-    if _value('bits'):
+    if FLAGS['bits'].present:  # a preset's bits give way to these levels
       raise ValueError(f'--levels={levels} has fixed levels; give no --bits.')
     bits = dict.fromkeys(layers)
   elif not _value('bits'):
@@ -280,10 +295,15 @@ def _quantization(layers):
                      'layer:bits for each layer).')
   else:
     bits = _bits_by_layer(layers)
-  return {layer: constraints.Quantize(levels, bits=b,
-                                      per_channel=_value('per_channel'),
-                                      train_scale=_value('train_scales'))
-          for layer, b in bits.items()}
+  quantization = {}
+  for layer, layer_bits in bits.items():
+    try:
+      quantization[layer] = constraints.Quantize(
+          levels, bits=layer_bits, per_channel=_value('per_channel'),
+          train_scale=_value('train_scales'))
+    except ValueError as error:
+      raise ValueError(f'--bits for {layer}: {error}') from None
+  return quantization
 
 
 def _channels():
@@ -568,9 +588,14 @@ def main(argv):
           shipped, test, tflite['dense']['gzip_bytes'],
           os.path.join(output_dir, 'tflite')))
       variant = 'packed_weight_only'
-    except ValueError as error:  # k-means levels are no grid
-      print(f'[tf_admm] no packed INT2/INT4 file: {error} The int8 file '
-            'carries the levels as int8 codes; they shrink under gzip only.')
+      note = tflite_report.left_float_note(tflite)
+      if note:
+        print(f'[tf_admm] {note}', flush=True)
+    except ValueError as error:  # no kernel on an integer grid: k-means
+      print(f'[tf_admm] no packed file: {error} The report ships the '
+            'dynamic_int8 file instead: its int8 weights approximate the '
+            'levels (k-means centroids are no grid) and shrink under gzip '
+            'only; its accuracy is LiteRT\'s.', flush=True)
       variant = 'dynamic_int8'
   final.save(os.path.join(output_dir, 'final.keras'))
   report = report_lib.build(

@@ -142,6 +142,14 @@ def test_constraints_by_layer_fit_each_named_layer():
       'conv/kernel']
   with pytest.raises(ValueError, match="given for fc9, which are not layers"):
     tf_admm.attach_admm(model, constraint={'fc9': tf_admm.Quantize('binary')})
+  # A count on the constraint would be overwritten by the target's (or by
+  # none): refused, pointing to targets.
+  with pytest.raises(ValueError, match='carries a keep count.*KeepRatio'):
+    tf_admm.attach_admm(model, constraint={
+        'dense': tf_admm.Quantize('binary', keep=10)})
+  with pytest.raises(ValueError, match='carries a keep count'):
+    tf_admm.attach_admm(model, tf_admm.Sparsity(0.5),
+                        constraint=KeepLargest(keep=3))
 
 
 def test_quantize_constraints_fit_each_kind_of_weight():

@@ -1,4 +1,4 @@
-"""Packed INT2/INT4 .tflite files from quantized Keras models."""
+"""Packed INT2/INT4/INT8 .tflite files from quantized Keras models."""
 
 import gzip
 
@@ -86,6 +86,60 @@ def test_binary_dense_packs_into_int2():
   result = packed.pack(converter.convert(model))
   bits = {name.split('/')[1]: b for name, b in result.bits.items()}
   assert bits == {'conv': 4, 'fc': 2, 'out': 4}
+
+
+def _project(model, levels):
+  """Puts the named layers' kernels on their `Quantize` levels."""
+  for name, constraint in levels.items():
+    layer = model.get_layer(name)
+    kernel, *rest = layer.get_weights()
+    layer.set_weights([constraint.project(kernel).values, *rest])
+
+
+def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly():
+  # k-bit uniform codes reach ±2^(k-1): ±8 at 4 bits is beyond INT4's ±7.
+  keras.utils.set_random_seed(4)
+  model = keras.Sequential([
+      keras.Input((8, 8, 4)),
+      keras.layers.Conv2D(3, 3, name='conv'),
+      keras.layers.Flatten(),
+      keras.layers.Dense(4, name='out'),
+  ])
+  _project(model, {'conv': constraints.Quantize('uniform', bits=4, axis=-1),
+                   'out': constraints.Quantize('uniform', bits=5, axis=-1)})
+  result = packed.pack(converter.convert(model))
+  tensors = packed.packed_tensors(result.content)
+  assert sorted(bits for bits, _, _ in tensors.values()) == [8, 8]
+  assert result.float_kernels == []
+  for name, (_, codes, dequantized) in tensors.items():
+    kernel = tflite_layout(model.get_layer(name.split('/')[1]).get_weights(
+    )[0])
+    np.testing.assert_allclose(dequantized, kernel, rtol=1e-6, atol=1e-7)
+    assert 7 < np.abs(codes).max() <= 16
+  x = np.random.default_rng(5).normal(size=(8, 8, 8, 4)).astype(np.float32)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  data = tf.data.Dataset.from_tensor_slices((x, np.zeros(8, np.int64)))
+  outputs, _, _ = evaluate.predict(result.content, data, batch_size=8)
+  want = model(x).numpy()
+  np.testing.assert_allclose(outputs, want, atol=1e-5 * np.abs(want).max())
+
+
+def test_kernels_left_float_are_named():
+  # A depthwise kernel (no packed op) and one off every grid stay float.
+  keras.utils.set_random_seed(5)
+  model = keras.Sequential([
+      keras.Input((8, 8, 2)),
+      keras.layers.DepthwiseConv2D(3, name='depthwise'),
+      keras.layers.Flatten(),
+      keras.layers.Dense(6, name='fc'),
+      keras.layers.Dense(4, name='out'),
+  ])
+  ternary = constraints.Quantize('ternary', axis=-1)
+  _project(model, {'depthwise': ternary, 'out': ternary})
+  result = packed.pack(converter.convert(model))
+  assert [name.split('/')[1] for name in result.bits] == ['out']
+  assert sorted(name.split('/')[1] for name in result.float_kernels) == [
+      'depthwise', 'fc']
 
 
 def test_packed_file_is_smaller_under_gzip_too(ternary):

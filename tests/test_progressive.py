@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -172,6 +173,18 @@ def test_quantization_rounds_update_as_often_as_the_settings_say(
   assert [s for s in range(1, round_steps + 1) if rounds.updates_at(s)] == (
       list(range(every, round_steps + 1, every)))
   assert rounds.rho_growth == 1.5
+
+
+@pytest.mark.parametrize('name, value, rule', [
+    ('hold_fraction', 0.0, 'in (0, 1]'),
+    ('hold_fraction', 1.5, 'in (0, 1]'),
+    ('quantize_epochs_per_round', 0.0, '> 0'),
+    ('quantize_rho_growth', 0.9, '>= 1'),
+])
+def test_bad_quantization_settings_are_named(name, value, rule):
+  with pytest.raises(ValueError, match=re.escape(
+      f'{name} must be {rule}, got {value}.')):
+    progressive.Settings(stage_rates=[2.0], **{name: value})
 
 
 def test_quantization_updates_per_epoch_must_be_at_least_one():

@@ -322,3 +322,9 @@ def test_bad_masks_are_rejected():
     tf_admm.to_pruning_wrappers(model)
   with pytest.raises(ValueError, match='No masks'):
     tf_admm.to_pruning_wrappers(model, {})
+  # Masks hold zeros only: a quantized model keeps its levels under ADMM.
+  quantized = tf_admm.attach_admm(model, constraint={
+      'dense': tf_admm.Quantize('ternary')})
+  with pytest.raises(ValueError, match=r'dense/kernel are quantized.*'
+                     r'tf_admm\.remove_admm'):
+    tf_admm.to_pruning_wrappers(quantized, _random_masks(model))

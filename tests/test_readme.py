@@ -49,3 +49,13 @@ def test_readme_keras3_example_runs(tmp_path, monkeypatch, capsys):
   sizes = sum(w.size for w, _ in pairs)
   kept = sum(np.count_nonzero(r.mask.numpy()) for _, r in pairs)
   assert sizes / kept == pytest.approx(20, rel=0.02)
+
+
+@pytest.mark.slow
+def test_readme_quantization_example_runs(tmp_path, monkeypatch, capsys):
+  printed = _run_example(2, tmp_path, monkeypatch, capsys)
+  # fc1 ternary as INT2, the 3-bit layers as INT4.
+  assert printed.startswith(
+      "{'lenet5/conv1/Conv2D': 4, 'lenet5/conv2/Conv2D': 4, "
+      "'lenet5/fc1/MatMul': 2, 'lenet5/fc2/MatMul': 4} ")
+  assert float(printed.split()[-1]) > 0.9  # LiteRT accuracy

@@ -152,6 +152,13 @@ def test_token_model_packs(token_ids, mode, atol):
     layer.set_weights([ternary, bias])
   result = packed.pack(tflite_export.convert(model), mode)
   assert sorted(result.bits.values()) == [2, 4]  # fc INT2, conv INT4
+  # The embedding table, not quantized, stays float, and is named so.
+  assert len(result.float_kernels) == 1 and 'emb' in result.float_kernels[0]
+  note = tflite_export.report.left_float_note(
+      {'packed_weight_only': {'float_kernels': result.float_kernels}})
+  assert note.endswith(f'skips): {result.float_kernels[0]}')
+  assert tflite_export.report.left_float_note({'packed_weight_only': {
+      'float_kernels': []}}) == ''
   outputs, _, _ = tflite_export.predict(result.content, data)
   want = model.predict(ids, verbose=0)
   np.testing.assert_allclose(outputs, want, atol=atol * np.abs(want).max())
@@ -178,7 +185,7 @@ def test_command_line_converts_a_saved_model(tmp_path, pruned_lenet5):
       report['int8_sparse']['bytes'])
   assert '| int8_sparse |' in result.stdout
   # Pruned but not quantized: no kernel on a grid to pack.
-  assert 'No packed INT2/INT4 variant' in result.stdout
+  assert 'No packed INT2/INT4/INT8 variant' in result.stdout
 
 
 def test_command_line_rejects_a_missing_model(tmp_path):

@@ -109,6 +109,15 @@ def attach_admm(model,
   else:
     resolved = targets.resolve(model, target, per_layer, min_keep_ratio)
   chosen = {}
+  given = (constraint.values() if isinstance(constraint, Mapping)
+           else [constraint])
+  counted = [c for c in given if c is not None and c.keep is not None]
+  if counted:
+    raise ValueError(f'{counted[0]!r} carries a keep count, which attach_admm '
+                     'sets for each weight from `target` and `per_layer`: '
+                     'give the constraint without keep, and the count as a '
+                     'target (such as per_layer={name: '
+                     'tf_admm.KeepRatio(0.1)}).')
   if isinstance(constraint, Mapping):
     names = {w.layer.name for w in prunable.values()}
     unknown = sorted(set(constraint) - names)

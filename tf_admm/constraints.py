@@ -217,7 +217,8 @@ class Quantize(Constraint):
   projection (`tf_admm.projections.uniform_levels`, `kmeans_levels`).
   With `keep`, only the `keep` largest entries are kept (pruning and
   quantization at once); without it, every entry the mask allows.
-  `attach_admm` sets `axis`, the weight's output-channel axis.
+  `attach_admm` sets `keep` from its target (none: no pruning) and `axis`,
+  the weight's output-channel axis.
   With `train_scale`, once every kept entry of a channel (of the tensor,
   without `per_channel`) is held on its level, the channel's codes stay
   fixed and its held entries keep training together, as one multiple of

@@ -70,6 +70,15 @@ def without_admm(model, masks):
   """(a copy of `model` without ADMM regularizers, the masks, and
   {id(layer of the copy): [(PrunableWeight, mask)]}), the masks checked
   against the copy's weights; the masks default to `admm_masks(model)`."""
+  quantized = [w.path for w, r in attach.admm_weights(model)
+               if r.constraint.levels_shape(w.shape) is not None]
+  if quantized:
+    raise ValueError(
+        f'{", ".join(quantized)} are quantized: a mask would hold only their '
+        'zeros, and retraining would move the rest off their levels. Keep '
+        'training the ADMM model (after the last tf_admm.Rounds projection '
+        'every weight stays on its level), then export '
+        'tf_admm.remove_admm(model).')
   if masks is None:
     masks = attach.admm_masks(model)
   if not masks:

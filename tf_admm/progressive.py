@@ -104,12 +104,13 @@ class Settings:
     if not all(1 < a < b for a, b in zip(rates, rates[1:] + [float('inf')])):
       raise ValueError(f'stage_rates must be increasing rates > 1, got '
                        f'{rates}.')
-    if not (0 < self.hold_fraction <= 1 and
-            self.quantize_epochs_per_round > 0 and
-            self.quantize_rho_growth >= 1):
-      raise ValueError('hold_fraction must be in (0, 1], '
-                       'quantize_epochs_per_round > 0 and '
-                       'quantize_rho_growth >= 1.')
+    for name, valid, rule in (
+        ('hold_fraction', 0 < self.hold_fraction <= 1, 'in (0, 1]'),
+        ('quantize_epochs_per_round', self.quantize_epochs_per_round > 0,
+         '> 0'),
+        ('quantize_rho_growth', self.quantize_rho_growth >= 1, '>= 1')):
+      if not valid:
+        raise ValueError(f'{name} must be {rule}, got {getattr(self, name)}.')
     for name in ('candidates', 'pretrain_epochs', 'admm_epochs',
                  'prune_every_steps', 'batch_size',
                  'quantize_updates_per_epoch'):

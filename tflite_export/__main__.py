@@ -6,7 +6,8 @@ r"""Converts a saved Keras model to TFLite every way and checks each result.
 Prints a table of raw and gzip sizes and LiteRT accuracy on the dataset's
 test split, and writes the .tflite files and tflite_report.json. A model
 whose kernels lie on symmetric grids (quantized by tf_admm.Quantize) also
-gets the packed INT2/INT4 variants, packed_weight_only and packed_dynamic.
+gets the packed INT2/INT4/INT8 variants, packed_weight_only and
+packed_dynamic.
 """
 
 import importlib
@@ -91,8 +92,11 @@ def main(argv):
     results.update(report.export_packed(model, test,
                                         results['dense']['gzip_bytes'],
                                         OUTPUT_DIR.value))
+    note = report.left_float_note(results)
+    if note:
+      print(note)
   except ValueError as error:
-    print(f'No packed INT2/INT4 variant: {error}')
+    print(f'No packed INT2/INT4/INT8 variant: {error}')
   print(report.format_table(results))
   if OUTPUT_DIR.value:
     path = os.path.join(OUTPUT_DIR.value, 'tflite_report.json')

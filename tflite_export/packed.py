@@ -9,8 +9,16 @@ each channel's (or the whole tensor's, where one grid holds it) integer
 codes and scale exactly and stores the codes packed:
   INT2 for codes in {-1, 0, 1} (ternary, binary) in FULLY_CONNECTED ops;
   INT4 for codes within ±7 (uniform levels up to 3 bits), and for every
-    CONV_2D, since LiteRT 2.3 has no INT2 convolution kernel.
-Kernels not on such a grid (k-means levels, unquantized layers) stay float.
+    CONV_2D, since LiteRT 2.3 has no INT2 convolution kernel;
+  INT8 for codes within ±127 (uniform levels of 4 to 7 bits: k bits take
+    codes up to ±2^(k-1), one bit more than the papers' k with the 0).
+Other kernels stay float and `Packed.float_kernels` names them: those not
+on such a grid (k-means levels, unquantized layers, 8-bit uniform levels),
+those of other ops (depthwise convolutions among them), and those with a
+channel whose few codes share no unit step the recovery can find (the step
+is the smallest gap between magnitudes: {3q, 5q} alone gives 2q, and 3q is
+no multiple of it;
+never at 3 bits or less, where any set of codes from 1 to 4 works).
 """
 
 import enum
@@ -31,9 +39,19 @@ _RECOVERY = quantizer.AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
 _OPS = {schema.BuiltinOperator.FULLY_CONNECTED:
             qtyping.TFLOperationName.FULLY_CONNECTED,
         schema.BuiltinOperator.CONV_2D: qtyping.TFLOperationName.CONV_2D}
+# {op: which input is a layer's kernel} for the ops packed and the others a
+# quantized Keras layer may become (DepthwiseConv2D, Conv2DTranspose,
+# Embedding's table lookup), whose kernels stay float.
+_KERNEL_INPUTS = {
+    **dict.fromkeys(_OPS, 1),
+    schema.BuiltinOperator.DEPTHWISE_CONV_2D: 1,
+    schema.BuiltinOperator.TRANSPOSE_CONV: 1,
+    schema.BuiltinOperator.GATHER: 0,
+}
 _TENSORWISE = qtyping.QuantGranularity.TENSORWISE
 _CHANNELWISE = qtyping.QuantGranularity.CHANNELWISE
-_PACKED_TYPES = {schema.TensorType.INT2: 2, schema.TensorType.INT4: 4}
+_PACKED_TYPES = {schema.TensorType.INT2: 2, schema.TensorType.INT4: 4,
+                 schema.TensorType.INT8: 8}
 # How far a weight may sit from its channel's grid, relative to the
 # channel's largest weight: float32 rounding of level values.
 _GRID_TOLERANCE = 1e-5
@@ -48,7 +66,8 @@ class PackMode(enum.Enum):
 
 class Packed(NamedTuple):
   content: bytes  # the .tflite file
-  bits: dict  # {weight tensor name: 2 or 4} of the packed kernels
+  bits: dict  # {weight tensor name: 2, 4 or 8} of the packed kernels
+  float_kernels: list  # names of the constant kernels left float32
 
 
 def grid_codes(kernel: np.ndarray):
@@ -74,25 +93,29 @@ def grid_codes(kernel: np.ndarray):
 
 
 def packed_bits(codes, operator) -> int:
-  """2 or 4 for kernels with these codes in this op; 0: leave it float."""
+  """2, 4 or 8 for kernels with these codes in this op; 0: leave it
+  float."""
   if codes is None:
     return 0
   largest = int(np.abs(codes).max())
   if largest <= 1 and operator == schema.BuiltinOperator.FULLY_CONNECTED:
     return 2
-  return 4 if largest <= 7 else 0
+  for bits in (4, 8):
+    if largest < 2**(bits - 1):
+      return bits
+  return 0
 
 
 def _kernels(model):
-  """[(op scope, operator, weight tensor, kernel array)] of the float
-  FULLY_CONNECTED and CONV_2D ops with constant kernels."""
+  """[(op scope, operator, weight tensor, kernel array)] of the ops with
+  constant float32 kernels (`_KERNEL_INPUTS`)."""
   found = []
   for subgraph in model.subgraphs:
     for op in subgraph.operators:
       operator = model.operatorCodes[op.opcodeIndex].builtinCode
-      if operator not in _OPS:
+      if operator not in _KERNEL_INPUTS:
         continue
-      tensor = subgraph.tensors[op.inputs[1]]
+      tensor = subgraph.tensors[op.inputs[_KERNEL_INPUTS[operator]]]
       data = model.buffers[tensor.buffer].data
       if tensor.type != schema.TensorType.FLOAT32 or data is None:
         continue
@@ -124,14 +147,19 @@ def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
   """Rewrites a float .tflite with its on-grid kernels packed.
 
   Raises:
-    ValueError: if no kernel lies on a grid that INT2 or INT4 can hold
-      (train with tf_admm.constraints.Quantize first).
+    ValueError: if no kernel lies on a grid that INT2, INT4 or INT8 can
+      hold (train with tf_admm.constraints.Quantize first).
   """
   mode = PackMode(mode)
   model = tfl_flatbuffer_utils.read_model(float_content)
   rules = []
   bits = {}
+  float_kernels = []
   for scope, operator, tensor, kernel in _kernels(model):
+    name = tensor.name.decode()
+    if operator not in _OPS:
+      float_kernels.append(name)
+      continue
     # One scale for the tensor where one grid holds it all (per-layer
     # levels): hundreds of float scales fewer in the file. ai-edge-quantizer
     # 0.10's recovery fails on tensor-wise 4-D kernels (a scale-rank error),
@@ -142,14 +170,16 @@ def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
       width = packed_bits(grid_codes(rows), operator)
       if width:
         rules.append((scope, _OPS[operator], width, granularity))
-        bits[tensor.name.decode()] = width
+        bits[name] = width
         break
+    else:
+      float_kernels.append(name)
   if not rules:
     raise ValueError(
         'No FULLY_CONNECTED or CONV_2D kernel of this model lies on a '
-        'symmetric per-channel grid of at most 15 levels, so none can be '
-        'packed into INT2/INT4: quantize the model with '
-        'tf_admm.constraints.Quantize (uniform up to 3 bits, ternary or '
+        'symmetric per-channel grid of at most 255 levels, so none can be '
+        'packed into INT2/INT4/INT8: quantize the model with '
+        'tf_admm.constraints.Quantize (uniform up to 7 bits, ternary or '
         'binary levels) first.')
   _allow_weight_only_int2()
   rewriter = quantizer.Quantizer(bytes(float_content))
@@ -159,7 +189,7 @@ def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
     add(regex=f'^{re.escape(scope)}$', operation_name=operation,
         num_bits=width, granularity=granularity, algorithm_key=_RECOVERY)
   result = rewriter.quantize(enable_progress_report=False)
-  return Packed(bytes(result.quantized_model), bits)
+  return Packed(bytes(result.quantized_model), bits, float_kernels)
 
 
 def _unpack(data, bits, count):
@@ -173,8 +203,8 @@ def _unpack(data, bits, count):
 
 
 def packed_tensors(content: bytes) -> dict:
-  """{tensor name: (bits, codes, dequantized float32 values)} of the INT2
-  and INT4 tensors of a .tflite file, in TFLite layout."""
+  """{tensor name: (bits, codes, dequantized float32 values)} of the
+  INT2, INT4 and INT8 tensors of a packed .tflite file, in TFLite layout."""
   model = tfl_flatbuffer_utils.read_model(content)
   found = {}
   for subgraph in model.subgraphs:

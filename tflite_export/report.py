@@ -67,9 +67,10 @@ def export_variants(model,
 
 def export_packed(model, test_data: tf.data.Dataset, dense_gzip_bytes: int,
                   output_dir: Optional[str] = None) -> dict:
-  """The packed INT2/INT4 variants (`tflite_export.packed`) of a quantized
-  model, measured like `export_variants`' (plus `packed_bits`: {weight
-  tensor: 2 or 4}). Raises ValueError if no kernel can be packed."""
+  """The packed variants (`tflite_export.packed`) of a quantized model,
+  measured like `export_variants`' (plus `packed_bits`: {weight tensor: 2, 4
+  or 8}, and `float_kernels`: the kernels left float32). Raises ValueError
+  if no kernel can be packed."""
   float_content = converter.convert(model)
   results = {}
   for mode in packed.PackMode:
@@ -78,10 +79,22 @@ def export_packed(model, test_data: tf.data.Dataset, dense_gzip_bytes: int,
     if output_dir:
       _write(os.path.join(output_dir, name + '.tflite'), result.content)
     results[name] = dict(_measure(result.content, test_data),
-                         packed_bits=result.bits)
+                         packed_bits=result.bits,
+                         float_kernels=result.float_kernels)
     results[name]['gzip_ratio'] = dense_gzip_bytes / results[name][
         'gzip_bytes']
   return results
+
+
+def left_float_note(results: dict) -> str:
+  """A line naming the kernels `export_packed`'s files keep float32 (no
+  integer grid of 8 bits or less holds them, or their op is not packed);
+  '' where there are none."""
+  left = results.get('packed_weight_only', {}).get('float_kernels')
+  if not left:
+    return ''
+  return ('The packed files keep these kernels float32 (on no integer grid '
+          f'of up to 8 bits, or of an op packing skips): {", ".join(left)}')
 
 
 def latency_ms(contents: dict, example, runs: int = 300,
