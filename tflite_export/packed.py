@@ -16,9 +16,9 @@ Other kernels stay float and `Packed.float_kernels` names them: those not
 on such a grid (k-means levels, unquantized layers, 8-bit uniform levels),
 those of other ops (depthwise convolutions among them), and those with a
 channel whose few codes share no unit step the recovery can find (the step
-is the smallest gap between magnitudes: {3q, 5q} alone gives 2q, and 3q is
-no multiple of it;
-never at 3 bits or less, where any set of codes from 1 to 4 works).
+is the smallest gap between magnitudes: {3q, 5q} alone gives 2q, and 3q
+is no multiple of it; never at 3 bits or less, where any set of codes from
+1 to 4 works).
 """
 
 import enum
