@@ -243,10 +243,15 @@ def _pattern_only():
                                          _from_preset('target_rate'))
 
 
+def _bits_flag():
+  """How messages name the bits: the flag's, or the preset's."""
+  return "the preset's --bits" if _from_preset('bits') else '--bits'
+
+
 def _bits_by_layer(layers):
   """{layer: bits} from --bits; raises ValueError naming what is wrong."""
   given = _value('bits')
-  flag = "the preset's --bits" if _from_preset('bits') else '--bits'
+  flag = _bits_flag()
   if len(given) == 1 and ':' not in given[0]:
     return dict.fromkeys(layers, _whole_number(flag, given[0]))
   bits = {}
@@ -270,6 +275,8 @@ def _bits_by_layer(layers):
 
 
 def _whole_number(flag, text, item=None):
+  """int(text); raises ValueError naming `flag` and the `item` text is from
+  (none: text is the flag's only value)."""
   try:
     return int(text)
   except ValueError:
@@ -302,7 +309,7 @@ def _quantization(layers):
           levels, bits=layer_bits, per_channel=_value('per_channel'),
           train_scale=_value('train_scales'))
     except ValueError as error:
-      raise ValueError(f'--bits for {layer}: {error}') from None
+      raise ValueError(f'{_bits_flag()} for {layer}: {error}') from None
   return quantization
 
 
@@ -591,11 +598,11 @@ def main(argv):
       note = tflite_report.left_float_note(tflite)
       if note:
         print(f'[tf_admm] {note}', flush=True)
-    except ValueError as error:  # no kernel on an integer grid: k-means
+    except ValueError as error:  # no kernel on an integer grid (k-means)
       print(f'[tf_admm] no packed file: {error} The report ships the '
             'dynamic_int8 file instead: its int8 weights approximate the '
-            'levels (k-means centroids are no grid) and shrink under gzip '
-            'only; its accuracy is LiteRT\'s.', flush=True)
+            'levels and shrink under gzip only; its accuracy is LiteRT\'s.',
+            flush=True)
       variant = 'dynamic_int8'
   final.save(os.path.join(output_dir, 'final.keras'))
   report = report_lib.build(

@@ -96,7 +96,9 @@ def _project(model, levels):
     layer.set_weights([constraint.project(kernel).values, *rest])
 
 
-def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly():
+@pytest.mark.parametrize('mode, atol', [(packed.PackMode.WEIGHT_ONLY, 1e-5),
+                                        (packed.PackMode.DYNAMIC, 0.05)])
+def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly(mode, atol):
   # k-bit uniform codes reach ±2^(k-1): ±8 at 4 bits is beyond INT4's ±7.
   keras.utils.set_random_seed(4)
   model = keras.Sequential([
@@ -107,7 +109,7 @@ def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly():
   ])
   _project(model, {'conv': constraints.Quantize('uniform', bits=4, axis=-1),
                    'out': constraints.Quantize('uniform', bits=5, axis=-1)})
-  result = packed.pack(converter.convert(model))
+  result = packed.pack(converter.convert(model), mode)
   tensors = packed.packed_tensors(result.content)
   assert sorted(bits for bits, _, _ in tensors.values()) == [8, 8]
   assert result.float_kernels == []
@@ -121,7 +123,7 @@ def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly():
   data = tf.data.Dataset.from_tensor_slices((x, np.zeros(8, np.int64)))
   outputs, _, _ = evaluate.predict(result.content, data, batch_size=8)
   want = model(x).numpy()
-  np.testing.assert_allclose(outputs, want, atol=1e-5 * np.abs(want).max())
+  np.testing.assert_allclose(outputs, want, atol=atol * np.abs(want).max())
 
 
 def test_kernels_left_float_are_named():

@@ -187,6 +187,13 @@ def test_bad_quantization_settings_are_named(name, value, rule):
     progressive.Settings(stage_rates=[2.0], **{name: value})
 
 
+def test_levels_as_the_stages_constraint_are_refused_before_training(
+    data, tmp_path):
+  with pytest.raises(ValueError, match='has levels.*quantization='):
+    _run(data, tmp_path, constraint=constraints.Quantize('ternary'))
+  assert not os.path.exists(tmp_path / 'dense')
+
+
 def test_quantization_updates_per_epoch_must_be_at_least_one():
   with pytest.raises(ValueError, match='quantize_updates_per_epoch must be '
                      '>= 1, got 0'):

@@ -325,6 +325,6 @@ def test_bad_masks_are_rejected():
   # Masks hold zeros only: a quantized model keeps its levels under ADMM.
   quantized = tf_admm.attach_admm(model, constraint={
       'dense': tf_admm.Quantize('ternary')})
-  with pytest.raises(ValueError, match=r'dense/kernel are quantized.*'
+  with pytest.raises(ValueError, match=r'Quantized weights \(dense/kernel\).*'
                      r'tf_admm\.remove_admm'):
     tf_admm.to_pruning_wrappers(quantized, _random_masks(model))

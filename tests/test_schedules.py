@@ -335,15 +335,6 @@ def test_rounds_update_every_epoch_by_default():
   assert [s for s in range(1, 13) if schedule.updates_at(s)] == [4, 8, 12]
 
 
-def test_rounds_stop_updating_once_every_weight_is_held():
-  schedule = bound(schedules.Rounds(0.5, epochs_per_round=1,
-                                    update_every_steps=2, rho_growth=1.5),
-                   steps_per_epoch=4)
-  # Step 8 ends the last round: its hard projection, then no more updates.
-  assert [s for s in range(1, 40) if schedule.updates_at(s)] == [2, 4, 6]
-  assert [s for s in range(1, 40) if schedule.prunes_at(s)] == [4, 8]
-
-
 @pytest.mark.parametrize('kwargs, match', [
     (dict(fraction_per_round=0), 'fraction_per_round must be in'),
     (dict(fraction_per_round=1.5), 'fraction_per_round must be in'),

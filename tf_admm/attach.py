@@ -75,9 +75,10 @@ def attach_admm(model,
       (`tf_admm.targets.resolve`).
     per_layer: targets by layer name or layer class.
     constraint: the kind of constraint (default: the `keep` largest
-      entries); each weight gets it fitted to its shape and keep count
-      (`Constraint.for_weight`). A constraint that limits weights by itself
-      (a sparsity pattern) needs no target. Weights it cannot fit get what
+      entries), given without a keep count: each weight gets it fitted to its
+      shape and to its target's count (`Constraint.for_weight`). A
+      constraint that limits weights by itself (a sparsity pattern) needs no
+      target. Weights it cannot fit get what
       `for_weight` falls back to; the weights' constraints say which.
       A {layer name: constraint} dict gives each named layer its own (such
       as quantization bits per layer); other layers get none.
@@ -101,14 +102,6 @@ def attach_admm(model,
           f'Weight {weight.path!r} holds a mask from '
           'tf_admm.to_pruning_wrappers; call tf_admm.strip_pruning first, and '
           'pass tf_admm.masks_of(model) as masks= to keep its zeros.')
-  masks = dict(masks or {})
-  weights_lib.check_masks(prunable, masks)
-
-  if target is None and not per_layer:
-    resolved = {path: targets.Resolved(None, None) for path in prunable}
-  else:
-    resolved = targets.resolve(model, target, per_layer, min_keep_ratio)
-  chosen = {}
   given = (constraint.values() if isinstance(constraint, Mapping)
            else [constraint])
   counted = [c for c in given if c is not None and c.keep is not None]
@@ -118,6 +111,14 @@ def attach_admm(model,
                      'give the constraint without keep, and the count as a '
                      'target (such as per_layer={name: '
                      'tf_admm.KeepRatio(0.1)}).')
+  masks = dict(masks or {})
+  weights_lib.check_masks(prunable, masks)
+
+  if target is None and not per_layer:
+    resolved = {path: targets.Resolved(None, None) for path in prunable}
+  else:
+    resolved = targets.resolve(model, target, per_layer, min_keep_ratio)
+  chosen = {}
   if isinstance(constraint, Mapping):
     names = {w.layer.name for w in prunable.values()}
     unknown = sorted(set(constraint) - names)

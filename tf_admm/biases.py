@@ -1,6 +1,6 @@
 """Biases stored in few bytes: fixed-point values, units ordered by bias.
 
-Quantized kernels ship as packed INT2/INT4 codes, but biases stay float32,
+Quantized kernels ship as packed integer codes, but biases stay float32,
 as TFLite's float kernels read them; in a heavily pruned model they are a
 large share of the compressed file (LeNet-5 at 169x keeps 196 fc1 units
 for 798 fc1 weights; rounding and ordering its biases as below took the

@@ -74,10 +74,10 @@ def without_admm(model, masks):
                if r.constraint.levels_shape(w.shape) is not None]
   if quantized:
     raise ValueError(
-        f'{", ".join(quantized)} are quantized: a mask would hold only their '
-        'zeros, and retraining would move the rest off their levels. Keep '
-        'training the ADMM model (after the last tf_admm.Rounds projection '
-        'every weight stays on its level), then export '
+        f'Quantized weights ({", ".join(quantized)}): a mask would hold only '
+        'their zeros, and retraining would move the rest off their levels. '
+        'Keep training the ADMM model (after the last tf_admm.Rounds '
+        'projection every weight stays on its level), then export '
         'tf_admm.remove_admm(model).')
   if masks is None:
     masks = attach.admm_masks(model)
@@ -106,6 +106,10 @@ def to_pruning_wrappers(model,
     outside their masks through any training: on Keras 2 each masked layer
     is a tfmot `PruneLowMagnitude` (`FixedMaskPruneLowMagnitude`); on Keras
     3 each masked weight has a `HeldMask` regularizer. Compile it and fit it.
+
+  Raises:
+    ValueError: for a model whose weights are quantized under ADMM (keep
+      training it, then `tf_admm.remove_admm`), or for masks that do not fit.
   """
   if not keras_compat.is_keras3_model(model):
     return _wrappers().to_pruning_wrappers(model, masks)

@@ -314,6 +314,10 @@ class ProgressiveRun:
                strategy: Optional[tf.distribute.Strategy] = None):
     if not settings.stage_rates and not quantization:
       raise ValueError('A run needs stage rates, quantization, or both.')
+    if constraint.levels_shape((1, 1)) is not None:
+      raise ValueError(f'{constraint!r} has levels: the stages prune, and '
+                       'their masked retraining holds zeros only. Give '
+                       'levels as quantization= ({layer: Quantize}).')
     if constraint.removes_channels and quantization:
       raise ValueError('Pruning channels and quantizing in one run is not '
                        'supported; quantize the small model in a run of its '

@@ -123,6 +123,9 @@ def to_pruning_wrappers(model,
     A new model with fresh variables in which each masked layer is a
     `FixedMaskPruneLowMagnitude` (a `tfmot.sparsity.keras.PruneLowMagnitude`)
     holding its masks. Compile it and fit it.
+
+  Raises:
+    ValueError: as `tf_admm.to_pruning_wrappers`.
   """
   plain, masks, masked_by_layer = masked_retraining.without_admm(model, masks)
 

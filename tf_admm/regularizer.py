@@ -126,6 +126,13 @@ class AdmmSteps:
     """Whether weights are held on the levels, which are then fixed."""
     return self.held is not None and bool(np.any(self.held.numpy() > 0))
 
+  @property
+  def all_held(self) -> bool:
+    """Whether every kept entry is held on its level: ADMM has nothing left
+    to move here."""
+    return self.held is not None and np.array_equal(self.held.numpy() > 0,
+                                                    self.mask.numpy() > 0)
+
   def project(self, values, progress: float = 1.0):
     """Proj(values) onto the constraint at `progress`, within the mask (on
     the held levels once there are any)."""
@@ -151,7 +158,12 @@ class AdmmSteps:
     self._finish_if_scales_train(weight)
 
   def update(self, weight, progress: float, rho_growth: float = 1.0) -> None:
-    """Z <- Proj(W + U), U <- U + W - Z, rho <- rho * rho_growth."""
+    """Z <- Proj(W + U), U <- U + W - Z, rho <- rho * rho_growth; once
+    every entry is held, nothing (Z = W and U = 0 since the hold, and rho
+    would only grow without end) but Z following trained scales."""
+    if self.all_held:
+      self._finish_if_scales_train(weight)
+      return
     w = weight.numpy()
     z = self.project(w + self.u.numpy(), progress).values
     self.z_change = float(np.linalg.norm(z - self.z.numpy()))
@@ -164,9 +176,8 @@ class AdmmSteps:
     """Once every kept entry is held and the held scales train, ADMM has
     nothing left to do here, and its Z (rounded to the levels fixed at the
     hold) would pull the scales back: Z = W, U = 0, rho = 0."""
-    if (self.levels is None or
-        self.constraint.held_scale_axes(len(weight.shape)) is None or
-        not np.array_equal(self.held.numpy() > 0, self.mask.numpy() > 0)):
+    if (self.constraint.held_scale_axes(len(weight.shape)) is None or
+        not self.all_held):
       return
     self.z.assign(weight.numpy())
     self.u.assign(np.zeros(self.u.shape, np.float32))

@@ -243,8 +243,7 @@ class Rounds(Schedule):
       rounds need several updates each to run ADMM at all.
   The Z-step always rounds every kept weight; with a `keep` count as well,
   the count moves in the same steps. After the last round every quantized
-  weight is held, and the rest of the fit trains the other parameters with
-  no more Z/U steps: they would find nothing to move, only grow rho.
+  weight is held, and the rest of the fit trains the other parameters.
   """
 
   def __init__(self, fraction_per_round: float = 0.3,
@@ -274,9 +273,6 @@ class Rounds(Schedule):
   @property
   def end_step(self):
     return self.rounds * self._round_steps
-
-  def updates_at(self, step):
-    return step < self.end_step and super().updates_at(step)
 
   def prunes_at(self, step):
     return 0 < step <= self.end_step and step % self._round_steps == 0

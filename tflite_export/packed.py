@@ -1,4 +1,5 @@
-"""Sub-8-bit weights in a .tflite file: packed INT2 and INT4 tensors.
+"""Sub-8-bit weights in a .tflite file: packed INT2 and INT4 tensors (INT8
+where the codes need it).
 
 The TFLite converter writes weights as float or int8 only. A float .tflite
 whose FULLY_CONNECTED and CONV_2D kernels already lie on symmetric
@@ -41,11 +42,14 @@ _OPS = {schema.BuiltinOperator.FULLY_CONNECTED:
         schema.BuiltinOperator.CONV_2D: qtyping.TFLOperationName.CONV_2D}
 # {op: which input is a layer's kernel} for the ops packed and the others a
 # quantized Keras layer may become (DepthwiseConv2D, Conv2DTranspose,
-# Embedding's table lookup), whose kernels stay float.
+# Conv3D, EinsumDense, Embedding's table lookup), whose kernels stay float.
 _KERNEL_INPUTS = {
     **dict.fromkeys(_OPS, 1),
     schema.BuiltinOperator.DEPTHWISE_CONV_2D: 1,
     schema.BuiltinOperator.TRANSPOSE_CONV: 1,
+    schema.BuiltinOperator.CONV_3D: 1,
+    schema.BuiltinOperator.BATCH_MATMUL: 1,
+    schema.BuiltinOperator.EMBEDDING_LOOKUP: 1,
     schema.BuiltinOperator.GATHER: 0,
 }
 _TENSORWISE = qtyping.QuantGranularity.TENSORWISE
@@ -189,7 +193,8 @@ def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
     add(regex=f'^{re.escape(scope)}$', operation_name=operation,
         num_bits=width, granularity=granularity, algorithm_key=_RECOVERY)
   result = rewriter.quantize(enable_progress_report=False)
-  return Packed(bytes(result.quantized_model), bits, float_kernels)
+  return Packed(bytes(result.quantized_model), bits,
+                list(dict.fromkeys(float_kernels)))  # once if shared
 
 
 def _unpack(data, bits, count):
@@ -209,12 +214,12 @@ def packed_tensors(content: bytes) -> dict:
   found = {}
   for subgraph in model.subgraphs:
     for tensor in subgraph.tensors:
-      if tensor.type not in _PACKED_TYPES:
-        continue
+      data = model.buffers[tensor.buffer].data
+      if tensor.type not in _PACKED_TYPES or data is None:
+        continue  # int8 activations hold no data
       bits = _PACKED_TYPES[tensor.type]
       shape = tuple(tensor.shape)
-      codes = _unpack(model.buffers[tensor.buffer].data, bits,
-                      int(np.prod(shape))).reshape(shape)
+      codes = _unpack(data, bits, int(np.prod(shape))).reshape(shape)
       scale = np.asarray(tensor.quantization.scale, np.float32)
       axis = tensor.quantization.quantizedDimension
       scale = np.expand_dims(scale, tuple(
