@@ -330,6 +330,15 @@ def test_keras_serialization_round_trip(case, target):
 
 
 @pytest.mark.parametrize('case', CASES)
+def test_has_levels_says_whether_there_are_levels_to_hold(case):
+  constraint = sample_constraint(case)
+  assert constraint.has_levels == any(case is p.values[0]
+                                      for p in LEVEL_CASES)
+  assert (constraint.levels_shape(case.shapes[-1]) is not None) == (
+      constraint.has_levels)
+
+
+@pytest.mark.parametrize('case', CASES)
 def test_registered_with_keras(case):
   cls = type(sample_constraint(case))
   name = cls.__name__

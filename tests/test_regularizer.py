@@ -97,6 +97,14 @@ def test_restart_update_and_hard_project_match_numpy():
   assert float(regularizer.rho) == pytest.approx(0.1)
   assert regularizer.z_change == 0.0
 
+  # Pruned to its count, the weight is its own projection: a Z/U step moves
+  # nothing, and rho stays.
+  weight.assign(want_values * 1.5)
+  regularizer.update(weight, progress=1.0, rho_growth=1.5)
+  np.testing.assert_array_equal(regularizer.z.numpy(), want_values * 1.5)
+  assert not regularizer.u.numpy().any()
+  assert float(regularizer.rho) == pytest.approx(0.1)
+
 
 def test_progress_moves_the_count_from_the_start_to_the_target():
   regularizer, weight = _regularizer((10, 10), keep=20)
@@ -233,8 +241,8 @@ def test_with_every_weight_held_a_trained_scale_turns_the_penalty_off(
     np.testing.assert_array_equal(regularizer.z.numpy(), weight.numpy())
     assert not regularizer.u.numpy().any()
     assert float(regularizer(weight)) == 0.0
-  else:  # nothing left for ADMM: no Z/U step, and rho does not grow
-    assert float(regularizer.rho) == pytest.approx(1e-2)
+  else:
+    assert float(regularizer.rho) == pytest.approx(1.5e-2)
 
 
 def test_a_later_hold_keeps_the_scale_a_held_channel_trained():

@@ -20,7 +20,8 @@ class AdmmCallback(keras_compat.BatchHookCallback):
   hard-prune (W = Proj(W), the zeros held from then on, then Z, U and rho
   restart) or to take a Z/U step:
 
-    Z <- Proj(W + U),  U <- U + W - Z,  rho <- rho * rho_growth.
+    Z <- Proj(W + U),  U <- U + W - Z,  rho <- rho * rho_growth
+  (rho only while the projection still moves something).
 
   At each epoch end it writes to `logs` (so History, the progress bar and a
   CSVLogger or TensorBoard listed after it see them):

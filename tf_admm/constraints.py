@@ -36,6 +36,8 @@ class Constraint(abc.ABC):
   # Whether the zeros it leaves are whole output channels, which surgery
   # can remove.
   removes_channels = False
+  # Whether it puts the kept entries on levels (see `levels_shape`).
+  has_levels = False
 
   @abc.abstractmethod
   def project(self, weights, allowed=None) -> projections.Projection:
@@ -233,6 +235,8 @@ class Quantize(Constraint):
   keep: Optional[int] = None
   target: Optional[targets.Target] = None
   train_scale: bool = False
+
+  has_levels = True
 
   def __post_init__(self):
     if self.levels not in LEVEL_KINDS:

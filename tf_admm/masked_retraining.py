@@ -71,7 +71,7 @@ def without_admm(model, masks):
   {id(layer of the copy): [(PrunableWeight, mask)]}), the masks checked
   against the copy's weights; the masks default to `admm_masks(model)`."""
   quantized = [w.path for w, r in attach.admm_weights(model)
-               if r.constraint.levels_shape(w.shape) is not None]
+               if r.constraint.has_levels]
   if quantized:
     raise ValueError(
         f'Quantized weights ({", ".join(quantized)}): a mask would hold only '

@@ -314,7 +314,7 @@ class ProgressiveRun:
                strategy: Optional[tf.distribute.Strategy] = None):
     if not settings.stage_rates and not quantization:
       raise ValueError('A run needs stage rates, quantization, or both.')
-    if constraint.levels_shape((1, 1)) is not None:
+    if constraint.has_levels:
       raise ValueError(f'{constraint!r} has levels: the stages prune, and '
                        'their masked retraining holds zeros only. Give '
                        'levels as quantization= ({layer: Quantize}).')

@@ -158,18 +158,18 @@ class AdmmSteps:
     self._finish_if_scales_train(weight)
 
   def update(self, weight, progress: float, rho_growth: float = 1.0) -> None:
-    """Z <- Proj(W + U), U <- U + W - Z, rho <- rho * rho_growth; once
-    every entry is held, nothing (Z = W and U = 0 since the hold, and rho
-    would only grow without end) but Z following trained scales."""
-    if self.all_held:
-      self._finish_if_scales_train(weight)
-      return
+    """Z <- Proj(W + U), U <- U + W - Z, and rho <- rho * rho_growth while
+    the constraint still binds: once the projection moves nothing (the
+    last prune or hold is done) the step leaves U at 0, and a growing rho
+    would only reach inf."""
     w = weight.numpy()
-    z = self.project(w + self.u.numpy(), progress).values
+    target = w + self.u.numpy()
+    z = self.project(target, progress).values
     self.z_change = float(np.linalg.norm(z - self.z.numpy()))
     self.u.assign_add(w - z)
     self.z.assign(z)
-    self.rho.assign(self.rho.numpy() * rho_growth)
+    if not np.array_equal(z, target):
+      self.rho.assign(self.rho.numpy() * rho_growth)
     self._finish_if_scales_train(weight)
 
   def _finish_if_scales_train(self, weight) -> None:

@@ -53,7 +53,7 @@ def _positive_int(owner, name, value, minimum=1):
 class Schedule(abc.ABC):
   """Base of ADMM schedules. Z/U updates between prunes are optional:
   every `update_every_epochs` epochs or `update_every_steps` steps, each one
-  multiplying rho by `rho_growth`."""
+  multiplying rho by `rho_growth` while the constraint still binds."""
 
   def __init__(self, update_every_epochs: Optional[float] = None,
                update_every_steps: Optional[int] = None,

@@ -42,12 +42,14 @@ _OPS = {schema.BuiltinOperator.FULLY_CONNECTED:
         schema.BuiltinOperator.CONV_2D: qtyping.TFLOperationName.CONV_2D}
 # {op: which input is a layer's kernel} for the ops packed and the others a
 # quantized Keras layer may become (DepthwiseConv2D, Conv2DTranspose,
-# Conv3D, EinsumDense, Embedding's table lookup), whose kernels stay float.
+# Conv3D, Conv3DTranspose, EinsumDense, Embedding's table lookup), whose
+# kernels stay float.
 _KERNEL_INPUTS = {
     **dict.fromkeys(_OPS, 1),
     schema.BuiltinOperator.DEPTHWISE_CONV_2D: 1,
     schema.BuiltinOperator.TRANSPOSE_CONV: 1,
     schema.BuiltinOperator.CONV_3D: 1,
+    schema.BuiltinOperator.CONV_3D_TRANSPOSE: 1,
     schema.BuiltinOperator.BATCH_MATMUL: 1,
     schema.BuiltinOperator.EMBEDDING_LOOKUP: 1,
     schema.BuiltinOperator.GATHER: 0,
