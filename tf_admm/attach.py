@@ -78,8 +78,8 @@ def attach_admm(model,
       entries), given without a keep count: each weight gets it fitted to its
       shape and to its target's count (`Constraint.for_weight`). A
       constraint that limits weights by itself (a sparsity pattern) needs no
-      target. Weights it cannot fit get what
-      `for_weight` falls back to; the weights' constraints say which.
+      target. Weights it cannot fit get what `for_weight` falls back to;
+      the weights' constraints say which.
       A {layer name: constraint} dict gives each named layer its own (such
       as quantization bits per layer); other layers get none.
     rho: the initial penalty factor.
