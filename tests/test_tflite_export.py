@@ -188,6 +188,33 @@ def test_command_line_converts_a_saved_model(tmp_path, pruned_lenet5):
   assert 'No packed INT2/INT4/INT8 variant' in result.stdout
 
 
+@pytest.mark.slow
+def test_command_line_packs_and_names_the_kernels_left_float(tmp_path):
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([
+      keras.Input((28, 28, 1)),
+      keras.layers.DepthwiseConv2D(3, name='depthwise'),
+      keras.layers.Flatten(),
+      keras.layers.Dense(10, name='out'),
+  ])
+  layer = model.get_layer('out')
+  kernel, bias = layer.get_weights()
+  layer.set_weights([constraints.Quantize('ternary', axis=-1).project(
+      kernel).values, bias])
+  model.save(tmp_path / 'quantized.keras')
+  result = _run_cli(f'--model={tmp_path / "quantized.keras"}',
+                    f'--output_dir={tmp_path / "out"}',
+                    '--quantizations=float32')
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads((tmp_path / 'out' / 'tflite_report.json').read_text())
+  for variant in ('packed_weight_only', 'packed_dynamic'):
+    assert [(name.split('/')[1], bits) for name, bits in report[variant][
+        'packed_bits'].items()] == [('out', 2)]
+    assert [name.split('/')[1] for name in report[variant][
+        'float_kernels']] == ['depthwise']
+  assert 'The packed files keep these kernels float32' in result.stdout
+
+
 def test_command_line_rejects_a_missing_model(tmp_path):
   result = _run_cli(f'--model={tmp_path / "nothing.keras"}')
   assert result.returncode != 0
