@@ -400,7 +400,8 @@ def test_rounds_hold_every_kept_weight_on_its_level():
                0.5, epochs_per_round=1, rho_growth=2.0))])
   assert check.steps == 12 and check.most_held > 0
   for weight, regularizer in tf_admm.admm_weights(admm):
-    # The last hold restarted rho; no Z/U step came after it to grow rho.
+    # The last hold restarted rho; the Z/U step after it (step 12) moved
+    # nothing, so rho did not grow.
     assert float(regularizer.rho.numpy()) == pytest.approx(0.05)
     w, mask = weight.variable.numpy(), regularizer.mask.numpy() > 0
     np.testing.assert_array_equal(regularizer.held.numpy() > 0, mask)
