@@ -85,6 +85,15 @@ def token_model(seed=0, keras=keras):  # pylint: disable=redefined-outer-name
   ])
 
 
+def project_kernels(model, levels):
+  """Puts the named layers' kernels on their `Quantize` levels: {layer name:
+  constraint with its axis set}."""
+  for name, constraint in levels.items():
+    layer = model.get_layer(name)
+    kernel, *rest = layer.get_weights()
+    layer.set_weights([constraint.project(kernel).values, *rest])
+
+
 def nested_model(seed=0):
   """A built functional model around a nested Sequential 'block'; it takes
   random_batch()'s inputs.

@@ -5,6 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
+from tests.conftest import project_kernels
 from tf_admm import constraints
 from tf_admm.keras_compat import keras
 from tflite_export import converter
@@ -88,14 +89,6 @@ def test_binary_dense_packs_into_int2():
   assert bits == {'conv': 4, 'fc': 2, 'out': 4}
 
 
-def _project(model, levels):
-  """Puts the named layers' kernels on their `Quantize` levels."""
-  for name, constraint in levels.items():
-    layer = model.get_layer(name)
-    kernel, *rest = layer.get_weights()
-    layer.set_weights([constraint.project(kernel).values, *rest])
-
-
 @pytest.mark.parametrize('mode, atol', [(packed.PackMode.WEIGHT_ONLY, 1e-5),
                                         (packed.PackMode.DYNAMIC, 0.05)])
 def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly(mode, atol):
@@ -107,7 +100,7 @@ def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly(mode, atol):
       keras.layers.Flatten(),
       keras.layers.Dense(4, name='out'),
   ])
-  _project(model, {'conv': constraints.Quantize('uniform', bits=4, axis=-1),
+  project_kernels(model, {'conv': constraints.Quantize('uniform', bits=4, axis=-1),
                    'out': constraints.Quantize('uniform', bits=5, axis=-1)})
   result = packed.pack(converter.convert(model), mode)
   tensors = packed.packed_tensors(result.content)
@@ -137,7 +130,7 @@ def test_kernels_left_float_are_named():
       keras.layers.Dense(4, name='out'),
   ])
   ternary = constraints.Quantize('ternary', axis=-1)
-  _project(model, {'depthwise': ternary, 'out': ternary})
+  project_kernels(model, {'depthwise': ternary, 'out': ternary})
   result = packed.pack(converter.convert(model))
   assert [name.split('/')[1] for name in result.bits] == ['out']
   assert sorted(name.split('/')[1] for name in result.float_kernels) == [

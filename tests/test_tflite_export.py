@@ -11,6 +11,7 @@ import tensorflow as tf
 import tf_admm
 import tflite_export
 from tests.conftest import nested_model
+from tests.conftest import project_kernels
 from tests.conftest import token_model
 from tf_admm import constraints
 from tf_admm.keras_compat import keras
@@ -144,12 +145,8 @@ def test_token_model_matches_keras_in_every_variant(token_ids, quantization,
 def test_token_model_packs(token_ids, mode, atol):
   ids, data = token_ids
   model = token_model()
-  for name in ('c1', 'fc'):
-    layer = model.get_layer(name)
-    kernel, bias = layer.get_weights()
-    ternary = constraints.Quantize('ternary', axis=-1).project(
-        kernel, np.ones(kernel.shape, bool)).values
-    layer.set_weights([ternary, bias])
+  ternary = constraints.Quantize('ternary', axis=-1)
+  project_kernels(model, {'c1': ternary, 'fc': ternary})
   result = packed.pack(tflite_export.convert(model), mode)
   assert sorted(result.bits.values()) == [2, 4]  # fc INT2, conv INT4
   # The embedding table, not quantized, stays float, and is named so.
@@ -197,10 +194,7 @@ def test_command_line_packs_and_names_the_kernels_left_float(tmp_path):
       keras.layers.Flatten(),
       keras.layers.Dense(10, name='out'),
   ])
-  layer = model.get_layer('out')
-  kernel, bias = layer.get_weights()
-  layer.set_weights([constraints.Quantize('ternary', axis=-1).project(
-      kernel).values, bias])
+  project_kernels(model, {'out': constraints.Quantize('ternary', axis=-1)})
   model.save(tmp_path / 'quantized.keras')
   result = _run_cli(f'--model={tmp_path / "quantized.keras"}',
                     f'--output_dir={tmp_path / "out"}',
