@@ -100,8 +100,9 @@ def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly(mode, atol):
       keras.layers.Flatten(),
       keras.layers.Dense(4, name='out'),
   ])
-  project_kernels(model, {'conv': constraints.Quantize('uniform', bits=4, axis=-1),
-                   'out': constraints.Quantize('uniform', bits=5, axis=-1)})
+  project_kernels(model, {
+      'conv': constraints.Quantize('uniform', bits=4, axis=-1),
+      'out': constraints.Quantize('uniform', bits=5, axis=-1)})
   result = packed.pack(converter.convert(model), mode)
   tensors = packed.packed_tensors(result.content)
   assert sorted(bits for bits, _, _ in tensors.values()) == [8, 8]
