@@ -328,9 +328,6 @@ def _check_structure():
     if _value(name):
       raise ValueError(f'--structure=channels prunes whole channels; it does '
                        f'not take --{name}.')
-  if KERAS.value == '3':
-    raise ValueError('--structure=channels cuts channels out of Keras 2 '
-                     'models only; run it with --keras=2.')
   if _value('target_macs') is not None and FLAGS['target_rate'].present:
     raise ValueError('Give --target_macs or --target_rate, not both.')
   if ALLOCATION.value == 'global' and _value('target_macs') is None:

@@ -8,12 +8,20 @@ import pytest
 
 import tf_admm
 from tf_admm import datasets
+from tf_admm import keras_compat
 from tf_admm import models
 from tf_admm import projections
 from tf_admm.keras_compat import keras
 
 TRAIN_EXAMPLES = 12000
 TEST_EXAMPLES = 5000
+
+
+@pytest.fixture(params=[2, 3], ids=['keras2', 'keras3'])
+def any_keras(request):
+  """Each Keras in turn: tf_keras, then Keras 3 (a test taking it runs once
+  on each)."""
+  return keras_compat.keras_module(request.param)
 
 
 @pytest.fixture(scope='session')

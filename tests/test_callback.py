@@ -109,6 +109,25 @@ def test_fit_logs_overall_metrics_to_history_and_csv(tmp_path):
   assert float(rows[-1]['admm_rho']) == pytest.approx(0.16)
 
 
+def test_epoch_end_logs_the_last_update_not_the_restart_after_a_hold():
+  """Rounds holds weights at each epoch end and restarts ADMM there; the
+  logged rho and Z change are still those of the epoch's last Z/U step."""
+  model = tf_admm.attach_admm(small_model(), per_layer=PER_LAYER, rho=0.01,
+                              constraint=tf_admm.Quantize('uniform', bits=2))
+  model.compile(keras.optimizers.Adam(1e-2),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  x, y = random_batch(64)
+  schedule = tf_admm.Rounds(0.5, epochs_per_round=1, update_every_steps=1,
+                            rho_growth=1.5)
+  history = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                      callbacks=[tf_admm.AdmmCallback(schedule)])
+  # Four steps an epoch; the fourth is the hold, so three updates grew rho.
+  assert history.history['admm_rho'] == pytest.approx([0.01 * 1.5**3] * 2)
+  assert all(change > 0 for change in history.history['admm_z_change'])
+  for _, regularizer in tf_admm.admm_weights(model):
+    assert float(regularizer.rho) == pytest.approx(0.01)  # restarted
+
+
 def test_a_second_fit_continues_the_admm_state():
   model = _admm_model()
   x, y = random_batch(32)

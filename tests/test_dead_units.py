@@ -88,13 +88,29 @@ def test_cut_out_drops_the_zeroed_units_and_computes_the_same():
   np.testing.assert_allclose(small(x).numpy(), before, rtol=1e-5, atol=1e-5)
 
 
-def test_cut_out_returns_models_it_cannot_cut_as_they_are():
-  full = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
-                           keras.layers.Dense(2)])
+def test_cut_out_returns_models_it_cannot_cut_as_they_are(any_keras):
+  full = any_keras.Sequential([any_keras.Input((4,)),
+                               any_keras.layers.Dense(3),
+                               any_keras.layers.Dense(2)])
   x = np.ones((2, 4), np.float32)
   assert dead_units.cut_out(full, x) == (full, {})
+  unknown = any_keras.Sequential([any_keras.Input((None, 4)),
+                                  any_keras.layers.Dense(3, name='a'),
+                                  any_keras.layers.Dense(2)])
+  unknown.get_layer('a').kernel.assign(np.zeros((4, 3), np.float32))
+  assert dead_units.cut_out(unknown, x[:, None]) == (unknown, {})
+
+
+def test_cut_out_cuts_keras3_models_too():
   keras3 = keras_compat.keras3
-  model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(3),
-                             keras3.layers.Dense(2)])
-  model.layers[0].kernel.assign(np.zeros((4, 3), np.float32))
-  assert dead_units.cut_out(model, x) == (model, {})
+  keras3.utils.set_random_seed(0)
+  model = keras3.Sequential([keras3.Input((4,)),
+                             keras3.layers.Dense(3, name='a'),
+                             keras3.layers.Dense(2, name='b')])
+  kernel = model.get_layer('a').kernel.numpy()
+  kernel[:, 1] = 0
+  model.get_layer('a').kernel.assign(kernel)
+  x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+  small, cut = dead_units.cut_out(model, x)
+  assert cut == {'a': (3, 2)}
+  np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-6)

@@ -281,8 +281,6 @@ OTHER_REFUSALS = [
     (['--structure=channels', '--levels=ternary'],
      '--structure=channels prunes whole channels; it does not take --levels'),
     (['--strategy=multi_worker'], 'reads the cluster from TF_CONFIG'),
-    (['--keras=3', '--structure=channels'],
-     'cuts channels out of Keras 2 models only'),
     (['--keras=3', '--strategy=mirrored'], '--strategy trains Keras 2 models'),
     (['--test_examples=0'], '--test_examples must be >= 1'),
     (['--seed=-1'], 'seed must be in [0, 2**32), got -1'),

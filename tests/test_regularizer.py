@@ -93,9 +93,12 @@ def test_restart_update_and_hard_project_match_numpy():
   want_values, want_mask = numpy_keep_top_k(w, 8)
   np.testing.assert_array_equal(weight.numpy(), want_values)
   np.testing.assert_array_equal(regularizer.mask.numpy(), want_mask)
+  z_change = regularizer.z_change
   regularizer.restart(weight, progress=1.0)
   assert float(regularizer.rho) == pytest.approx(0.1)
-  assert regularizer.z_change == 0.0
+  # The metrics still describe the last Z/U step.
+  assert regularizer.measure(weight)['rho'] == pytest.approx(0.15)
+  assert regularizer.z_change == z_change
 
   # Pruned to its count, the weight is its own projection: a Z/U step moves
   # nothing, and rho stays.

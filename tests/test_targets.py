@@ -35,15 +35,29 @@ def test_per_layer_targets_by_name_and_type():
   assert counts == {'dense/kernel': 96}
 
 
-def numpy_global_allocation(kernels, keep_ratio, min_keep_ratio):
-  """Reference: reserve each layer's floor, then threshold the rest."""
+def numpy_lamp(kernel):
+  """Reference LAMP scores, entry by entry: w^2 over the sum of the squares
+  of the entries at least as large (ties broken by position)."""
+  flat = kernel.ravel().astype(np.float64)
+  order = sorted(range(flat.size), key=lambda i: (abs(flat[i]), i))
+  scores = []
+  for rank, i in enumerate(order):
+    tail = sum(flat[j]**2 for j in order[rank:])
+    scores.append(flat[i]**2 / tail)
+  return sorted(scores, reverse=True)
+
+
+def numpy_global_allocation(kernels, keep_ratio, min_keep_ratio,
+                            score=lambda k: sorted(np.abs(k).ravel(),
+                                                   reverse=True)):
+  """Reference: reserve each layer's floor, then threshold the rest of the
+  scores (magnitudes by default)."""
   sizes = [k.size for k in kernels]
   budget = int(round(sum(sizes) * keep_ratio))
   floors = [max(1, int(np.ceil(s * min_keep_ratio))) for s in sizes]
   pool = []
   for i, (k, f) in enumerate(zip(kernels, floors)):
-    mags = sorted(np.abs(k).ravel(), reverse=True)
-    pool += [(m, i) for m in mags[f:]]
+    pool += [(m, i) for m in score(k)[f:]]
   pool.sort(key=lambda item: -item[0])
   counts = list(floors)
   for _, i in pool[:budget - sum(floors)]:
@@ -58,10 +72,49 @@ def test_global_target_is_one_threshold_with_floor(rate):
   dense.kernel.assign(dense.kernel * 0.01)  # tiny dense
   kernels = [w.variable.numpy() for w in tf_admm.prunable_weights(model)]
   counts = tf_admm.keep_counts(model, tf_admm.CompressionRate(rate),
-                               min_keep_ratio=0.02)
+                               min_keep_ratio=0.02, allocation='magnitude')
   assert list(counts.values()) == numpy_global_allocation(
       kernels, 1 / rate, 0.02)
   assert counts['dense/kernel'] >= 4  # the floor saved the small-weight layer
+
+
+@pytest.mark.parametrize('rate', [2, 10, 40])
+def test_global_target_thresholds_lamp_scores_by_default(rate):
+  model = small_model()
+  dense = model.get_layer('dense')
+  dense.kernel.assign(dense.kernel * 0.01)  # tiny dense
+  kernels = [w.variable.numpy() for w in tf_admm.prunable_weights(model)]
+  counts = tf_admm.keep_counts(model, tf_admm.CompressionRate(rate))
+  assert list(counts.values()) == numpy_global_allocation(
+      kernels, 1 / rate, 0.001, score=numpy_lamp)
+  # Scaling a layer changes none of its scores, so none of the counts.
+  dense.kernel.assign(dense.kernel * 1000)
+  assert tf_admm.keep_counts(model, tf_admm.CompressionRate(rate)) == counts
+
+
+def test_lamp_keeps_a_small_weighted_embedding_that_magnitudes_empty():
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([
+      keras.Input((10,), dtype='int32'),
+      keras.layers.Embedding(
+          200, 32, name='emb',
+          embeddings_initializer=keras.initializers.RandomNormal(
+              stddev=0.01)),
+      keras.layers.Flatten(),
+      keras.layers.Dense(16, name='fc')])
+  with pytest.warns(UserWarning, match=r'under 1% of emb/embeddings'):
+    by_magnitude = tf_admm.keep_counts(model, tf_admm.CompressionRate(10),
+                                       allocation='magnitude')
+  assert by_magnitude['emb/embeddings'] < 64
+  by_lamp = tf_admm.keep_counts(model, tf_admm.CompressionRate(10))
+  assert by_lamp['emb/embeddings'] >= 0.01 * 6400
+  assert sum(by_lamp.values()) == sum(by_magnitude.values())
+
+
+def test_unknown_allocation_is_refused():
+  with pytest.raises(ValueError, match="allocation must be one of lamp"):
+    tf_admm.keep_counts(small_model(), tf_admm.CompressionRate(2),
+                        allocation='uniform')
 
 
 def test_global_and_per_layer_together():

@@ -9,6 +9,7 @@ import pytest
 import tf_keras as keras
 
 import tf_admm
+from tf_admm import keras_compat
 from tf_admm import weights as weights_lib
 from tests.conftest import nested_model, separable_cnn, small_model
 from tests.conftest import token_model
@@ -263,3 +264,121 @@ def test_unpruned_weights(build, pruned, want):
           model.count_params())
   # Nothing is counted twice.
   assert not set(pruned) & {u['path'] for u in unpruned}
+
+
+# Weights of every common layer, on both Kerases.
+
+
+def _recurrent_model(keras_module, layer_class):
+  layers = keras_module.layers
+  keras_module.utils.set_random_seed(0)
+  inputs = keras_module.Input((10,), dtype='int32')
+  x = layers.Embedding(50, 8, name='emb')(inputs)
+  x = getattr(layers, layer_class)(16, name='rnn')(x)
+  return keras_module.Model(inputs, layers.Dense(4, name='fc')(x))
+
+
+@pytest.mark.parametrize('layer_class', ['SimpleRNN', 'GRU', 'LSTM'])
+def test_recurrent_kernels_are_pruned_and_held(any_keras, layer_class):
+  model = _recurrent_model(any_keras, layer_class)
+  cell = model.get_layer('rnn').cell
+  assert [(w.path, w.variable is v) for w, v in zip(
+      tf_admm.prunable_weights(model)[1:3],
+      (cell.kernel, cell.recurrent_kernel))] == [
+          ('rnn/kernel', True), ('rnn/recurrent_kernel', True)]
+  admm = tf_admm.attach_admm(model, tf_admm.CompressionRate(4))
+  admm.compile(any_keras.optimizers.Adam(1e-2),
+               any_keras.losses.SparseCategoricalCrossentropy(
+                   from_logits=True))
+  rng = np.random.default_rng(0)
+  x, y = rng.integers(0, 50, (64, 10)), rng.integers(0, 4, 64)
+  admm.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[
+      tf_admm.AdmmCallback(tf_admm.PolynomialRamp(epochs=1,
+                                                  prune_every_steps=1,
+                                                  lookahead_steps=1))])
+  masks = tf_admm.admm_masks(admm)
+  total = sum(m.size for m in masks.values())
+  assert sum(int(m.sum()) for m in masks.values()) == round(total / 4)
+  held = tf_admm.to_pruning_wrappers(admm)
+  held.compile(any_keras.optimizers.Adam(1e-2),
+               any_keras.losses.SparseCategoricalCrossentropy(
+                   from_logits=True))
+  held.fit(x, y, batch_size=16, epochs=1, verbose=0)
+  for weight in tf_admm.prunable_weights(tf_admm.strip_pruning(held)):
+    assert not np.any(weight.variable.numpy()[~masks[weight.path]])
+
+
+def test_keras3_depthwise_kernels_are_prunable():
+  keras3 = keras_compat.keras3
+  keras3.utils.set_random_seed(0)
+  model = keras3.Sequential([
+      keras3.Input((8, 8, 3)),
+      keras3.layers.DepthwiseConv2D(3, name='dw'),
+      keras3.layers.SeparableConv2D(4, 3, name='sep'),
+      keras3.layers.Flatten(),
+      keras3.layers.Dense(2, name='fc')])
+  assert [w.path for w in tf_admm.prunable_weights(model)] == [
+      'dw/kernel', 'sep/depthwise_kernel', 'sep/pointwise_kernel',
+      'fc/kernel']
+  for constraint in (tf_admm.constraints.KeepLargest(),
+                     tf_admm.Quantize('uniform', bits=2)):
+    admm = tf_admm.attach_admm(model, tf_admm.CompressionRate(3),
+                               constraint=constraint)
+    assert admm.get_layer('dw').kernel.regularizer is not None
+
+
+class Scaled(keras.layers.Layer):
+  """A user's layer: a matrix product with a learnt scale per unit."""
+
+  def __init__(self, units, kernel_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.units = units
+    self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+  def build(self, input_shape):
+    self.kernel = self.add_weight(
+        'kernel', (input_shape[-1], self.units),
+        regularizer=self.kernel_regularizer)
+    self.scale = self.add_weight('scale', (self.units,), initializer='ones')
+
+  def call(self, inputs):
+    return keras.backend.dot(inputs, self.kernel) * self.scale
+
+  def get_config(self):
+    return dict(super().get_config(), units=self.units,
+                kernel_regularizer=keras.regularizers.serialize(
+                    self.kernel_regularizer))
+
+
+def _scaled_model():
+  keras.utils.set_random_seed(0)
+  return keras.Sequential([keras.Input((12,)), Scaled(8, name='scaled'),
+                           L.Dense(3, name='fc')])
+
+
+def test_an_unknown_layer_is_named_until_registered(monkeypatch):
+  monkeypatch.setattr(weights_lib, 'PRUNABLE', dict(weights_lib.PRUNABLE))
+  model = _scaled_model()
+  with pytest.warns(UserWarning, match=r'scaled/kernel \(96\).*'
+                    r'register_prunable'):
+    tf_admm.attach_admm(model, tf_admm.CompressionRate(2))
+  tf_admm.register_prunable(Scaled, ['kernel'])
+  assert [w.path for w in tf_admm.prunable_weights(model)] == [
+      'scaled/kernel', 'fc/kernel']
+  admm = tf_admm.attach_admm(model, per_layer={'scaled': tf_admm.KeepRatio(
+      0.25)})
+  admm.compile(keras.optimizers.Adam(1e-2), 'mse')
+  x = np.random.default_rng(0).normal(size=(32, 12)).astype(np.float32)
+  admm.fit(x, np.zeros((32, 3)), epochs=2, batch_size=8, verbose=0,
+           callbacks=[tf_admm.AdmmCallback(tf_admm.PolynomialRamp(
+               epochs=1, prune_every_steps=1, lookahead_steps=1))])
+  assert int(tf_admm.admm_masks(admm)['scaled/kernel'].sum()) == 24
+
+
+def test_register_prunable_refuses_what_is_not_a_layer_class_or_weight():
+  with pytest.raises(TypeError, match='layer class'):
+    tf_admm.register_prunable(Scaled(2), ['kernel'])
+  with pytest.raises(TypeError, match='attribute name'):
+    tf_admm.register_prunable(Scaled, [3])
+  with pytest.raises(ValueError, match='names no weight'):
+    tf_admm.register_prunable(Scaled, [])

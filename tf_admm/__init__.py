@@ -14,6 +14,7 @@ from tf_admm.attach import admm_weights
 from tf_admm.attach import attach_admm
 from tf_admm.attach import remove_admm
 from tf_admm.callback import AdmmCallback
+from tf_admm.channel_handlers import register_channel_handler
 from tf_admm.constraints import KeepChannels
 from tf_admm.constraints import Quantize
 from tf_admm.masked_retraining import HeldMask
@@ -33,6 +34,7 @@ from tf_admm.targets import KeepRatio
 from tf_admm.targets import Sparsity
 from tf_admm.targets import keep_counts
 from tf_admm.weights import prunable_weights
+from tf_admm.weights import register_prunable
 
 __version__ = '0.1.0'
 

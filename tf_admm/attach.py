@@ -1,10 +1,13 @@
 """Putting ADMM regularizers on a model's weights and taking them off."""
 
 from typing import Mapping, Optional, Union
+import warnings
 
 from absl import logging
 import numpy as np
 
+from tf_admm import channel_coupling
+from tf_admm import channel_graph
 from tf_admm import constraints as constraints_lib
 from tf_admm import keras_compat
 from tf_admm import regularizer as regularizer_lib
@@ -62,7 +65,8 @@ def attach_admm(model,
                                       constraints_lib.KeepLargest()),
                 rho: float = 1e-3,
                 masks: Optional[Mapping[str, np.ndarray]] = None,
-                min_keep_ratio: float = 0.001):
+                min_keep_ratio: float = 0.001,
+                allocation: str = 'lamp'):
   """Returns a copy of `model` whose targeted weights carry an ADMM
   regularizer (`AdmmRegularizer` on Keras 2, `Keras3AdmmRegularizer` on
   Keras 3).
@@ -71,8 +75,8 @@ def attach_admm(model,
     model: a built Sequential or functional model of either Keras (models
       nested in it included).
     target: one target for every prunable weight of the layers not named in
-      `per_layer`, allocated by a global magnitude threshold
-      (`tf_admm.targets.resolve`).
+      `per_layer`, allocated by one threshold over the weights' LAMP scores
+      (`tf_admm.targets.resolve`; `tf_admm.keep_counts` shows the plan).
     per_layer: targets by layer name or layer class.
     constraint: the kind of constraint (default: the `keep` largest
       entries), given without a keep count: each weight gets it fitted to its
@@ -87,7 +91,13 @@ def attach_admm(model,
       earlier stage. They are zeroed now and stay exactly 0 during training
       (masked ADMM).
     min_keep_ratio: the floor of a global target's allocation.
+    allocation: the score a global target thresholds: 'lamp' or
+      'magnitude' (`tf_admm.targets.resolve`).
 
+  It logs which weights it puts under ADMM and which it leaves, with their
+  sizes, and warns about weight matrices of layers it does not know how to
+  prune (`tf_admm.register_prunable` adds them) and about weights a global
+  target leaves under 1% of their entries.
   A regularizer the layer already had is kept and added to the penalty.
   Train the copy with `tf_admm.AdmmCallback`, which reads the constraints
   from it.
@@ -117,7 +127,8 @@ def attach_admm(model,
   if target is None and not per_layer:
     resolved = {path: targets.Resolved(None, None) for path in prunable}
   else:
-    resolved = targets.resolve(model, target, per_layer, min_keep_ratio)
+    resolved = targets.resolve(model, target, per_layer, min_keep_ratio,
+                               allocation)
   chosen = {}
   if isinstance(constraint, Mapping):
     names = {w.layer.name for w in prunable.values()}
@@ -138,6 +149,7 @@ def attach_admm(model,
                        f'mask allows only {allowed}; a stage must not keep '
                        'more weights than the one before it.')
     chosen[path] = fitted
+  _check_channels_cuttable(model, chosen, resolved, target)
   if not chosen:
     raise ValueError(f'{constraint!r} constrains no weight of model '
                      f'{model.name!r} by itself: give a `target` or '
@@ -163,10 +175,73 @@ def attach_admm(model,
       mask = np.asarray(masks[weight.path], np.float32)
       regularizer.mask.assign(mask)
       weight.variable.assign(weight.variable * mask)
-  left_out = [path for path in prunable if path not in chosen]
-  if left_out:
-    logging.info('ADMM leaves unpruned: %s', ', '.join(left_out))
+  _report_plan(model, prunable, chosen)
   return clone
+
+
+def _check_channels_cuttable(model, chosen, resolved, target) -> None:
+  """Refuses channel constraints whose channels surgery could not cut (and
+  leaves such weights out where only the global `target` reached them), and
+  channel groups tied to producers without one: before any training."""
+  paths = [path for path, fitted in chosen.items() if fitted.removes_channels]
+  if not paths:
+    return
+  graph = channel_graph.ChannelGraph(model)
+  layer_paths = {path.rsplit('/', 1)[0]: path for path in paths}
+  for layer_path, path in layer_paths.items():
+    why = channel_coupling.uncuttable(graph, layer_path)
+    if why is None:
+      continue
+    if target is not None and resolved[path].target is target:
+      del chosen[path]  # the global target covers what it can
+      continue
+    raise ValueError(
+        f'{path!r} is given a channel constraint, but {why}, so its pruned '
+        'channels could never be cut out. Leave its layer out of the '
+        'channel targets (or prune it with KeepLargest).')
+  for layer_path in layer_paths:
+    if _has_channel_constraint(chosen, layer_path):
+      untargeted = [p for p in graph.group_of(layer_path).producers
+                    if not _has_channel_constraint(chosen, p)]
+      if untargeted:
+        raise ValueError(
+            f'The output channels of {layer_path!r} are tied (added to the '
+            f'same channels) to those of {", ".join(untargeted)}, which have '
+            'no channel target: a channel can only be cut from all of them '
+            'at once. Give those layers channel targets too, or leave '
+            f'{layer_path!r} out.')
+
+
+def _has_channel_constraint(chosen, layer_path) -> bool:
+  """Whether a weight of the layer at `layer_path` is under a channel
+  constraint in `chosen`."""
+  return any(path.rsplit('/', 1)[0] == layer_path and fitted.removes_channels
+             for path, fitted in chosen.items())
+
+
+def _report_plan(model, prunable, chosen) -> None:
+  """Logs which weights go under ADMM and which stay; warns about weight
+  matrices of layers tf_admm does not know."""
+  def listed(paths, describe):
+    return ', '.join(describe(path) for path in paths) or 'none'
+
+  def planned(path):
+    fitted, size = chosen[path], prunable[path].size
+    kept = 'all' if fitted.keep is None else f'{fitted.keep:,}'
+    return f'{path} ({type(fitted).__name__}, keeps {kept} of {size:,})'
+
+  logging.info('ADMM constrains %s; leaves %s.', listed(chosen, planned),
+               listed([p for p in prunable if p not in chosen],
+                      lambda p: f'{p} ({prunable[p].size:,})'))
+  unknown = weights_lib.unknown_matrices(model)
+  if unknown:
+    warnings.warn(
+        'ADMM leaves these weight matrices unpruned, as tf_admm does not know '
+        'their layers: ' + ', '.join(f'{path} ({size:,})'
+                                     for path, size in unknown) +
+        '. Register a layer class whose weights take a regularizer argument '
+        'with tf_admm.register_prunable(LayerClass, ["kernel", ...]).',
+        stacklevel=3)
 
 
 def new_regularizer(weight, constraint, rho):
@@ -206,10 +281,16 @@ def admm_masks(model) -> dict:
     raise ValueError(f'Model {model.name!r} has no ADMM regularizer; attach '
                      'them with tf_admm.attach_admm and train with '
                      'tf_admm.AdmmCallback first, or pass masks explicitly.')
-  result = {}
   for weight, regularizer in pairs:
     if not regularizer.started:
       raise ValueError(f'ADMM never started on {weight.path!r}; train with '
                        'tf_admm.AdmmCallback first.')
-    result[weight.path] = regularizer.project(weight.variable.numpy()).mask
-  return result
+  chosen = {}
+  if any(r.constraint.removes_channels for _, r in pairs):
+    for coupled in channel_coupling.coupled_channels(
+        channel_graph.ChannelGraph(model), pairs):
+      chosen.update(coupled.choose(
+          {w.path: w.variable.numpy() for _, w, _ in coupled.members}, 1.0))
+  return {weight.path: regularizer.project(
+      weight.variable.numpy(), channels=chosen.get(weight.path)).mask
+          for weight, regularizer in pairs}

@@ -5,6 +5,8 @@ import warnings
 import numpy as np
 
 from tf_admm import attach
+from tf_admm import channel_coupling
+from tf_admm import channel_graph
 from tf_admm import finite
 from tf_admm import keras_compat
 from tf_admm import schedules
@@ -26,8 +28,8 @@ class AdmmCallback(keras_compat.BatchHookCallback):
   At each epoch end it writes to `logs` (so History, the progress bar and a
   CSVLogger or TensorBoard listed after it see them):
     admm_primal_residual   ||W - Z|| / ||W||, all ADMM weights together
-    admm_z_change          ||Z_new - Z_old|| at the last Z-step
-    admm_rho               rho (the mean over weights)
+    admm_z_change          ||Z_new - Z_old|| at the last Z/U step
+    admm_rho               rho at the last Z/U step (the mean over weights)
     admm_z_sparsity        fraction of zeros in Z
     admm_progress          how far the Z-step's target is along the schedule
   and with `per_weight_metrics` the first four per weight as
@@ -47,6 +49,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     self.schedule = schedule
     self.per_weight_metrics = per_weight_metrics
     self._pairs = []
+    self._coupled = []  # groups of tied channels, projected together
     self._start_step = None  # the optimizer step at which ADMM began
     self._step = None  # optimizer steps since ADMM began, once started
 
@@ -70,6 +73,9 @@ class AdmmCallback(keras_compat.BatchHookCallback):
       raise ValueError('AdmmCallback counts its schedule in optimizer steps, '
                        'one per batch: give the optimizer no '
                        'gradient_accumulation_steps.')
+    if any(r.constraint.removes_channels for _, r in self._pairs):
+      self._coupled = channel_coupling.coupled_channels(
+          channel_graph.ChannelGraph(self.model), self._pairs)
     self._step = None
 
   def on_train_batch_begin(self, batch, logs=None):
@@ -100,8 +106,19 @@ class AdmmCallback(keras_compat.BatchHookCallback):
           'recompiling, or start over from tf_admm.attach_admm.')
     self._start_step = int(self._pairs[0][1].start_step.numpy())
     self._step = iterations - self._start_step
+    progress = self.schedule.z_progress(self._step)
+    chosen = self._channels(lambda w, r: w.variable.numpy(), progress)
     for weight, regularizer in fresh:
-      regularizer.restart(weight.variable, self.schedule.z_progress(self._step))
+      regularizer.restart(weight.variable, progress, chosen.get(weight.path))
+
+  def _channels(self, values_of, progress) -> dict:
+    """{weight path: output channels kept} for the weights in groups of tied
+    channels, chosen from `values_of(weight, regularizer)`."""
+    chosen = {}
+    for coupled in self._coupled:
+      chosen.update(coupled.choose(
+          {w.path: values_of(w, r) for _, w, r in coupled.members}, progress))
+    return chosen
 
   def on_train_batch_end(self, batch, logs=None):
     schedule = self.schedule
@@ -118,15 +135,24 @@ class AdmmCallback(keras_compat.BatchHookCallback):
       finite.check_weights(
           {f'Layer {w.layer.name!r} ({w.path})': w.variable
            for w, _ in self._pairs}, when)
+    current = lambda w, r: w.variable.numpy()
     if prunes:
+      pruned = self._channels(current, schedule.prune_progress(step))
       for weight, regularizer in self._pairs:
         regularizer.hard_project(weight.variable,
-                                 schedule.prune_progress(step))
-        regularizer.restart(weight.variable, schedule.z_progress(step))
+                                 schedule.prune_progress(step),
+                                 pruned.get(weight.path))
+      restarted = self._channels(current, schedule.z_progress(step))
+      for weight, regularizer in self._pairs:
+        regularizer.restart(weight.variable, schedule.z_progress(step),
+                            restarted.get(weight.path))
     elif updates:
+      chosen = self._channels(
+          lambda w, r: w.variable.numpy() + r.u.numpy(),
+          schedule.z_progress(step))
       for weight, regularizer in self._pairs:
         regularizer.update(weight.variable, schedule.z_progress(step),
-                           schedule.rho_growth)
+                           schedule.rho_growth, chosen.get(weight.path))
 
   def on_epoch_end(self, epoch, logs=None):
     step = keras_compat.optimizer_steps(self.model)

@@ -18,44 +18,35 @@ their biases.
 import numpy as np
 
 from tf_admm import attach
+from tf_admm import channel_graph
 from tf_admm import keras_compat
 from tf_admm import projections
 from tf_admm import surgery
 from tf_admm import weights as weights_lib
+from tf_admm.channel_handlers import OPAQUE
 
 
 def dense_pairs(model):
-  """[(A, B)]: Dense layers A of `model` (not of nested models) whose output
-  only a Dense layer B reads, directly, and is no output of the model; both
-  with biases, A without softmax (which mixes its units). A's units can then
-  be zeroed or reordered with B's kernel rows alone."""
-  keras = keras_compat.keras_of(model)
-  readers = {}
-  for layer in model.layers:
-    for node_input in _inputs(keras, layer):
-      readers.setdefault(id(node_input), []).append(layer)
-  outputs = {id(tensor) for tensor in model.outputs}
+  """[(A, B)]: Dense layers A of `model` (nested models' included) whose
+  output only a Dense layer B reads, directly, and is no output of the
+  model; both with biases, A without softmax (which mixes its units). A's
+  units can then be zeroed or reordered with B's kernel rows alone."""
+  dense = keras_compat.keras_of(model).layers.Dense
+  graph = channel_graph.ChannelGraph(model)
+  outputs = set(graph.outputs)
   pairs = []
-  for layer in model.layers:
-    if type(layer) is not keras.layers.Dense:  # pylint: disable=unidiomatic-typecheck
+  for call in graph.calls:
+    layer = call.layer
+    if type(layer) is not dense or call.kind == OPAQUE:  # pylint: disable=unidiomatic-typecheck
       continue
-    following = readers.get(id(layer.output), [])
-    if (len(following) == 1 and id(layer.output) not in outputs and
-        layer.activation is not keras.activations.softmax and
-        type(following[0]) is keras.layers.Dense and  # pylint: disable=unidiomatic-typecheck
-        following[0].use_bias and layer.use_bias):
-      pairs.append((layer, following[0]))
+    following = graph.readers.get(call.outputs[0], [])
+    if (len(following) == 1 and call.outputs[0] not in outputs and
+        not call.handler.mixes_outputs(layer) and
+        type(following[0].layer) is dense and  # pylint: disable=unidiomatic-typecheck
+        following[0].kind != OPAQUE and
+        following[0].layer.use_bias and layer.use_bias):
+      pairs.append((layer, following[0].layer))
   return pairs
-
-
-def _inputs(keras, layer):
-  """The tensors a layer reads (none for an InputLayer or a layer shared
-  between several calls, which this module leaves alone)."""
-  if isinstance(layer, keras.layers.InputLayer) or (
-      keras_compat.inbound_node_count(layer) != 1):
-    return []
-  inputs = layer.input
-  return inputs if isinstance(inputs, (list, tuple)) else [inputs]
 
 
 def remove_dead_units(model) -> dict:
@@ -107,7 +98,7 @@ def cut_out(model, probe):
       return model, {}
     plain = attach.remove_admm(model)
     small, widths = surgery.remove_channels(plain)
-  except ValueError:  # Keras 3, or layers surgery does not handle
+  except ValueError:  # inputs of unknown size
     return model, {}
   surgery.checked_difference(plain, small, probe)
   cut = {name: w for name, w in widths.items() if w[0] != w[1]}

@@ -79,15 +79,6 @@ def keras_module(version: int):
   return keras3 if version == 3 else keras
 
 
-def require_keras2(model, what: str) -> None:
-  """Raises unless `model` is a Keras 2 model: `what` (a sentence subject)
-  works on those only."""
-  if is_keras3_model(model):
-    raise ValueError(
-        f'{what} works on Keras 2 (tf_keras) models only; {model.name!r} is '
-        'a Keras 3 model. Build it with `import tf_keras as keras` for this.')
-
-
 def saved_by_keras3(path) -> bool:
   """Whether `path` is a `.keras` archive Keras 3 wrote (its metadata.json
   names the Keras version; tf_keras writes 2.x there, and .h5 files and
@@ -230,6 +221,24 @@ def wrapper_masks(wrapper):
   return [(weight, mask) for weight, mask, _ in wrapper.pruning_vars]
 
 
-def inbound_node_count(layer) -> int:
-  """How many times `layer` is called in the models it belongs to."""
-  return len(layer._inbound_nodes)  # pylint: disable=protected-access
+def functional_calls(model) -> list:
+  """[(layer, [input tensors], [output tensors])] of every layer call in the
+  graph of a built Sequential or functional `model`, in an order where each
+  call comes after the calls that make its inputs (input layers included)."""
+  graph = getattr(model, '_functional', None) or model  # Keras 3 Sequential
+  nodes_by_depth = graph._nodes_by_depth  # pylint: disable=protected-access
+  calls = []
+  for depth in sorted(nodes_by_depth, reverse=True):
+    for node in nodes_by_depth[depth]:
+      if is_keras3_model(model):
+        layer, inputs, outputs = (node.operation, node.input_tensors,
+                                  node.output_tensors)
+      else:
+        layer, inputs, outputs = node.layer, node.keras_inputs, node.outputs
+      calls.append((layer, tf.nest.flatten(inputs), tf.nest.flatten(outputs)))
+  return calls
+
+
+def unwrapped(layer):
+  """The layer inside a tfmot pruning wrapper, or `layer`."""
+  return layer.layer if is_pruning_wrapper(layer) else layer

@@ -1,103 +1,79 @@
 """Multiply-accumulates (MACs) per inference, and channel counts that reach a
-MAC budget, for Keras 2 models.
+MAC budget, for models of either Keras.
 
 Latency follows MACs, not nonzero weights: a pruned channel saves its own
 layer's work and the next layer's. Counted are the products of Dense layers
 and convolutions (standard, depthwise, separable, transposed) for one
-example; normalization, pooling and activations are not counted (a few
-percent at most in these networks).
+example (`tf_admm.channel_handlers`, read through the channel graph);
+normalization, pooling and activations are not counted (a few percent at
+most in these networks).
 """
 
 from typing import Mapping
 
 import numpy as np
 
+from tf_admm import channel_graph
+from tf_admm import channel_handlers
 from tf_admm import keras_compat
 from tf_admm import weights as weights_lib
-from tf_admm.keras_compat import keras
-
-layers = keras.layers
-
-_CONVOLUTIONS = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
-_TRANSPOSED = (layers.Conv2DTranspose, layers.Conv3DTranspose)
-_DEPTHWISE = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
-_SEPARABLE = (layers.SeparableConv1D, layers.SeparableConv2D)
-
-
-def _positions(shape) -> int:
-  """Spatial positions of a channels-last shape (batch first)."""
-  return int(np.prod(shape[1:-1], dtype=np.int64))
-
-
-def layer_macs(layer) -> int:
-  """MACs of one call of `layer` on one example (0 for uncounted layers)."""
-  # Transposed and separable convolutions subclass Conv: test them first.
-  if isinstance(layer, _TRANSPOSED):
-    kernel = int(np.prod(layer.kernel_size))
-    return (_positions(layer.input_shape) * kernel *
-            layer.input_shape[-1] * layer.filters)
-  if isinstance(layer, _SEPARABLE):
-    inputs, out = layer.input_shape[-1], layer.output_shape
-    depthwise = _positions(out) * int(np.prod(layer.kernel_size)) * inputs * (
-        layer.depth_multiplier)
-    return depthwise + _positions(out) * inputs * layer.depth_multiplier * (
-        layer.filters)
-  if isinstance(layer, _DEPTHWISE):
-    return (_positions(layer.output_shape) * int(np.prod(layer.kernel_size)) *
-            layer.input_shape[-1] * layer.depth_multiplier)
-  if isinstance(layer, _CONVOLUTIONS):
-    return (_positions(layer.output_shape) * int(np.prod(layer.kernel_size)) *
-            (layer.input_shape[-1] // layer.groups) * layer.filters)
-  if isinstance(layer, layers.Dense):
-    return _positions(layer.input_shape) * layer.input_shape[-1] * layer.units
-  return 0
 
 
 def model_macs(model) -> dict:
   """{'total': MACs, 'layers': {layer path: MACs}} for one example (layers
   of nested models included; uncounted layers left out)."""
-  keras_compat.require_keras2(model, 'Counting MACs')
-  counted = {path: layer_macs(layer)
-             for path, layer in weights_lib.layers_with_paths(model)}
-  counted = {path: n for path, n in counted.items() if n}
-  return {'total': sum(counted.values()), 'layers': counted}
-
-
-def width_attribute(layer) -> str:
-  """The config key of a Dense or convolution layer's output channels."""
-  return 'units' if isinstance(layer, layers.Dense) else 'filters'
+  return channel_graph.ChannelGraph(model).macs()
 
 
 def with_channels(model, channels: Mapping[str, int]):
   """An untrained copy of `model` whose named layers have `channels` output
   channels (units or filters): the architecture surgery would leave."""
-  keras_compat.require_keras2(model, 'Counting MACs')
-  names = {layer.name for layer in model.layers}
+  names = {layer.name for _, layer in weights_lib.layers_with_paths(model)}
   unknown = sorted(set(channels) - names)
   if unknown:
     raise ValueError(f'Channel counts are given for {", ".join(unknown)}, '
                      f'which are not layers of {model.name!r}.')
+  clone_model = keras_compat.keras_of(model).models.clone_model
 
   def clone_layer(layer):
+    if keras_compat.is_model(layer):
+      return clone_model(layer, clone_function=clone_layer)
     config = layer.get_config()
     if layer.name in channels:
-      config[width_attribute(layer)] = int(channels[layer.name])
+      config[channel_handlers.width_argument(layer)] = int(
+          channels[layer.name])
     return layer.__class__.from_config(config)
 
-  return keras.models.clone_model(model, clone_function=clone_layer)
+  return clone_model(model, clone_function=clone_layer)
 
 
-def _widths(model, names) -> dict:
-  """{layer name: output channels} of the Dense and convolution layers
-  named."""
+def _widths(graph, names) -> dict:
+  """{layer name: output channels} of the named layers, which must make
+  channels the graph can cut."""
   widths = {}
   for name in names:
-    layer = model.get_layer(name)
-    if not isinstance(layer, (layers.Dense,) + _CONVOLUTIONS):
-      raise ValueError(f'{name!r} is a {type(layer).__name__}; channel targets '
-                       'apply to Dense and convolution layers.')
-    widths[name] = getattr(layer, width_attribute(layer))
+    call = next((c for c in graph.calls if c.layer.name == name), None)
+    if call is None or call.kind != channel_handlers.PRODUCE:
+      kind = type(call.layer).__name__ if call else 'not a layer'
+      raise ValueError(f'{name!r} is a {kind}; channel targets apply to Dense '
+                       'and convolution layers whose channels can be cut.')
+    widths[name] = graph.output_shape(call)[-1]
   return widths
+
+
+def tie_counts(graph, counts: Mapping[str, int]) -> dict:
+  """`counts` ({layer name: channels}) with the producers of each channel
+  group at one count, the largest asked of the group (an Add needs its
+  inputs alike), and layers of the group not named included."""
+  tied = dict(counts)
+  paths = {call.path: call.layer.name for call in graph.calls}
+  for group in graph.groups:
+    names = [paths[p] for p in group.producers]
+    asked = [counts[n] * group.width // len(group.index[p])
+             for p, n in zip(group.producers, names) if n in counts]
+    if len(names) > 1 and asked:
+      tied.update(dict.fromkeys(names, max(asked)))
+  return tied
 
 
 def _within_budget(model, counts_at, low, high, factor) -> dict:
@@ -107,10 +83,12 @@ def _within_budget(model, counts_at, low, high, factor) -> dict:
   if not factor >= 1:
     raise ValueError(f'A MAC target is a factor >= 1 (5 means 5x fewer MACs),'
                      f' got {factor}.')
-  budget = model_macs(model)['total'] / factor
+  graph = channel_graph.ChannelGraph(model)
+  budget = graph.macs()['total'] / factor
 
   def macs(parameter):
-    return model_macs(with_channels(model, counts_at(parameter)))['total']
+    return model_macs(with_channels(model, tie_counts(
+        graph, counts_at(parameter))))['total']
 
   if macs(low) > budget:
     raise ValueError(f'{factor:g}x fewer MACs is out of reach by pruning '
@@ -119,7 +97,7 @@ def _within_budget(model, counts_at, low, high, factor) -> dict:
   for _ in range(20):  # to a millionth of the range: finer than a channel
     middle = (low + high) / 2
     low, high = (middle, high) if macs(middle) <= budget else (low, middle)
-  widths = _widths(model, counts_at(low))
+  widths = _widths(graph, counts_at(low))
   return {name: count / widths[name] for name, count in counts_at(low).items()}
 
 
@@ -132,8 +110,7 @@ def keep_ratios_for_macs(model, profile: Mapping[str, float],
   Each ratio is a whole number of channels over the layer's channels, at
   least one channel; the MACs of the result are at most total / factor.
   """
-  keras_compat.require_keras2(model, 'Counting MACs')
-  widths = _widths(model, profile)
+  widths = _widths(channel_graph.ChannelGraph(model), profile)
 
   def counts_at(scale):
     return {n: int(np.clip(np.floor(scale * profile[n] * widths[n] + 1e-9), 1,
@@ -148,8 +125,7 @@ def keep_ratios_by_norm(model, names, factor: float) -> dict:
   one threshold over every channel's L2 norm relative to the root mean
   square of its layer's channel norms, as low as `factor` times fewer MACs
   allows (a layer keeps at least one channel)."""
-  keras_compat.require_keras2(model, 'Counting MACs')
-  widths = _widths(model, names)
+  widths = _widths(channel_graph.ChannelGraph(model), names)
   scores = {}
   for name in names:
     kernel = model.get_layer(name).kernel.numpy()

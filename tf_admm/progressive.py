@@ -325,8 +325,12 @@ class ProgressiveRun:
     if settings.rate_unit == 'macs' and not constraint.removes_channels:
       raise ValueError('Stage rates count MACs only where whole channels '
                        'are pruned (rate_unit="macs" needs KeepChannels).')
-    if constraint.removes_channels:
-      surgery.check_supported(build_model())  # before any training
+    if constraint.removes_channels:  # before any training
+      model = build_model()
+      surgery.check_supported(model)
+      attach.attach_admm(model, per_layer={
+          name: targets.KeepRatio(1.0) for name in allocate(model)},
+                         constraint=constraint)
     # The Keras of the run's models, whose optimizers, callbacks and loading
     # it uses.
     self.keras = keras_compat.keras_of(build_model())

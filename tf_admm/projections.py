@@ -85,6 +85,30 @@ def n_of_m(weights, n: int, m: int, axis: int, keep: Optional[int] = None,
   return _apply(weights, mask)
 
 
+def channel_scores(weights, axis: int, allowed=None) -> np.ndarray:
+  """The squared L2 norm of each slice along `axis` (output channel) over
+  its allowed entries; -1 for a channel with no allowed entry."""
+  weights = np.asarray(weights)
+  allowed = (np.ones(weights.shape, bool) if allowed is None
+             else np.asarray(allowed, bool))
+  rows = rows_along(np.where(allowed, weights, 0).astype(np.float64), axis)
+  open_rows = rows_along(allowed, axis).any(axis=1)
+  return np.where(open_rows, np.sum(rows**2, axis=1), -1.0)
+
+
+def keep_channel_set(weights, kept, axis: int, allowed=None) -> Projection:
+  """Zeroes the slices along `axis` not in `kept` (bool per channel): the
+  projection onto the weights whose nonzero channels are among `kept`."""
+  weights = np.asarray(weights)
+  allowed = (np.ones(weights.shape, bool) if allowed is None
+             else np.asarray(allowed, bool))
+  rows_shape = rows_along(weights, axis).shape
+  mask = allowed & _from_rows(
+      np.broadcast_to(np.asarray(kept, bool)[:, None], rows_shape),
+      weights.shape, axis)
+  return _apply(weights, mask)
+
+
 def keep_top_channels(weights, k: int, axis: int, allowed=None) -> Projection:
   """Keeps the `k` slices along `axis` (output channels) of largest L2 norm
   over their allowed entries, and zeroes the others whole.
@@ -98,21 +122,15 @@ def keep_top_channels(weights, k: int, axis: int, allowed=None) -> Projection:
   if not 0 <= k <= channels:
     raise ValueError(f'keep_top_channels: k={k} is outside [0, {channels}] '
                      f'for axis {axis} of shape {weights.shape}.')
-  allowed = (np.ones(weights.shape, bool) if allowed is None
-             else np.asarray(allowed, bool))
-  rows = rows_along(np.where(allowed, weights, 0).astype(np.float64), axis)
-  open_rows = rows_along(allowed, axis).any(axis=1)
-  available = int(np.count_nonzero(open_rows))
+  scores = channel_scores(weights, axis, allowed)
+  available = int(np.count_nonzero(scores >= 0))
   if k > available:
     raise ValueError(f'keep_top_channels: cannot keep {k} channels when the '
                      f'mask allows only {available}; a target must not keep '
                      'more channels than earlier prunes left.')
-  scores = np.where(open_rows, np.sqrt(np.sum(rows**2, axis=1)), -1.0)
-  kept_rows = np.zeros(channels, bool)
-  kept_rows[np.argsort(-scores, kind='stable')[:k]] = True
-  mask = allowed & _from_rows(
-      np.broadcast_to(kept_rows[:, None], rows.shape), weights.shape, axis)
-  return _apply(weights, mask)
+  kept = np.zeros(channels, bool)
+  kept[np.argsort(-scores, kind='stable')[:k]] = True
+  return keep_channel_set(weights, kept, axis, allowed)
 
 
 # Level sets. A level constraint quantizes each row of a weight (one output

@@ -68,8 +68,8 @@ class FixedMaskPruneLowMagnitude(PruneLowMagnitude):
                         for kind in weights_lib.PRUNABLE.get(type(layer), ())]
     attributes = list(pruned_weights)
     # tfmot's documented hook for layers it should prune its own way.
-    layer.get_prunable_weights = lambda: [getattr(layer, attribute)
-                                          for attribute in attributes]
+    layer.get_prunable_weights = lambda: [
+        weights_lib.variable_at(layer, attribute) for attribute in attributes]
     super().__init__(layer, pruning_schedule=FixedMask(), **kwargs)
     self.pruned_weights = attributes
 
@@ -141,7 +141,8 @@ def to_pruning_wrappers(model,
   for prefix, wrapper in wrapped_layers(wrapped):
     for attribute, (weight, mask_variable) in zip(
         wrapper.pruned_weights, keras_compat.wrapper_masks(wrapper)):
-      mask = np.asarray(masks[f'{prefix}/{attribute}'], np.float32)
+      mask = np.asarray(
+          masks[f'{prefix}/{weights_lib.weight_name(attribute)}'], np.float32)
       mask_variable.assign(mask)
       weight.assign(weight * mask)
   return wrapped
@@ -149,7 +150,7 @@ def to_pruning_wrappers(model,
 
 def masks_of(model) -> dict:
   """{weight path: bool mask} of a model's pruning wrappers."""
-  return {f'{prefix}/{attribute}': mask.numpy() > 0
+  return {f'{prefix}/{weights_lib.weight_name(attribute)}': mask.numpy() > 0
           for prefix, wrapper in wrapped_layers(model)
           for attribute, (_, mask) in zip(wrapper.pruned_weights,
                                           keras_compat.wrapper_masks(wrapper))}

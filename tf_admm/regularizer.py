@@ -8,6 +8,7 @@ import tensorflow as tf
 from tf_admm import constraints as constraints_lib
 from tf_admm import keras_compat
 from tf_admm import masks
+from tf_admm import projections
 from tf_admm import registration
 from tf_admm.keras_compat import Trackable
 from tf_admm.keras_compat import keras
@@ -65,7 +66,10 @@ class AdmmSteps:
     self.constraint = constraint
     self.initial_rho = float(rho)
     self.base = self._keras.regularizers.get(base)
-    self.z_change = 0.0  # ||Z_new - Z_old|| at the last Z-step
+    # ||Z_new - Z_old|| and rho at the last Z/U step (kept through a
+    # restart, so the metrics an epoch end logs describe ADMM's last step).
+    self.z_change = 0.0
+    self.update_rho = None
     self.z = self.u = self.rho = self.mask = None
     self.levels = self.held = self.held_values = None
     self.start_step = self.start_nonzeros = self.last_step = None
@@ -133,11 +137,16 @@ class AdmmSteps:
     return self.held is not None and np.array_equal(self.held.numpy() > 0,
                                                     self.mask.numpy() > 0)
 
-  def project(self, values, progress: float = 1.0):
+  def project(self, values, progress: float = 1.0, channels=None):
     """Proj(values) onto the constraint at `progress`, within the mask (on
-    the held levels once there are any)."""
+    the held levels once there are any); with `channels` (bool per output
+    channel, chosen for a group of tied weights: see
+    `tf_admm.channel_coupling`), onto those channels instead."""
     constraint = self.constraint_at(progress)
     allowed = self.mask.numpy() > 0
+    if channels is not None:
+      return projections.keep_channel_set(np.asarray(values), channels,
+                                          constraint.axis, allowed)
     if self.levels_held:
       return constraint.project(np.asarray(values), allowed,
                                 levels=self.levels.numpy())
@@ -149,27 +158,28 @@ class AdmmSteps:
     self.start_step.assign(step)
     self.start_nonzeros.assign(np.count_nonzero(self.mask.numpy()))
 
-  def restart(self, weight, progress: float) -> None:
+  def restart(self, weight, progress: float, channels=None) -> None:
     """Fresh ADMM: Z = Proj(W), U = 0, rho back to its initial value."""
-    self.z.assign(self.project(weight.numpy(), progress).values)
+    self.z.assign(self.project(weight.numpy(), progress, channels).values)
     self.u.assign(np.zeros(self.u.shape, np.float32))
     self.rho.assign(self.initial_rho)
-    self.z_change = 0.0
     self._finish_if_scales_train(weight)
 
-  def update(self, weight, progress: float, rho_growth: float = 1.0) -> None:
+  def update(self, weight, progress: float, rho_growth: float = 1.0,
+             channels=None) -> None:
     """Z <- Proj(W + U), U <- U + W - Z, and rho <- rho * rho_growth while
     the constraint still binds: once the projection moves nothing (the
     last prune or hold is done) the step leaves U at 0, and a growing rho
     would only reach inf."""
     w = weight.numpy()
     target = w + self.u.numpy()
-    z = self.project(target, progress).values
+    z = self.project(target, progress, channels).values
     self.z_change = float(np.linalg.norm(z - self.z.numpy()))
     self.u.assign_add(w - z)
     self.z.assign(z)
     if not np.array_equal(z, target):
       self.rho.assign(self.rho.numpy() * rho_growth)
+    self.update_rho = float(self.rho.numpy())
     self._finish_if_scales_train(weight)
 
   def _finish_if_scales_train(self, weight) -> None:
@@ -183,12 +193,12 @@ class AdmmSteps:
     self.u.assign(np.zeros(self.u.shape, np.float32))
     self.rho.assign(0.0)
 
-  def hard_project(self, weight, progress: float) -> None:
+  def hard_project(self, weight, progress: float, channels=None) -> None:
     """W <- Proj(W); the entries it zeroes stay zero from now on. With
     levels, only the held entries (see the class) move onto them."""
     w = weight.numpy()
     if self.levels is None:
-      projection = self.project(w, progress)
+      projection = self.project(w, progress, channels)
       weight.assign(projection.values)
       self.mask.assign(projection.mask.astype(np.float32))
       return
@@ -222,11 +232,15 @@ class AdmmSteps:
     return held
 
   def measure(self, weight) -> dict:
-    """Sums over this weight that `tf_admm.callback` turns into metrics."""
+    """Sums over this weight that `tf_admm.callback` turns into metrics:
+    the gap and Z as they are now; rho and the change of Z at the last Z/U
+    step (rho now before the first)."""
     w, z = weight.numpy(), self.z.numpy()
+    rho = (self.update_rho if self.update_rho is not None else
+           float(self.rho.numpy()))
     return {'gap': float(np.sum((w - z)**2)), 'norm': float(np.sum(w**2)),
             'z_zeros': int(np.count_nonzero(z == 0)), 'size': z.size,
-            'rho': float(self.rho.numpy()), 'z_change': self.z_change}
+            'rho': rho, 'z_change': self.z_change}
 
   # The penalty.
 

@@ -2,13 +2,22 @@
 
 A target is given as a `Sparsity`, a `KeepRatio` or a `CompressionRate`;
 `keep_counts` turns per-layer targets (by layer name or layer class) or one
-global target (allocated over weights by a single magnitude threshold) into
-the number of entries each prunable weight keeps.
+global target (allocated over weights by one threshold on a score) into the
+number of entries each prunable weight keeps.
+
+A global target's score is LAMP's by default (layer-adaptive magnitude
+pruning, Lee et al., ICLR 2021): an entry's squared magnitude over the sum
+of the squares of the entries of its tensor at least as large. It ranks
+entries within a tensor as their magnitudes do, but compares tensors on one
+scale, so a layer whose weights are small (an embedding, a depthwise
+kernel) is not emptied by a threshold set by larger ones, which raw
+magnitudes ('magnitude') do.
 """
 
 import dataclasses
 import math
 from typing import Mapping, NamedTuple, Optional, Union
+import warnings
 
 import numpy as np
 
@@ -115,10 +124,29 @@ def _per_layer_targets(weights, per_layer) -> dict:
   return found
 
 
-def _global_keep(weights, target, min_keep_ratio) -> dict:
-  """One magnitude threshold over all weights, each keeping a floor."""
+ALLOCATIONS = ('lamp', 'magnitude')
+# attach_admm warns about a weight a global target leaves less than this
+# share of its entries.
+WARN_KEEP_RATIO = 0.01
+
+
+def lamp_scores(values) -> np.ndarray:
+  """LAMP scores of the entries of one tensor, in ascending order of
+  magnitude: w_u^2 / sum of w_v^2 over the entries v at least as large."""
+  squares = np.sort(np.square(np.asarray(values, np.float64)).ravel())
+  tail = np.cumsum(squares[::-1])[::-1]
+  return squares / np.maximum(tail, np.finfo(np.float64).tiny)
+
+
+def _descending_scores(values, allocation) -> np.ndarray:
+  if allocation == 'lamp':
+    return lamp_scores(values)[::-1]
+  return np.sort(np.abs(values).ravel())[::-1]
+
+
+def _global_keep(weights, target, min_keep_ratio, allocation) -> dict:
+  """One threshold over all weights' scores, each keeping a floor."""
   sizes = np.array([w.size for w in weights])
-  magnitudes = [np.abs(w.variable.numpy()).ravel() for w in weights]
   budget = int(round(sizes.sum() * target.keep_ratio))
   floors = np.maximum(1, np.ceil(sizes * min_keep_ratio)).astype(int)
   if floors.sum() > budget:
@@ -126,11 +154,11 @@ def _global_keep(weights, target, min_keep_ratio) -> dict:
         f'The global target keeps {budget} weights, fewer than the per-weight '
         f'floor of min_keep_ratio={min_keep_ratio} needs ({floors.sum()}); '
         'lower min_keep_ratio or the compression rate.')
-  # Each weight's largest `floor` entries are reserved; the rest of the
-  # budget goes to the largest remaining magnitudes, wherever they are.
+  # Each weight's highest-scoring `floor` entries are reserved; the rest of
+  # the budget goes to the highest remaining scores, wherever they are.
   rest, owner = [], []
-  for i, (magnitude, floor) in enumerate(zip(magnitudes, floors)):
-    ordered = np.sort(magnitude)[::-1]
+  for i, (weight, floor) in enumerate(zip(weights, floors)):
+    ordered = _descending_scores(weight.variable.numpy(), allocation)
     rest.append(ordered[floor:])
     owner.append(np.full(ordered.size - floor, i))
   rest, owner = np.concatenate(rest), np.concatenate(owner)
@@ -142,26 +170,32 @@ def _global_keep(weights, target, min_keep_ratio) -> dict:
 def resolve(model,
             target: Optional[Target] = None,
             per_layer: Optional[Mapping[LayerKey, Target]] = None,
-            min_keep_ratio: float = 0.001) -> dict:
+            min_keep_ratio: float = 0.001,
+            allocation: str = 'lamp') -> dict:
   """{weight path: Resolved(keep, target)} for every weight a target covers.
 
   Args:
     model: a built model of either Keras.
     target: one target for all prunable weights of layers not named in
-      `per_layer`, allocated by a global magnitude threshold (so weights of
-      larger magnitude keep more), every weight tensor keeping at least
-      `min_keep_ratio` of its entries and at least one. None prunes only the
-      layers in `per_layer`.
+      `per_layer`, allocated by one threshold on the entries' scores (see
+      `allocation`), every weight tensor keeping at least `min_keep_ratio`
+      of its entries and at least one. None prunes only the layers in
+      `per_layer`. A weight left under 1% of its entries is warned about.
     per_layer: targets by layer name or layer class (a name beats a class);
       a layer with two prunable weights (SeparableConv2D) applies its target
       to each.
     min_keep_ratio: floor of the global allocation, in [0, 1].
+    allocation: the global target's score: 'lamp' (the default; see the
+      module) or 'magnitude' (one threshold on raw magnitudes).
   """
   weights = weights_lib.prunable_weights(model)
   if target is None and not per_layer:
     raise ValueError('Give a global `target`, `per_layer` targets, or both.')
   if not 0.0 <= min_keep_ratio <= 1.0:
     raise ValueError(f'min_keep_ratio must be in [0, 1], got {min_keep_ratio}.')
+  if allocation not in ALLOCATIONS:
+    raise ValueError(f'allocation must be one of {", ".join(ALLOCATIONS)}, '
+                     f'got {allocation!r}.')
   chosen = _per_layer_targets(weights, per_layer or {})
   # The epsilon keeps KeepRatio(k / n) at exactly k despite rounding.
   resolved = {w.path: Resolved(
@@ -173,18 +207,34 @@ def resolve(model,
     if not rest:
       raise ValueError('`target` has no layer left to apply to: per_layer '
                        'already names every prunable layer.')
-    resolved.update({path: Resolved(count, target) for path, count in
-                     _global_keep(rest, target, min_keep_ratio).items()})
+    counts = _global_keep(rest, target, min_keep_ratio, allocation)
+    _warn_if_nearly_empty(rest, counts)
+    resolved.update({path: Resolved(count, target)
+                     for path, count in counts.items()})
   return {w.path: resolved[w.path] for w in weights if w.path in resolved}
+
+
+def _warn_if_nearly_empty(weights, counts) -> None:
+  """Warns about weights a global target leaves almost nothing of."""
+  few = [f'{w.path} ({counts[w.path]} of {w.size:,})' for w in weights
+         if counts[w.path] < WARN_KEEP_RATIO * w.size]
+  if few:
+    warnings.warn(
+        f'The global target keeps under {WARN_KEEP_RATIO:.0%} of '
+        f'{", ".join(few)}. If that is more than wanted, raise '
+        'min_keep_ratio or give those layers per_layer targets.',
+        stacklevel=3)
 
 
 def keep_counts(model,
                 target: Optional[Target] = None,
                 per_layer: Optional[Mapping[LayerKey, Target]] = None,
-                min_keep_ratio: float = 0.001) -> dict:
-  """{weight path: entries kept} for the targets (see `resolve`)."""
-  return {path: r.keep for path, r in
-          resolve(model, target, per_layer, min_keep_ratio).items()}
+                min_keep_ratio: float = 0.001,
+                allocation: str = 'lamp') -> dict:
+  """{weight path: entries kept} for the targets (see `resolve`): the plan
+  `attach_admm` carries out for the same arguments."""
+  return {path: r.keep for path, r in resolve(
+      model, target, per_layer, min_keep_ratio, allocation).items()}
 
 
 def rescale(keep_ratios: Mapping[str, float], sizes: Mapping[str, int],
