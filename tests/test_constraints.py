@@ -15,6 +15,7 @@ import pytest
 
 import tf_admm
 from tf_admm import constraints
+from tf_admm import keras_compat
 from tf_admm import projections
 from tf_admm.keras_compat import keras
 from tests.conftest import separable_cnn, small_model
@@ -319,14 +320,35 @@ def test_config_round_trip(case, target):
 
 @pytest.mark.parametrize('case', CASES)
 @pytest.mark.parametrize('target', TARGETS)
-def test_keras_serialization_round_trip(case, target):
+def test_serialization_round_trips_and_matches_keras(case, target):
   constraint = sample_constraint(case, target)
-  config = json.loads(json.dumps(keras.utils.serialize_keras_object(
-      constraint)))
-  restored = keras.utils.deserialize_keras_object(config)
-  assert type(restored) is type(constraint)
-  assert restored == constraint
-  assert restored.target == target and type(restored.target) is type(target)
+  config = json.loads(json.dumps(constraints.serialize(constraint)))
+  # Files Keras wrote, of either Keras, read back the same.
+  assert config == json.loads(json.dumps(
+      keras.utils.serialize_keras_object(constraint)))
+  assert config == json.loads(json.dumps(
+      keras_compat.keras3.saving.serialize_keras_object(constraint)))
+  for restored in (constraints.deserialize(config),
+                   keras.utils.deserialize_keras_object(config)):
+    assert type(restored) is type(constraint)
+    assert restored == constraint
+    assert restored.target == target and type(restored.target) is type(
+        target)
+
+
+@pytest.mark.parametrize('config', [
+    {'module': 'os', 'class_name': 'system', 'config': {}},
+    {'module': 'tf_admm.constraints', 'class_name': 'Constraint',
+     'config': {}},
+    {'class_name': 'KeepLargest', 'config': {'keep': 3, 'nope': 1,
+                                             'target': None}},
+    {'class_name': 'KeepLargest', 'config': {
+        'keep': 3, 'target': {'class_name': 'Evil', 'value': 1}}},
+    ['KeepLargest'], None,
+])
+def test_deserialize_makes_only_tf_admm_constraints(config):
+  with pytest.raises(ValueError, match='tf_admm constraint|cannot be made'):
+    constraints.deserialize(config)
 
 
 @pytest.mark.parametrize('case', CASES)

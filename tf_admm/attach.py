@@ -6,11 +6,11 @@ import warnings
 from absl import logging
 import numpy as np
 
+from tf_admm import backends
 from tf_admm import channel_coupling
 from tf_admm import channel_graph
 from tf_admm import constraints as constraints_lib
 from tf_admm import keras_compat
-from tf_admm import regularizer as regularizer_lib
 from tf_admm import targets
 from tf_admm import weights as weights_lib
 from tf_admm.keras_compat import is_model
@@ -159,12 +159,13 @@ def attach_admm(model,
       raise ValueError(f'A mask is given for {path!r}, which no target puts '
                        'under ADMM.')
 
+  backend = backends.backend_of(model)
   fitted_by_layer = weights_lib.by_layer(
       (prunable[path], fitted) for path, fitted in chosen.items())
 
   def configure(layer, config):
     for weight, fitted in fitted_by_layer.get(id(layer), ()):
-      config[weight.kind.regularizer] = new_regularizer(
+      config[weight.kind.regularizer] = backend.new_regularizer(
           weight, fitted, rho)
     return config
 
@@ -244,17 +245,6 @@ def _report_plan(model, prunable, chosen) -> None:
         stacklevel=3)
 
 
-def new_regularizer(weight, constraint, rho):
-  """The ADMM regularizer of `weight`'s Keras, with the layer's own
-  regularizer kept as its base."""
-  if keras_compat.is_keras3(weight.layer):
-    return regularizer_lib.Keras3AdmmRegularizer(
-        constraint, rho, base=weight.regularizer,
-        name=f'admm_{weight.path.replace("/", "_")}')
-  return regularizer_lib.AdmmRegularizer(constraint, rho,
-                                         base=weight.regularizer)
-
-
 def remove_admm(model):
   """A copy of `model` without ADMM regularizers (weights as they are)."""
   under_admm = weights_lib.by_layer(admm_weights(model))
@@ -294,3 +284,27 @@ def admm_masks(model) -> dict:
   return {weight.path: regularizer.project(
       weight.variable.numpy(), channels=chosen.get(weight.path)).mask
           for weight, regularizer in pairs}
+
+
+def without_admm(model, masks):
+  """(a copy of `model` without ADMM regularizers, the masks, and
+  {id(layer of the copy): [(PrunableWeight, mask)]}), the masks checked
+  against the copy's weights; the masks default to `admm_masks(model)`."""
+  quantized = [w.path for w, r in admm_weights(model)
+               if r.constraint.has_levels]
+  if quantized:
+    raise ValueError(
+        f'Quantized weights ({", ".join(quantized)}): a mask would hold only '
+        'their zeros, and retraining would move the rest off their levels. '
+        'Keep training the ADMM model (after the last tf_admm.Rounds '
+        'projection every weight stays on its level), then export '
+        'tf_admm.remove_admm(model).')
+  if masks is None:
+    masks = admm_masks(model)
+  if not masks:
+    raise ValueError('No masks given: nothing to prune.')
+  plain = remove_admm(model)
+  prunable = {w.path: w for w in weights_lib.prunable_weights(plain)}
+  weights_lib.check_masks(prunable, masks)
+  return plain, masks, weights_lib.by_layer(
+      (prunable[path], mask) for path, mask in masks.items())

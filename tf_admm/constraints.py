@@ -27,9 +27,17 @@ from tf_admm import registration
 from tf_admm import targets
 
 
+# Every constraint class by name: what `deserialize` accepts.
+_CLASSES = {}
+
+
 class Constraint(abc.ABC):
   """Base of the constraint dataclasses; subclasses define `keep`, `target`
   and `project`."""
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    _CLASSES[cls.__name__] = cls
 
   keep: Optional[int]
   target: Optional[targets.Target]
@@ -305,3 +313,27 @@ class Quantize(Constraint):
     if levels is None:
       levels = self.fit_levels(weights, allowed)
     return projections.round_to_levels(weights, levels, self.axis, allowed)
+
+
+def serialize(constraint: Constraint) -> dict:
+  """A constraint as JSON-ready data, in the form Keras serializes
+  registered objects (so files written through Keras read back alike)."""
+  name = type(constraint).__name__
+  return {'module': __name__, 'class_name': name,
+          'config': constraint.get_config(),
+          'registered_name': f'{registration.PACKAGE}>{name}'}
+
+
+def deserialize(config) -> Constraint:
+  """The constraint `serialize` wrote. Only tf_admm's constraint classes
+  are made: whatever module a file names, none is imported."""
+  name = config.get('class_name') if isinstance(config, dict) else None
+  if name not in _CLASSES or not isinstance(config.get('config'), dict):
+    raise ValueError(
+        f'Not a tf_admm constraint: {config!r}. Constraints are one of '
+        f'{", ".join(sorted(_CLASSES))}, as tf_admm writes them.')
+  try:
+    return _CLASSES[name].from_config(config['config'])
+  except (TypeError, KeyError, ValueError) as error:
+    raise ValueError(f'The {name} constraint {config["config"]!r} cannot be '
+                     f'made: {error}') from error

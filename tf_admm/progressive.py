@@ -62,7 +62,6 @@ from tf_admm import schedules
 from tf_admm import surgery
 from tf_admm import targets
 from tf_admm import weights as weights_lib
-from tf_admm.keras_compat import keras
 
 
 RATE_UNITS = ('weights', 'macs')
@@ -246,11 +245,10 @@ def _as_written_now(serialized):
   """A constraint's config from run.json as this version writes it: fields
   added since then take their defaults (unreadable ones stay as found)."""
   try:
-    constraint = keras.utils.deserialize_keras_object(serialized)
+    constraint = constraints_lib.deserialize(serialized)
   except (TypeError, ValueError):
     return serialized
-  return json.loads(json.dumps(keras.utils.serialize_keras_object(
-      constraint)))
+  return json.loads(json.dumps(constraints_lib.serialize(constraint)))
 
 
 def _read_json(path):
@@ -348,10 +346,10 @@ class ProgressiveRun:
     self.description = dict(description or {},
                             settings=dataclasses.asdict(settings),
                             pretrained_dir=pretrained_dir,
-                            constraint=keras.utils.serialize_keras_object(
+                            constraint=constraints_lib.serialize(
                                 constraint),
                             quantization={
-                                name: keras.utils.serialize_keras_object(q)
+                                name: constraints_lib.serialize(q)
                                 for name, q in self.quantization.items()})
     self.description['settings']['stage_rates'] = list(settings.stage_rates)
     if self.keras is keras_compat.keras3:  # Keras 2 runs predate the key
@@ -576,7 +574,7 @@ class ProgressiveRun:
         lookahead_steps=self.settings.lookahead_steps)
     self._fit(admm, f'{name}_admm', self.settings.admm_epochs,
               [callback_lib.AdmmCallback(ramp)])
-    constraints = {w.path: keras.utils.serialize_keras_object(r.constraint)
+    constraints = {w.path: constraints_lib.serialize(r.constraint)
                    for w, r in attach.admm_weights(admm)}
     wrapped = self._compile(masked_retraining.to_pruning_wrappers(admm),
                             decay_epochs=self.settings.retrain_epochs)
@@ -617,7 +615,7 @@ class ProgressiveRun:
     pairs = attach.admm_weights(admm)
     held = all(np.array_equal(r.held.numpy() > 0, r.mask.numpy() > 0)
                for _, r in pairs)
-    constraints = {w.path: keras.utils.serialize_keras_object(r.constraint)
+    constraints = {w.path: constraints_lib.serialize(r.constraint)
                    for w, r in pairs}
     masks = {w.path: r.mask.numpy() > 0 for w, r in pairs}
     quantized = attach.remove_admm(admm)

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_admm import keras_compat
-from tf_admm import masked_retraining
+from tf_admm import attach
 from tf_admm import masks as masks_lib
 from tf_admm import registration
 from tf_admm import weights as weights_lib
@@ -127,7 +127,7 @@ def to_pruning_wrappers(model,
   Raises:
     ValueError: as `tf_admm.to_pruning_wrappers`.
   """
-  plain, masks, masked_by_layer = masked_retraining.without_admm(model, masks)
+  plain, masks, masked_by_layer = attach.without_admm(model, masks)
 
   def wrap(layer):
     if is_model(layer):

@@ -18,6 +18,8 @@ from tf_admm.keras_compat import built_on
 from tf_admm.keras_compat import keras
 from tf_admm.keras_compat import keras3
 
+PACKAGE = 'tf_admm'
+
 
 def register(cls):
   """Registers `cls` as 'tf_admm>Name' in its Keras's registry.
@@ -27,8 +29,8 @@ def register(cls):
   """
   on_keras3, on_keras2 = built_on(cls, 'keras'), built_on(cls, 'tf_keras')
   if on_keras3 or not on_keras2:
-    keras3.saving.register_keras_serializable(package='tf_admm')(cls)
+    keras3.saving.register_keras_serializable(package=PACKAGE)(cls)
   if on_keras2 or not on_keras3:
-    keras.utils.register_keras_serializable(package='tf_admm')(cls)
+    keras.utils.register_keras_serializable(package=PACKAGE)(cls)
     keras.utils.get_custom_objects()[cls.__name__] = cls
   return cls

@@ -265,8 +265,7 @@ class AdmmSteps:
 
   def _admm_config(self):
     return {
-        'constraint': self._keras.utils.serialize_keras_object(
-            self.constraint),
+        'constraint': constraints_lib.serialize(self.constraint),
         'rho': self.initial_rho,
         'base': (self._keras.regularizers.serialize(self.base)
                  if self.base is not None else None),
@@ -275,8 +274,7 @@ class AdmmSteps:
   @classmethod
   def from_config(cls, config):
     config = dict(config)
-    config['constraint'] = cls._keras.utils.deserialize_keras_object(
-        config['constraint'])
+    config['constraint'] = constraints_lib.deserialize(config['constraint'])
     return cls(**config)
 
 

@@ -11,10 +11,10 @@ from matplotlib import pyplot as plt
 
 import numpy as np
 
+from tf_admm import constraints as constraints_lib
 from tf_admm import progressive
 from tf_admm import storage
 from tf_admm import weights as weights_lib
-from tf_admm.keras_compat import keras
 
 COMPRESSION_RATE_COUNTS = ('the prunable weights: kernels of Dense and '
                            'convolution layers, depthwise and pointwise '
@@ -83,7 +83,7 @@ def weight_storage(model, configs, dense_entries=None) -> dict:
   of their serialized constraints (32 where a weight has no levels)."""
   bits = {}
   for path, config in configs.items():
-    constraint = keras.utils.deserialize_keras_object(config)
+    constraint = constraints_lib.deserialize(config)
     bits[path] = getattr(constraint, 'storage_bits', None)
   return storage.model_storage(
       {w.path: w.variable.numpy()
@@ -101,7 +101,7 @@ def constraints_hold(model, masks, configs) -> bool:
   weights = {w.path: w.variable.numpy()
              for w in weights_lib.prunable_weights(model)}
   for path, config in configs.items():
-    constraint = keras.utils.deserialize_keras_object(config)
+    constraint = constraints_lib.deserialize(config)
     allowed = int(np.count_nonzero(masks[path]))
     if constraint.keep is not None and constraint.keep > allowed:
       # Masks narrowed after training (tf_admm.dead_units) keep fewer.

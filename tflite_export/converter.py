@@ -7,12 +7,11 @@ SavedModel and converts that). Both get the same converter settings.
 """
 
 import enum
-import os
-import tempfile
 from typing import Optional
 
 import tensorflow as tf
 
+from tf_admm import backends
 from tf_admm import keras_compat
 from tf_admm import weights
 
@@ -56,11 +55,7 @@ def convert(model,
         f'{", ".join(wrapped)}): call tf_admm.strip_pruning(model) first.')
   settings = _converter_settings(model, Quantization(quantization), sparse,
                                  representative_data, representative_batches)
-  if keras_compat.is_keras3_model(model):
-    return _export_keras3(model, settings)
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
-  _apply(converter, settings)
-  return converter.convert()
+  return backends.backend_of(model).convert(model, settings)
 
 
 def _converter_settings(model, quantization, sparse, representative_data,
@@ -85,30 +80,6 @@ def _converter_settings(model, quantization, sparse, representative_data,
     settings['target_spec'] = {
         'supported_ops': [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
   return settings
-
-
-def _apply(converter, settings: dict) -> None:
-  """Sets `_converter_settings` on a TFLiteConverter."""
-  for name, value in settings.items():
-    if name == 'target_spec':
-      for spec_name, spec_value in value.items():
-        setattr(converter.target_spec, spec_name, spec_value)
-    else:
-      setattr(converter, name, value)
-
-
-def _export_keras3(model, settings: dict) -> bytes:
-  """A Keras 3 model's LiteRT export with these converter settings.
-
-  Keras infers the input signature from the model's inputs with the batch
-  dimension left free, as `from_keras_model` does for Keras 2.
-  """
-  keras_compat.check_backend(model)
-  with tempfile.TemporaryDirectory() as folder:
-    path = os.path.join(folder, 'model.tflite')
-    model.export(path, format='litert', verbose=False, **settings)
-    with open(path, 'rb') as f:
-      return f.read()
 
 
 def _calibration_inputs(dataset, model_input, batches):
