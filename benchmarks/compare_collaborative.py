@@ -92,6 +92,8 @@ from tf_admm import dataset_flags
 from tf_admm import datasets
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm import run_files
+from tf_admm import trainer
 from tf_admm.keras_compat import keras
 from tflite_export import evaluate
 from tflite_export import report as tflite_report
@@ -153,17 +155,6 @@ def _log(line):
   print(f'[collaborative] {line}', flush=True)
 
 
-def _read_json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_json(path, payload):
-  with open(path + '.tmp', 'w') as f:
-    json.dump(payload, f, indent=2)
-  os.replace(path + '.tmp', path)
-
-
 # Pure helpers (tested in tests/test_compare_collaborative.py).
 
 
@@ -177,7 +168,7 @@ def read_run(folder):
                     os.path.join(folder, 'candidates', 'quantized',
                                  'report.json')):
     if os.path.exists(candidate):
-      report = _read_json(candidate)
+      report = run_files.read_json(candidate)
       break
   else:
     raise ValueError(f'{folder!r} has no report.json: the run has not '
@@ -186,7 +177,7 @@ def read_run(folder):
     raise ValueError(f'{folder!r} is not a quantized run (its report has no '
                      '"quantized" section); run prune_mnist.py with '
                      '--levels.')
-  return _read_json(run_file), report
+  return run_files.read_json(run_file), report
 
 
 def layer_targets(report):
@@ -468,8 +459,8 @@ def _distinct_per_channel(kernel):
 def _model_facts(model, data):
   kernels = _kernels(model)
   return {
-      'test_accuracy': progressive.accuracy(model, data.x_test, data.y_test),
-      'val_accuracy': progressive.accuracy(model, data.x_val, data.y_val),
+      'test_accuracy': trainer.accuracy(model, data.x_test, data.y_test),
+      'val_accuracy': trainer.accuracy(model, data.x_val, data.y_val),
       'nonzero': {n: int(np.count_nonzero(k)) for n, k in kernels.items()},
       'distinct_nonzero_values': {
           n: int(np.unique(k[k != 0]).size) for n, k in kernels.items()},
@@ -621,7 +612,7 @@ class Phases:
     inputs_file = os.path.join(self.folder(phase), 'inputs.json')
     if not os.path.exists(os.path.join(self.folder(phase), 'metrics.json')):
       return False
-    found = _read_json(inputs_file) if os.path.exists(inputs_file) else {}
+    found = run_files.read_json(inputs_file) if os.path.exists(inputs_file) else {}
     wanted = self.inputs[phase]
     if found != wanted:
       differing = sorted(k for k in set(found) | set(wanted)
@@ -631,7 +622,7 @@ class Phases:
     return True
 
   def metrics(self, phase):
-    return _read_json(os.path.join(self.folder(phase), 'metrics.json'))
+    return run_files.read_json(os.path.join(self.folder(phase), 'metrics.json'))
 
   def load(self, phase):
     model = self.build_model()
@@ -639,18 +630,18 @@ class Phases:
     return model
 
   def save(self, phase, model, metrics, tflite=None):
+    def write(temporary):
+      model.save_weights(os.path.join(temporary, 'model.weights.h5'))
+      if tflite is not None:
+        run_files.write_bytes(
+            os.path.join(temporary, 'tfmot_pcqat_int8.tflite'), tflite)
+      run_files.write_json(os.path.join(temporary, 'metrics.json'), metrics)
+      run_files.write_json(os.path.join(temporary, 'inputs.json'),
+                           self.inputs[phase])
+
     folder = self.folder(phase)
-    temporary = folder + '.tmp'
-    shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(temporary)
-    model.save_weights(os.path.join(temporary, 'model.weights.h5'))
-    if tflite is not None:
-      with open(os.path.join(temporary, 'tfmot_pcqat_int8.tflite'), 'wb') as f:
-        f.write(tflite)
-    _write_json(os.path.join(temporary, 'metrics.json'), metrics)
-    _write_json(os.path.join(temporary, 'inputs.json'), self.inputs[phase])
     shutil.rmtree(folder, ignore_errors=True)
-    os.replace(temporary, folder)
+    run_files.write_folder_atomically(folder, write)
 
 
 def _run_tfmot(phases, dense, data, settings, targets, clusters, epochs,
@@ -857,9 +848,9 @@ def main(argv):
   dense.load_weights(os.path.join(ADMM_RUN.value, 'dense',
                                   'model.weights.h5'))
   # Same validation examples: the dense model scores as when pretrained.
-  dense_metrics = _read_json(os.path.join(ADMM_RUN.value, 'dense',
+  dense_metrics = run_files.read_json(os.path.join(ADMM_RUN.value, 'dense',
                                           'metrics.json'))
-  val_accuracy = progressive.accuracy(dense, data.x_val, data.y_val)
+  val_accuracy = trainer.accuracy(dense, data.x_val, data.y_val)
   if abs(val_accuracy - dense_metrics['val_accuracy']) > 1.5 / len(x_val):
     sys.exit(f'compare_collaborative: error: the pretrained model scores '
              f'{val_accuracy:.4f} on this validation split, '
@@ -951,11 +942,9 @@ def main(argv):
       'tfmot_train_seconds': sum(m['seconds'] for m in by_phase.values()),
   }
   os.makedirs(RESULTS_DIR.value, exist_ok=True)
-  _write_json(os.path.join(RESULTS_DIR.value, 'results.json'), result)
+  run_files.write_json(os.path.join(RESULTS_DIR.value, 'results.json'), result)
   path = os.path.join(RESULTS_DIR.value, 'RESULTS.md')
-  with open(path + '.tmp', 'w') as f:
-    f.write(markdown(result))
-  os.replace(path + '.tmp', path)
+  run_files.write_bytes(path, markdown(result).encode())
   _log(line)
   _log(f'wrote {path} and results.json ({result["seconds"]:.0f} s)')
 

@@ -34,8 +34,8 @@ from tf_admm import attach
 from tf_admm import datasets
 from tf_admm import macs
 from tf_admm import models
-from tf_admm import progressive
 from tf_admm import surgery
+from tf_admm import trainer
 from tf_admm.keras_compat import keras
 from tflite_export import converter
 from tflite_export import report as tflite_report
@@ -144,14 +144,14 @@ def main(argv):
                'admm': macs.model_macs(admm)['total'],
                'l1_filters': macs.model_macs(small)['total']},
       'test_accuracy': {
-          'dense': progressive.accuracy(dense, dataset.x_test,
+          'dense': trainer.accuracy(dense, dataset.x_test,
                                         dataset.y_test),
-          'admm': progressive.accuracy(admm, dataset.x_test, dataset.y_test),
-          'l1_filters': progressive.accuracy(small, dataset.x_test,
+          'admm': trainer.accuracy(admm, dataset.x_test, dataset.y_test),
+          'l1_filters': trainer.accuracy(small, dataset.x_test,
                                              dataset.y_test)},
       'val_accuracy': {
-          'admm': progressive.accuracy(admm, x_val, y_val),
-          'l1_filters': progressive.accuracy(small, x_val, y_val)},
+          'admm': trainer.accuracy(admm, x_val, y_val),
+          'l1_filters': trainer.accuracy(small, x_val, y_val)},
       'latency_ms': latency,
       'latency_runtime': 'LiteRT float32 .tflite, 1 thread, batch 1, median',
       'l1_filters_seconds': seconds,

@@ -50,10 +50,14 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 import tf_admm
+from tf_admm import allocations
 from tf_admm import constraints
 from tf_admm import dataset_flags
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm import run_files
+from tf_admm import run_steps
+from tf_admm import trainer
 from tf_admm.keras_compat import keras
 from tflite_export import converter
 from tflite_export import evaluate
@@ -304,7 +308,7 @@ def _compare(model_name, dataset, rates):
     raise ValueError(f'--admm_epochs={ADMM_EPOCHS.value} gives a ramp of '
                      f'{ramp_steps} steps, fewer than the {PRUNE_EVERY} '
                      'between prunes: raise it.')
-  sizes = progressive.layer_sizes(models.build(model_name))
+  sizes = allocations.layer_sizes(models.build(model_name))
   profile = models.KEEP_RATIO_PROFILES[model_name]
   pattern = _pattern()
   if pattern:  # every layer at N/M, the pattern's own rate
@@ -316,7 +320,7 @@ def _compare(model_name, dataset, rates):
     # The first run pretrains; the others start from its dense model.
     run, summary, admm_result = _admm_prune(model_name, dataset.name, data,
                                             rate, keep_ratios, dense_dir)
-    dense_dir = dense_dir or os.path.join(run.output_dir, 'dense')
+    dense_dir = dense_dir or os.path.join(run.store.output_dir, 'dense')
     dense = summary['dense_model']
     cache = os.path.join(WORK_DIR.value, model_name,
                          _run_name('tfmot', rate) + '.json')
@@ -326,15 +330,13 @@ def _compare(model_name, dataset, rates):
     else:
       pruned, seconds = _tfmot_prune(model_name, dense.get_weights(), data,
                                      keep_ratios)
-      tfmot_result = {'accuracy': progressive.accuracy(pruned, data.x_test,
+      tfmot_result = {'accuracy': trainer.accuracy(pruned, data.x_test,
                                                        data.y_test),
-                      'rate': progressive.compression_rate(pruned),
+                      'rate': run_steps.compression_rate(pruned),
                       'epochs': ADMM_EPOCHS.value + RETRAIN_EPOCHS.value,
                       'seconds': seconds,
                       'pattern_holds': _pattern_holds(pruned)}
-      with open(cache + '.tmp', 'w') as f:
-        json.dump(tfmot_result, f)
-      os.replace(cache + '.tmp', cache)
+      run_files.write_json(cache, tfmot_result)
     comparison.append({'rate': rate, 'admm': admm_result,
                        'tfmot': tfmot_result})
     _log(f'{model_name} {rate:g}x: tf-admm {admm_result["accuracy"]:.4f}, '
@@ -351,7 +353,7 @@ def _compare(model_name, dataset, rates):
       'pretrain_epochs': PRETRAIN_EPOCHS.value,
       'ramp_epochs': ADMM_EPOCHS.value, 'retrain_epochs': RETRAIN_EPOCHS.value,
       'comparison': comparison, 'epoch_seconds': timing,
-      'deployment': {'model_rate': progressive.compression_rate(final),
+      'deployment': {'model_rate': run_steps.compression_rate(final),
                      'formats': deployment},
   }
 

@@ -120,6 +120,18 @@ def nested_model(seed=0):
   return keras.Model(inputs, outputs)
 
 
+def application_mobilenet_v2(keras):  # pylint: disable=redefined-outer-name
+  """(keras.applications' MobileNetV2 at 32x32 and width 0.35, untrained,
+  logits out; 16 random images; their random labels)."""
+  keras.utils.set_random_seed(0)
+  model = keras.applications.MobileNetV2(
+      input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10,
+      classifier_activation=None)
+  rng = np.random.default_rng(0)
+  return (model, rng.normal(size=(16, 32, 32, 3)).astype(np.float32),
+          rng.integers(0, 10, 16))
+
+
 def random_batch(n=32, seed=0):
   rng = np.random.default_rng(seed)
   return (rng.normal(size=(n, 6, 6, 1)).astype(np.float32),

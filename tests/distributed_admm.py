@@ -20,8 +20,11 @@ import numpy as np
 import tensorflow as tf
 
 import tf_admm
+from tf_admm import allocations
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm import run_steps
+from tf_admm import trainer
 from tf_admm.keras_compat import keras
 
 STRATEGY = flags.DEFINE_enum('strategy', 'one_device',
@@ -72,13 +75,13 @@ def _progressive_run(strategy, x, y):
       stage_rates=[4.0], pretrain_epochs=1, admm_epochs=1, retrain_epochs=1,
       prune_every_steps=2, lookahead_steps=2)
   run = progressive.ProgressiveRun(
-      models.lenet5, data, progressive.global_allocation(4.0),
+      models.lenet5, data, allocations.global_allocation(4.0),
       settings, RUN_DIR.value, strategy=strategy)
   summary = run.run()
-  result = {'chief': run.is_chief,
-            'rate': progressive.compression_rate(summary['final_model'])}
-  if run.is_chief:  # as the main job's report: the other worker is gone
-    result['accuracy'] = progressive.accuracy(summary['final_model'], x, y)
+  result = {'chief': run.store.is_chief,
+            'rate': run_steps.compression_rate(summary['final_model'])}
+  if run.store.is_chief:  # as the main job's report: the other worker is gone
+    result['accuracy'] = trainer.accuracy(summary['final_model'], x, y)
   print(json.dumps(result))
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tf_admm
+from tf_admm import allocations
 from tf_admm import finite
 from tf_admm import progressive
 from tf_admm.keras_compat import keras
@@ -105,7 +106,7 @@ def test_a_run_that_meets_nan_keeps_its_finished_stages(tmp_path):
                                   admm_epochs=1, retrain_epochs=1,
                                   prune_every_steps=2, lookahead_steps=2,
                                   batch_size=32)
-  allocate = progressive.global_allocation(4.0)
+  allocate = allocations.global_allocation(4.0)
 
   def run(x_train):
     data = progressive.Data(x_train, y, x[:64], y[:64], x[:64], y[:64])
@@ -113,7 +114,7 @@ def test_a_run_that_meets_nan_keeps_its_finished_stages(tmp_path):
                                       str(tmp_path), log=lambda line: None)
 
   good = run(x)
-  good._claim_output_dir()  # pylint: disable=protected-access
+  good.claim()
   good.pretrain()
   finished = file_bytes(tmp_path / 'dense')
   poisoned = x.copy()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import tf_admm
+from tf_admm import allocations
 from tf_admm import constraints
 from tf_admm import dead_units
 from tf_admm import macs
@@ -646,7 +647,7 @@ def _progressive(output_dir):
                                   prune_every_steps=2, lookahead_steps=2,
                                   batch_size=32)
   return progressive.ProgressiveRun(sequential, data,
-                                    progressive.global_allocation(4.0),
+                                    allocations.global_allocation(4.0),
                                     settings, str(output_dir),
                                     log=lambda line: None)
 

@@ -60,3 +60,11 @@ def test_no_module_imports_itself_through_others():
 def test_the_cycle_finder_finds_cycles():
   assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
   assert _cycle({'a': {'b'}, 'b': set()}) is None
+
+
+def test_no_module_is_over_400_lines():
+  """A module the next engineer can read in one pass."""
+  long = {str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+          for folder in (*PACKAGES, 'examples')
+          for path in (ROOT / folder).glob('*.py')}
+  assert {path: n for path, n in long.items() if n > 400} == {}

@@ -8,10 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
+from tf_admm import allocations
 from tf_admm import constraints
 from tf_admm import keras_compat
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm import run_steps
 from tf_admm import schedules
 from tests.conftest import file_bytes, random_batch, small_model
 
@@ -29,7 +31,7 @@ def _run(data, output_dir, **kwargs):
                                   prune_every_steps=5, lookahead_steps=10)
   return progressive.ProgressiveRun(
       models.lenet300_100, data,
-      progressive.profile_allocation(models.KEEP_RATIO_PROFILES[
+      allocations.profile_allocation(models.KEEP_RATIO_PROFILES[
           'lenet300_100'], 8.0), settings, str(output_dir),
       log=lambda line: None, **kwargs)
 
@@ -78,7 +80,7 @@ def _tiny_run(output_dir, build_model=small_model, seed=0):
                                   prune_every_steps=2, lookahead_steps=2,
                                   batch_size=32, seed=seed)
   return progressive.ProgressiveRun(build_model, data,
-                                    progressive.global_allocation(2.0),
+                                    allocations.global_allocation(2.0),
                                     settings, str(output_dir),
                                     log=lambda line: None)
 
@@ -138,16 +140,17 @@ def test_a_run_written_before_a_constraint_field_existed_resumes(tmp_path):
   def with_quantization(levels):
     run = _tiny_run(tmp_path)
     return progressive.ProgressiveRun(
-        run.build_model, run.data, run.allocate, run.settings,
+        run.store.build_model, run.context.trainer.data, run.allocate,
+        run.settings,
         str(tmp_path), log=lambda line: None,
         quantization={'dense': constraints.Quantize(levels)})
 
   old = with_quantization('binary').description
   del old['quantization']['dense']['config']['train_scale']  # added later
   (tmp_path / 'run.json').write_text(json.dumps(old))
-  with_quantization('binary')._claim_output_dir()
+  with_quantization('binary').claim()
   with pytest.raises(ValueError, match='differing: quantization'):
-    with_quantization('ternary')._claim_output_dir()
+    with_quantization('ternary').claim()
 
 
 @pytest.mark.parametrize('updates_per_epoch, epochs_per_round', [
@@ -162,7 +165,7 @@ def test_quantization_rounds_update_as_often_as_the_settings_say(
       stage_rates=[2.0], hold_fraction=0.5,
       quantize_epochs_per_round=epochs_per_round, quantize_rho_growth=1.5,
       quantize_updates_per_epoch=updates_per_epoch)
-  rounds = progressive.quantization_rounds(settings)
+  rounds = run_steps.quantization_rounds(settings)
   rounds.bind(schedules.FitInfo(steps_per_epoch=40, epochs=30, start_rate=1,
                                 final_rate=1))
   round_steps = int(40 * epochs_per_round)

@@ -234,8 +234,9 @@ def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
 # Calls the main job's main() once per flag list, in one process, and prints
 # what each exited with.
 _REFUSALS = """
-import importlib.util, json, sys
+import importlib.util, json, os, sys
 from absl import flags
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # as running the script
 spec = importlib.util.spec_from_file_location('prune_mnist', sys.argv[1])
 main_job = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(main_job)

@@ -247,10 +247,17 @@ def _report_plan(model, prunable, chosen) -> None:
 
 def remove_admm(model):
   """A copy of `model` without ADMM regularizers (weights as they are)."""
-  under_admm = weights_lib.by_layer(admm_weights(model))
+  return with_base_regularizers(model, admm_weights(model))
+
+
+def with_base_regularizers(model, pairs):
+  """A copy of `model` in which each regularizer of `pairs` ([(
+  PrunableWeight, regularizer)]) gives way to its `base`, the one the
+  layer had before."""
+  by_layer = weights_lib.by_layer(pairs)
 
   def configure(layer, config):
-    for weight, regularizer in under_admm.get(id(layer), ()):
+    for weight, regularizer in by_layer.get(id(layer), ()):
       config[weight.kind.regularizer] = regularizer.base
     return config
 

@@ -77,11 +77,4 @@ def masks_of(model) -> dict:
 
 def strip_pruning(model):
   """The plain Keras 3 model without its `HeldMask`s, weights as they are."""
-  held = weights_lib.by_layer(_held_masks(model))
-
-  def configure(layer, config):
-    for weight, regularizer in held.get(id(layer), ()):
-      config[weight.kind.regularizer] = regularizer.base
-    return config
-
-  return attach.clone_with(model, configure)
+  return attach.with_base_regularizers(model, _held_masks(model))

@@ -1,6 +1,5 @@
 """The report of a progressive run: report.json, report.md and PNG plots."""
 
-import json
 import os
 
 import matplotlib
@@ -12,7 +11,8 @@ from matplotlib import pyplot as plt
 import numpy as np
 
 from tf_admm import constraints as constraints_lib
-from tf_admm import progressive
+from tf_admm import run_files
+from tf_admm import run_steps
 from tf_admm import storage
 from tf_admm import weights as weights_lib
 
@@ -31,9 +31,9 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
   configs = {} if summary.get('shrunk') else last.get('constraints', {})
   # Rates count against the dense model, whose shapes a cut model lacks.
   sizes = {path: size for path, (size, _) in
-           progressive.nonzero_counts(summary['dense_model']).items()}
+           run_steps.nonzero_counts(summary['dense_model']).items()}
   counts = {path: (sizes[path], nonzero) for path, (_, nonzero) in
-            progressive.nonzero_counts(final).items()}
+            run_steps.nonzero_counts(final).items()}
   total = sum(t for t, _ in counts.values())
   nonzero = sum(n for _, n in counts.values())
   model_total = sum(int(np.prod(v.shape))
@@ -241,10 +241,8 @@ def write(output_dir: str, report: dict, table: str) -> str:
   """Writes report.json, report.md and the plots; returns report.json's path."""
   _plot_accuracy(report, os.path.join(output_dir, 'accuracy_vs_compression.png'))
   _plot_layers(report, os.path.join(output_dir, 'kept_weights.png'))
-  with open(os.path.join(output_dir, 'report.md'), 'w') as f:
-    f.write(_markdown(report, table))
+  run_files.write_bytes(os.path.join(output_dir, 'report.md'),
+                        _markdown(report, table).encode())
   path = os.path.join(output_dir, 'report.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(report, f, indent=2)
-  os.replace(path + '.tmp', path)
+  run_files.write_json(path, report)
   return path

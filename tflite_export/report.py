@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_admm import run_files
 from tflite_export import converter
 from tflite_export import evaluate
 from tflite_export import packed
@@ -119,9 +120,7 @@ def _measure(content, test_data):
 
 def _write(path, content):
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  with open(path + '.tmp', 'wb') as f:
-    f.write(content)
-  os.replace(path + '.tmp', path)
+  run_files.write_bytes(path, content)
 
 
 def format_table(results: dict) -> str:

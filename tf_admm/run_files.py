@@ -1,0 +1,108 @@
+"""Writing files so that a killed process leaves the old file or the new
+one, never part of one, and reading them back with errors that name them.
+
+Every write goes to a temporary name unique to the writer (two processes
+never share one), is flushed to disk, then renamed over the target.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Callable
+
+
+def _umask() -> int:
+  umask = os.umask(0)
+  os.umask(umask)
+  return umask
+
+
+def _temporary_name(path: str, folder: bool = False) -> str:
+  """A new file (or folder) beside `path`, with the permissions a plain
+  open() would give it (mkstemp's are private)."""
+  parent, name = os.path.split(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  if folder:
+    temporary = tempfile.mkdtemp(prefix=f'{name}.', suffix='.tmp',
+                                 dir=parent)
+    os.chmod(temporary, 0o777 & ~_umask())
+    return temporary
+  handle, temporary = tempfile.mkstemp(prefix=f'{name}.', suffix='.tmp',
+                                       dir=parent)
+  os.close(handle)
+  os.chmod(temporary, 0o666 & ~_umask())
+  return temporary
+
+
+def _sync(path: str) -> None:
+  with open(path, 'rb') as f:
+    os.fsync(f.fileno())
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+  """`write(temporary path)`, then the file renamed to `path`."""
+  temporary = _temporary_name(path)
+  try:
+    write(temporary)
+    _sync(temporary)
+    os.replace(temporary, path)
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(temporary)
+
+
+def write_folder_atomically(path: str, write: Callable[[str], None]) -> None:
+  """`write(temporary folder)`, then the folder renamed to `path` (which
+  must not exist yet)."""
+  temporary = _temporary_name(path, folder=True)
+  try:
+    write(temporary)
+    for name in os.listdir(temporary):
+      if os.path.isfile(os.path.join(temporary, name)):
+        _sync(os.path.join(temporary, name))
+    os.replace(temporary, path)
+  finally:
+    shutil.rmtree(temporary, ignore_errors=True)
+
+
+def write_json(path: str, payload) -> None:
+  def write(temporary):
+    with open(temporary, 'w') as f:
+      json.dump(payload, f, indent=2)
+  write_atomically(path, write)
+
+
+def write_bytes(path: str, content: bytes) -> None:
+  def write(temporary):
+    with open(temporary, 'wb') as f:
+      f.write(content)
+  write_atomically(path, write)
+
+
+def copy_folder(source: str, destination: str) -> None:
+  def write(temporary):
+    shutil.rmtree(temporary)
+    shutil.copytree(source, temporary)
+  write_folder_atomically(destination, write)
+
+
+def read(path: str, read_file: Callable[[str], object]):
+  """`read_file(path)`, a file written earlier; ValueError naming it if it
+  cannot be read (truncated or damaged), before anything is overwritten."""
+  try:
+    return read_file(path)
+  except Exception as error:  # json, h5py, zip and Keras raise many kinds
+    raise ValueError(
+        f'{path} cannot be read ({type(error).__name__}: '
+        f'{(str(error).strip().splitlines() or [""])[0]}): it was damaged or '
+        'cut short. Restore it from a copy, or delete it (and, inside dense/ '
+        'or candidates/, its whole folder) to redo that part.') from error
+
+
+def read_json(path: str):
+  def read_file(path):
+    with open(path) as f:
+      return json.load(f)
+  return read(path, read_file)
