@@ -115,11 +115,18 @@ def main():
            'round, then 15 epochs held, with trained scales), each whole and '
            'alone at about 10 s a LeNet-5 epoch; the earlier ones (a '
            '10-epoch round) are described in NOTES.md. '
-           'The channel runs (fast*, vgg*, mobilenet*) are from the commits '
-           'of issue #14; the float32 .tflite latencies are single-example '
-           'medians on this machine, measured at the end of each run. fast\'s pretraining ran in a first '
+           'The channel runs (fast, fast_seed*, vgg*, mobilenet*) are from '
+           'the commits of issue #14; the float32 .tflite latencies are '
+           'single-example medians on this machine, measured at the end of '
+           'each run. fast\'s pretraining ran in a first '
            'attempt, stopped to add the silencing of pruned channels and '
-           'resumed, so its wall time leaves it out.',
+           'resumed, so its wall time leaves it out. The three fast_keras3 '
+           'runs are from issue #30\'s first stop, each whole and alone: '
+           'seeds 0 and 1 at commits c16b253-668960b (the channel graph on '
+           'Keras 3), seed 2 at 12afc9d (the run as steps); latency on this '
+           'machine varies by day (a Keras 2 dense LeNet-5 file ran in '
+           '0.089 ms that day, 0.159-0.168 ms in issue #14\'s runs), so '
+           'speedups compare within a run.',
            '']
   for name in sorted(os.listdir(RESULTS)):
     with open(os.path.join(RESULTS, name)) as f:

@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from tf_admm import constraints
+from tf_admm import levels
 from tf_admm import models
 from tflite_export import ship
 
@@ -86,7 +86,7 @@ ALLOCATION = flags.DEFINE_enum(
     '--target_macs).')
 
 LEVELS = flags.DEFINE_enum(
-    'levels', None, list(constraints.LEVEL_KINDS),
+    'levels', None, list(levels.LEVEL_KINDS),
     'Quantize the pruned model\'s kept weights onto levels: "uniform" '
     '{±1..±2^(bits-1)}·q, "ternary" {-q, 0, q}, "binary" {±q}, "kmeans" '
     '2^bits k-means levels. The zeros stay fixed.')

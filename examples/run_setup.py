@@ -11,6 +11,7 @@ from tf_admm import allocations
 from tf_admm import biases
 from tf_admm import constraints
 from tf_admm import dataset_flags
+from tf_admm import levels as levels_lib
 from tf_admm import models
 from tf_admm import progressive
 
@@ -92,7 +93,7 @@ def quantization(layers):
       if FLAGS[name].present:
         raise ValueError(f'--{name} needs --levels.')
     return None
-  if levels in ('ternary', 'binary'):
+  if not levels_lib.LEVEL_FAMILIES[levels].takes_bits:
     if FLAGS['bits'].present:  # a preset's bits give way to these levels
       raise ValueError(f'--levels={levels} has fixed levels; give no --bits.')
     bits = dict.fromkeys(layers)

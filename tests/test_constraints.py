@@ -16,6 +16,7 @@ import pytest
 import tf_admm
 from tf_admm import constraints
 from tf_admm import keras_compat
+from tf_admm import levels
 from tf_admm import projections
 from tf_admm.keras_compat import keras
 from tests.conftest import separable_cnn, small_model
@@ -535,3 +536,38 @@ def test_quantize_level_counts_and_storage_bits(kwargs, count, bits):
   assert quantize.levels_shape((5, 7)) == (1, count)
   assert dataclasses.replace(quantize, axis=-1).levels_shape((5, 7)) == (
       7, count)
+
+
+@pytest.mark.parametrize('name, bits, count, storage', [
+    ('uniform', 3, 8, 3), ('ternary', None, 3, 1), ('binary', None, 2, 1),
+    ('kmeans', 2, 4, 2)])
+def test_every_level_family_fits_its_count_of_levels(name, bits, count,
+                                                     storage):
+  constraint = constraints.Quantize(name, bits=bits, axis=-1)
+  assert constraint.level_count == count
+  assert constraint.storage_bits == storage
+  w = np.random.default_rng(0).normal(size=(16, 3))
+  levels = constraint.fit_levels(w)
+  assert levels.shape == constraint.levels_shape(w.shape) == (3, count)
+  projected = constraint.project(w, levels=levels).values
+  for channel in range(3):
+    assert set(projected[:, channel]) <= set(levels[channel]) | {0.0}
+
+
+def test_a_new_level_family_is_one_class(monkeypatch):
+
+  class Quinary(levels.LevelFamily):
+    """{-2q, -q, 0, q, 2q}: ternary with one more step."""
+
+    def codes(self, bits):
+      return (0, 1, 2)
+
+  monkeypatch.setitem(levels.LEVEL_FAMILIES, 'quinary', Quinary())
+  constraint = constraints.Quantize('quinary', axis=-1)
+  assert (constraint.level_count, constraint.storage_bits) == (5, 2)
+  w = np.random.default_rng(1).normal(size=(32, 2))
+  projected = constraint.project(w).values
+  for channel in range(2):
+    values = projected[:, channel]
+    step = np.abs(values[values != 0]).min()
+    np.testing.assert_allclose(sorted(set(np.abs(values) / step)), [0, 1, 2])

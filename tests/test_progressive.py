@@ -165,9 +165,8 @@ def test_quantization_rounds_update_as_often_as_the_settings_say(
       stage_rates=[2.0], hold_fraction=0.5,
       quantize_epochs_per_round=epochs_per_round, quantize_rho_growth=1.5,
       quantize_updates_per_epoch=updates_per_epoch)
-  rounds = run_steps.quantization_rounds(settings)
-  rounds.bind(schedules.FitInfo(steps_per_epoch=40, epochs=30, start_rate=1,
-                                final_rate=1))
+  rounds = run_steps.quantization_rounds(settings).bind(schedules.FitInfo(
+      steps_per_epoch=40, epochs=30, start_rate=1, final_rate=1))
   round_steps = int(40 * epochs_per_round)
   assert [s for s in range(1, 2 * round_steps + 1) if rounds.prunes_at(s)
           ] == [round_steps, 2 * round_steps]

@@ -12,8 +12,7 @@ def fit_info(steps_per_epoch=10, epochs=4, start_rate=1.0, final_rate=10.0):
 
 
 def bound(schedule, **fit):
-  schedule.bind(fit_info(**fit))
-  return schedule
+  return schedule.bind(fit_info(**fit))
 
 
 def polynomial(step, ramp_steps, power):
@@ -343,3 +342,29 @@ def test_rounds_update_every_epoch_by_default():
 def test_bad_rounds_arguments_are_rejected(kwargs, match):
   with pytest.raises(ValueError, match=match):
     schedules.Rounds(**kwargs)
+
+
+@pytest.mark.parametrize('schedule', [
+    schedules.PolynomialRamp(epochs=2, prune_every_steps=5,
+                             lookahead_steps=7, power=2.0,
+                             update_every_steps=3, rho_growth=1.2),
+    schedules.PolynomialRamp(fraction=0.5),
+    schedules.Stages(rates=[2.0, 4.0], epochs_per_stage=1),
+    schedules.Stages(),
+    schedules.Rounds(0.5, epochs_per_round=1.5, update_every_steps=2,
+                     rho_growth=1.06),
+])
+def test_binding_leaves_the_schedule_as_given_and_configs_round_trip(
+    schedule):
+  before = dict(vars(schedule))
+  config = schedule.get_config()
+  fit = dict(steps_per_epoch=10, epochs=4, final_rate=10.0)
+  first = bound(schedule, **fit)
+  assert vars(schedule) == before  # bind made a copy
+  remade = type(schedule).from_config(config)
+  assert remade.get_config() == config
+  second = bound(remade, **fit)
+  steps = range(0, first.end_step + 5)
+  for query in ('prunes_at', 'updates_at', 'prune_progress', 'z_progress'):
+    assert [getattr(first, query)(s) for s in steps] == [
+        getattr(second, query)(s) for s in steps], query

@@ -48,6 +48,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
                        f'(PolynomialRamp or Stages), got {schedule!r}.')
     self.schedule = schedule
     self.per_weight_metrics = per_weight_metrics
+    self._bound = None  # the schedule in steps of the current fit
     self._pairs = []
     self._coupled = []  # groups of tied channels, projected together
     self._start_step = None  # the optimizer step at which ADMM began
@@ -94,7 +95,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     start = sum(int(r.start_nonzeros.numpy()) for _, r in self._pairs)
     final = sum(int(np.count_nonzero(r.project(w.variable.numpy()).mask))
                 for w, r in self._pairs)
-    self.schedule.bind(schedules.FitInfo(
+    self._bound = self.schedule.bind(schedules.FitInfo(
         steps_per_epoch=self.params['steps'], epochs=self.params['epochs'],
         start_rate=sizes / max(start, 1), final_rate=sizes / max(final, 1)))
     last_step = max(int(r.last_step.numpy()) for _, r in self._pairs)
@@ -106,7 +107,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
           'recompiling, or start over from tf_admm.attach_admm.')
     self._start_step = int(self._pairs[0][1].start_step.numpy())
     self._step = iterations - self._start_step
-    progress = self.schedule.z_progress(self._step)
+    progress = self._bound.z_progress(self._step)
     chosen = self._channels(lambda w, r: w.variable.numpy(), progress)
     for weight, regularizer in fresh:
       regularizer.restart(weight.variable, progress, chosen.get(weight.path))
@@ -121,7 +122,7 @@ class AdmmCallback(keras_compat.BatchHookCallback):
     return chosen
 
   def on_train_batch_end(self, batch, logs=None):
-    schedule = self.schedule
+    schedule = self._bound
     step = keras_compat.optimizer_steps(self.model) - self._start_step
     when = f'{step} steps into ADMM'
     if logs and 'loss' in logs:
@@ -160,15 +161,15 @@ class AdmmCallback(keras_compat.BatchHookCallback):
       regularizer.last_step.assign(step)
     if logs is not None:
       logs.update(measure(self._pairs, self.per_weight_metrics),
-                  admm_progress=self.schedule.z_progress(self._step))
+                  admm_progress=self._bound.z_progress(self._step))
 
   def on_train_end(self, logs=None):
-    if self._step is not None and self._step < self.schedule.end_step:
+    if self._step is not None and self._step < self._bound.end_step:
       sizes = sum(w.size for w, _ in self._pairs)
       kept = sum(int(np.count_nonzero(r.mask.numpy())) for _, r in self._pairs)
       warnings.warn(
           f'ADMM stopped {self._step} steps into a schedule of '
-          f'{self.schedule.end_step}: the hard prunes reached '
+          f'{self._bound.end_step}: the hard prunes reached '
           f'{sizes / max(kept, 1):.2f}x, short of the targets. Fit longer, or '
           'fit again to finish the schedule.', schedules.ScheduleNotFinished)
 

@@ -11,7 +11,8 @@ A new constraint is one projection function in `tf_admm.projections` and one
 class here; the regularizer, callback, wrappers and export take any.
 
 A level constraint (`Quantize`) also has levels: the values each output
-channel's weights may take. `fit_levels` chooses them and
+channel's weights may take, from a `LevelFamily` (uniform k-bit, ternary,
+binary, k-means; a new family is one class in `levels_lib.LEVEL_FAMILIES`). `fit_levels` chooses them and
 `project(..., levels=...)` rounds to given ones, so the regularizer can hold
 them fixed once weights sit on them (`levels_shape` says it has some).
 """
@@ -22,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from tf_admm import levels as levels_lib
 from tf_admm import projections
 from tf_admm import registration
 from tf_admm import targets
@@ -208,9 +210,6 @@ class KeepChannels(Constraint):
         weights)), self.axis, allowed)
 
 
-LEVEL_KINDS = ('uniform', 'ternary', 'binary', 'kmeans')
-
-
 @registration.register
 @dataclasses.dataclass(frozen=True)
 class Quantize(Constraint):
@@ -247,39 +246,29 @@ class Quantize(Constraint):
   has_levels = True
 
   def __post_init__(self):
-    if self.levels not in LEVEL_KINDS:
+    if self.levels not in levels_lib.LEVEL_FAMILIES:
       raise ValueError(f'Quantize: levels must be one of '
-                       f'{", ".join(LEVEL_KINDS)}; got {self.levels!r}.')
-    needs_bits = self.levels in ('uniform', 'kmeans')
-    if needs_bits and not (isinstance(self.bits, int) and
-                           1 <= self.bits <= 8):
-      raise ValueError(f'Quantize({self.levels!r}) needs bits, an integer '
-                       f'from 1 to 8; got {self.bits!r}.')
-    if not needs_bits and self.bits is not None:
-      raise ValueError(f'Quantize({self.levels!r}) has fixed levels; give no '
-                       f'bits (got {self.bits}).')
+                       f'{", ".join(levels_lib.LEVEL_FAMILIES)}; got {self.levels!r}.')
+    self.family.check_bits(self.levels, self.bits)
 
   @property
-  def codes(self) -> tuple:
-    """The non-negative level multiples of q (uniform kinds)."""
-    if self.levels == 'ternary':
-      return (0, 1)
-    if self.levels == 'binary':
-      return (1,)
-    return tuple(range(1, 2**(self.bits - 1) + 1))
+  def family(self) -> levels_lib.LevelFamily:
+    return levels_lib.LEVEL_FAMILIES[self.levels]
+
+  @property
+  def codes(self) -> Optional[tuple]:
+    """The non-negative level multiples of q (grid families)."""
+    return self.family.codes(self.bits)
 
   @property
   def level_count(self) -> int:
-    if self.levels == 'kmeans':
-      return 2**self.bits
-    return len(self.codes) * 2 - (self.codes[0] == 0)
+    return self.family.level_count(self.bits)
 
   @property
   def storage_bits(self) -> int:
     """Bits that name a nonzero entry's level, in the papers' terms (where
     the zeros are is the sparse index's job)."""
-    nonzero_levels = self.level_count - (self.levels == 'ternary')
-    return max(1, (nonzero_levels - 1).bit_length())
+    return self.family.storage_bits(self.bits)
 
   def for_weight(self, weight, keep, target=None):
     axis = weight.kind.output_axis if self.per_channel else None
@@ -301,11 +290,8 @@ class Quantize(Constraint):
 
   def fit_levels(self, weights, allowed=None):
     """The best levels for the kept entries of `weights`."""
-    allowed = self._kept(weights, allowed)
-    if self.levels == 'kmeans':
-      return projections.kmeans_levels(weights, self.level_count, self.axis,
-                                       allowed)
-    return projections.uniform_levels(weights, self.codes, self.axis, allowed)
+    return self.family.fit(weights, self.bits, self.axis,
+                           self._kept(weights, allowed))
 
   def project(self, weights, allowed=None, levels=None):
     """Rounds the kept entries to `levels` (fitted to them when None)."""

@@ -5,10 +5,10 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_admm import admm_state
 from tf_admm import constraints as constraints_lib
 from tf_admm import keras_compat
 from tf_admm import masks
-from tf_admm import projections
 from tf_admm import registration
 from tf_admm.keras_compat import Trackable
 from tf_admm.keras_compat import keras
@@ -46,9 +46,9 @@ class AdmmSteps:
   schedule's `progress` in [0, 1] moves the kept count from `start_nonzeros`
   to the constraint's `keep` (`constraint_at`). The callback decides when
   each step runs; the steps are `begin`, `restart`, `update` and
-  `hard_project`, and `measure` reads the state for metrics. The math is
-  numpy on the variables' values, which reads and assigns alike on both
-  Kerases' variables.
+  `hard_project`, and `measure` reads the state for metrics. Each reads the
+  variables into an `admm_state.AdmmState`, runs the pure step of
+  `tf_admm.admm_state` on it and writes the result back.
 
   A class built on it provides `_create_state(shape)`, which makes the
   variables with `_state_variables`, and `_new_variable`.
@@ -114,7 +114,7 @@ class AdmmSteps:
       masks.hold_mask(weight, self.mask, self.held, self.held_values,
                       self.constraint.held_scale_axes(len(weight.shape)))
 
-  # The ADMM steps.
+  # The ADMM steps (`tf_admm.admm_state`) on the state in the variables.
 
   def constraint_at(self, progress: float) -> constraints_lib.Constraint:
     """The constraint `progress` of the way from the start to the target."""
@@ -125,32 +125,35 @@ class AdmmSteps:
     return self.constraint.with_keep(
         int(round(start + (final - start) * max(progress, 0.0))))
 
+  def state(self) -> admm_state.AdmmState:
+    """The ADMM state as it is now."""
+    def value(variable):
+      return None if variable is None else variable.numpy()
+    return admm_state.AdmmState(
+        z=self.z.numpy(), u=self.u.numpy(), rho=float(self.rho.numpy()),
+        mask=self.mask.numpy(), levels=value(self.levels),
+        held=value(self.held), held_values=value(self.held_values))
+
+  def _store(self, state: admm_state.AdmmState) -> None:
+    for name in ('z', 'u', 'rho', 'mask', 'levels', 'held', 'held_values'):
+      if getattr(state, name) is not None:
+        getattr(self, name).assign(getattr(state, name))
+
   @property
   def levels_held(self) -> bool:
     """Whether weights are held on the levels, which are then fixed."""
-    return self.held is not None and bool(np.any(self.held.numpy() > 0))
+    return self.held is not None and self.state().levels_held
 
   @property
   def all_held(self) -> bool:
-    """Whether every kept entry is held on its level: ADMM has nothing left
-    to move here."""
-    return self.held is not None and np.array_equal(self.held.numpy() > 0,
-                                                    self.mask.numpy() > 0)
+    """Whether every kept entry is held on its level."""
+    return self.held is not None and self.state().all_held
 
   def project(self, values, progress: float = 1.0, channels=None):
-    """Proj(values) onto the constraint at `progress`, within the mask (on
-    the held levels once there are any); with `channels` (bool per output
-    channel, chosen for a group of tied weights: see
-    `tf_admm.channel_coupling`), onto those channels instead."""
-    constraint = self.constraint_at(progress)
-    allowed = self.mask.numpy() > 0
-    if channels is not None:
-      return projections.keep_channel_set(np.asarray(values), channels,
-                                          constraint.axis, allowed)
-    if self.levels_held:
-      return constraint.project(np.asarray(values), allowed,
-                                levels=self.levels.numpy())
-    return constraint.project(np.asarray(values), allowed)
+    """Proj(values) onto the constraint at `progress` (see
+    `admm_state.project`)."""
+    return admm_state.project(self.state(), self.constraint_at(progress),
+                              values, channels)
 
   def begin(self, step: int) -> None:
     """Marks optimizer step `step` and the mask now as where ADMM starts
@@ -159,88 +162,32 @@ class AdmmSteps:
     self.start_nonzeros.assign(np.count_nonzero(self.mask.numpy()))
 
   def restart(self, weight, progress: float, channels=None) -> None:
-    """Fresh ADMM: Z = Proj(W), U = 0, rho back to its initial value."""
-    self.z.assign(self.project(weight.numpy(), progress, channels).values)
-    self.u.assign(np.zeros(self.u.shape, np.float32))
-    self.rho.assign(self.initial_rho)
-    self._finish_if_scales_train(weight)
+    self._store(admm_state.restart(self.state(),
+                                   self.constraint_at(progress),
+                                   weight.numpy(), self.initial_rho,
+                                   channels))
 
   def update(self, weight, progress: float, rho_growth: float = 1.0,
              channels=None) -> None:
-    """Z <- Proj(W + U), U <- U + W - Z, and rho <- rho * rho_growth while
-    the constraint still binds: once the projection moves nothing (the
-    last prune or hold is done) the step leaves U at 0, and a growing rho
-    would only reach inf."""
-    w = weight.numpy()
-    target = w + self.u.numpy()
-    z = self.project(target, progress, channels).values
-    self.z_change = float(np.linalg.norm(z - self.z.numpy()))
-    self.u.assign_add(w - z)
-    self.z.assign(z)
-    if not np.array_equal(z, target):
-      self.rho.assign(self.rho.numpy() * rho_growth)
-    self.update_rho = float(self.rho.numpy())
-    self._finish_if_scales_train(weight)
-
-  def _finish_if_scales_train(self, weight) -> None:
-    """Once every kept entry is held and the held scales train, ADMM has
-    nothing left to do here, and its Z (rounded to the levels fixed at the
-    hold) would pull the scales back: Z = W, U = 0, rho = 0."""
-    if (self.constraint.held_scale_axes(len(weight.shape)) is None or
-        not self.all_held):
-      return
-    self.z.assign(weight.numpy())
-    self.u.assign(np.zeros(self.u.shape, np.float32))
-    self.rho.assign(0.0)
+    state, self.z_change, self.update_rho = admm_state.update(
+        self.state(), self.constraint_at(progress), weight.numpy(),
+        rho_growth, channels)
+    self._store(state)
 
   def hard_project(self, weight, progress: float, channels=None) -> None:
-    """W <- Proj(W); the entries it zeroes stay zero from now on. With
-    levels, only the held entries (see the class) move onto them."""
-    w = weight.numpy()
-    if self.levels is None:
-      projection = self.project(w, progress, channels)
-      weight.assign(projection.values)
-      self.mask.assign(projection.mask.astype(np.float32))
-      return
-    constraint, allowed = self.constraint_at(progress), self.mask.numpy() > 0
-    if not self.levels_held:
-      self.levels.assign(constraint.fit_levels(w, allowed))
-    projection = constraint.project(w, allowed, levels=self.levels.numpy())
-    self.mask.assign(projection.mask.astype(np.float32))
-    # Entries held before keep their values, wherever W has gone since (or
-    # their current ones where their scales train: the same codes).
-    before = (self.held_values.numpy() if
-              self.constraint.held_scale_axes(w.ndim) is None else w)
-    values = np.where(self.held.numpy() > 0, before, projection.values)
-    held = self._more_held(w, projection._replace(values=values), progress)
-    self.held.assign(held.astype(np.float32))
-    self.held_values.assign(np.where(held, values, 0.0))
-    weight.assign(np.where(held, values, w * projection.mask))
-
-  def _more_held(self, w, projection, progress):
-    """The held entries after holding the kept entries nearest their levels,
-    up to the fraction `progress` of those kept."""
-    kept = projection.mask
-    held = (self.held.numpy() > 0) & kept
-    wanted = int(np.ceil(min(max(progress, 0.0), 1.0) * np.count_nonzero(kept)
-                         - 1e-9))
-    more = wanted - np.count_nonzero(held)
-    if more > 0:
-      distance = np.where(kept & ~held, np.abs(w - projection.values), np.inf)
-      nearest = np.argsort(distance, axis=None, kind='stable')[:more]
-      held.flat[nearest] = True
-    return held
+    state, values = admm_state.hard_project(
+        self.state(), self.constraint_at(progress), weight.numpy(), progress,
+        channels)
+    self._store(state)
+    weight.assign(values)
 
   def measure(self, weight) -> dict:
-    """Sums over this weight that `tf_admm.callback` turns into metrics:
-    the gap and Z as they are now; rho and the change of Z at the last Z/U
+    """`admm_state.measure`, with rho and the change of Z at the last Z/U
     step (rho now before the first)."""
-    w, z = weight.numpy(), self.z.numpy()
     rho = (self.update_rho if self.update_rho is not None else
            float(self.rho.numpy()))
-    return {'gap': float(np.sum((w - z)**2)), 'norm': float(np.sum(w**2)),
-            'z_zeros': int(np.count_nonzero(z == 0)), 'size': z.size,
-            'rho': rho, 'z_change': self.z_change}
+    return dict(admm_state.measure(self.state(), weight.numpy()), rho=rho,
+                z_change=self.z_change)
 
   # The penalty.
 

@@ -12,8 +12,9 @@ A schedule may span several fits (each resumes the count); a fit that ends
 before the schedule does gets a `ScheduleNotFinished` warning.
 Progress runs from 0 (the weights the masks allow when ADMM began) to 1
 (each weight's constraint); `AdmmRegularizer.constraint_at` turns it into a
-constraint. Lengths are given in epochs (or fractions of the fit) and turned
-into steps by `bind` when the fit begins.
+constraint. Lengths are given in epochs (or fractions of the fit); `bind`,
+when the fit begins, returns a copy with them in steps, and leaves the
+schedule as given. `get_config`/`from_config` save and make one.
 
 A hard prune that removes many weights at once costs accuracy that
 retraining must win back. A ramp instead moves each weight from where it
@@ -26,6 +27,7 @@ each boundary.
 """
 
 import abc
+import copy
 import dataclasses
 import math
 from typing import Optional, Sequence
@@ -74,8 +76,23 @@ class Schedule(abc.ABC):
     self.rho_growth = rho_growth
     self._update_interval = update_every_steps
 
-  def bind(self, fit: FitInfo) -> None:
-    """Turns epochs into steps for this fit; raises if it cannot work."""
+  def bind(self, fit: FitInfo) -> 'Schedule':
+    """A copy of this schedule with its lengths in steps of `fit`; raises
+    if it cannot work there."""
+    bound = copy.copy(self)
+    bound._bind(fit)  # pylint: disable=protected-access
+    return bound
+
+  def get_config(self) -> dict:
+    return {'update_every_epochs': self.update_every_epochs,
+            'update_every_steps': self.update_every_steps,
+            'rho_growth': self.rho_growth}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+  def _bind(self, fit: FitInfo) -> None:
     if self.update_every_epochs is not None:
       self._update_interval = max(
           1, round(self.update_every_epochs * fit.steps_per_epoch))
@@ -137,8 +154,14 @@ class PolynomialRamp(Schedule):
     self.power = power
     self.ramp_steps = None  # known once bound to a fit
 
-  def bind(self, fit):
-    super().bind(fit)
+  def get_config(self):
+    return dict(super().get_config(), epochs=self.epochs,
+                fraction=self.fraction,
+                prune_every_steps=self.prune_every_steps,
+                lookahead_steps=self.lookahead_steps, power=self.power)
+
+  def _bind(self, fit):
+    super()._bind(fit)
     epochs = self.epochs if self.epochs is not None else (
         self.fraction * fit.epochs)
     self.ramp_steps = max(1, round(epochs * fit.steps_per_epoch))
@@ -193,8 +216,12 @@ class Stages(Schedule):
     self._stage_steps = None
     self._progress = [1.0]
 
-  def bind(self, fit):
-    super().bind(fit)
+  def get_config(self):
+    return dict(super().get_config(), rates=list(self.rates),
+                epochs_per_stage=self.epochs_per_stage)
+
+  def _bind(self, fit):
+    super()._bind(fit)
     if not self.rates:
       self._stage_steps = 1
       return
@@ -262,8 +289,13 @@ class Rounds(Schedule):
     self.rounds = math.ceil(1 / fraction_per_round - 1e-9)
     self._round_steps = None
 
-  def bind(self, fit):
-    super().bind(fit)
+  def get_config(self):
+    return dict(super().get_config(),
+                fraction_per_round=self.fraction_per_round,
+                epochs_per_round=self.epochs_per_round)
+
+  def _bind(self, fit):
+    super()._bind(fit)
     self._round_steps = max(1, round(self.epochs_per_round *
                                      fit.steps_per_epoch))
 

@@ -36,6 +36,8 @@ from ai_edge_quantizer import qtyping
 from ai_edge_quantizer import quantizer
 from ai_edge_quantizer.utils import tfl_flatbuffer_utils
 
+from tf_admm import weights as weights_lib
+
 _RECOVERY = quantizer.AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
 _OPS = {schema.BuiltinOperator.FULLY_CONNECTED:
             qtyping.TFLOperationName.FULLY_CONNECTED,
@@ -128,6 +130,24 @@ def _kernels(model):
       kernel = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape)
       found.append((tfl_flatbuffer_utils.get_op_scope(op, subgraph.tensors),
                     operator, tensor, kernel))
+  return found
+
+
+def weight_paths(float_content: bytes, model) -> dict:
+  """{kernel tensor name in a float .tflite converted from `model`: the
+  path of the model's weight that holds the same values (`'fc1/kernel'`)},
+  for the kernels one weight alone matches (the converter renames tensors
+  and lays kernels out its own way, but keeps their values)."""
+  by_values = {}
+  for weight in weights_lib.prunable_weights(model, require=False):
+    key = np.sort(weight.variable.numpy(), axis=None).tobytes()
+    by_values.setdefault(key, []).append(weight.path)
+  found = {}
+  for _, _, tensor, kernel in _kernels(
+      tfl_flatbuffer_utils.read_model(float_content)):
+    paths = by_values.get(np.sort(kernel, axis=None).tobytes(), [])
+    if len(paths) == 1:
+      found[tensor.name.decode()] = paths[0]
   return found
 
 

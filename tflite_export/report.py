@@ -69,19 +69,22 @@ def export_variants(model,
 def export_packed(model, test_data: tf.data.Dataset, dense_gzip_bytes: int,
                   output_dir: Optional[str] = None) -> dict:
   """The packed variants (`tflite_export.packed`) of a quantized model,
-  measured like `export_variants`' (plus `packed_bits`: {weight tensor: 2, 4
-  or 8}, and `float_kernels`: the kernels left float32). Raises ValueError
-  if no kernel can be packed."""
+  measured like `export_variants`' (plus `packed_bits`: {weight: 2, 4 or
+  8}, and `float_kernels`: the kernels left float32, each named by the
+  model's weight path where one weight holds its values, else by its
+  tensor name). Raises ValueError if no kernel can be packed."""
   float_content = converter.convert(model)
+  paths = packed.weight_paths(float_content, model)
   results = {}
   for mode in packed.PackMode:
     result = packed.pack(float_content, mode)
     name = 'packed_' + mode.value
     if output_dir:
       _write(os.path.join(output_dir, name + '.tflite'), result.content)
-    results[name] = dict(_measure(result.content, test_data),
-                         packed_bits=result.bits,
-                         float_kernels=result.float_kernels)
+    results[name] = dict(
+        _measure(result.content, test_data),
+        packed_bits={paths.get(n, n): b for n, b in result.bits.items()},
+        float_kernels=[paths.get(n, n) for n in result.float_kernels])
     results[name]['gzip_ratio'] = dense_gzip_bytes / results[name][
         'gzip_bytes']
   return results
