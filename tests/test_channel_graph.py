@@ -110,3 +110,15 @@ def test_group_keep_sums_scores_and_keeps_pinned_channels():
   np.testing.assert_array_equal(kept, [False, True, True])
   with pytest.raises(TypeError):
     channel_handlers.register_channel_handler('Gate', None)
+
+
+def test_inputs_of_unknown_length_are_kept_whole(any_keras):
+  layers = any_keras.layers
+  inputs = any_keras.Input((None,), dtype='int32')
+  x = layers.LSTM(8, name='lstm')(layers.Embedding(50, 8, name='emb')(inputs))
+  x = layers.Dense(6, name='a')(x)
+  model = any_keras.Model(inputs, layers.Dense(3, name='b')(x))
+  graph = channel_graph.ChannelGraph(model)
+  assert graph.call('emb').kind == channel_handlers.OPAQUE
+  assert not graph.group_of('a').pinned.any()  # after the LSTM, known
+  assert macs.model_macs(model)['layers'] == {'a': 8 * 6, 'b': 6 * 3}

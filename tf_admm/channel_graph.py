@@ -21,7 +21,7 @@ Surgery (`tf_admm.surgery`), MAC counts (`tf_admm.macs`), the dead-unit cut
 """
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -81,7 +81,9 @@ class _Elements:
     self.parent = []
     self.pinned = []
 
-  def new(self, count: int, pinned: bool = False) -> np.ndarray:
+  def new(self, count: Optional[int], pinned: bool = False) -> np.ndarray:
+    """`count` new elements (none where the width is unknown)."""
+    count = count or 0
     start = len(self.parent)
     self.parent += list(range(start, start + count))
     self.pinned += [pinned] * count
