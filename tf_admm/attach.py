@@ -149,7 +149,7 @@ def attach_admm(model,
                        f'mask allows only {allowed}; a stage must not keep '
                        'more weights than the one before it.')
     chosen[path] = fitted
-  _check_channels_cuttable(model, chosen, resolved, target)
+  _check_channels_cuttable(model, prunable, chosen, resolved, target)
   if not chosen:
     raise ValueError(f'{constraint!r} constrains no weight of model '
                      f'{model.name!r} by itself: give a `target` or '
@@ -180,7 +180,8 @@ def attach_admm(model,
   return clone
 
 
-def _check_channels_cuttable(model, chosen, resolved, target) -> None:
+def _check_channels_cuttable(model, prunable, chosen, resolved,
+                             target) -> None:
   """Refuses channel constraints whose channels surgery could not cut (and
   leaves such weights out where only the global `target` reached them), and
   channel groups tied to producers without one: before any training."""
@@ -188,7 +189,7 @@ def _check_channels_cuttable(model, chosen, resolved, target) -> None:
   if not paths:
     return
   graph = channel_graph.ChannelGraph(model)
-  layer_paths = {path.rsplit('/', 1)[0]: path for path in paths}
+  layer_paths = {prunable[path].layer_path: path for path in paths}
   for layer_path, path in layer_paths.items():
     why = channel_coupling.uncuttable(graph, layer_path)
     if why is None:
@@ -201,9 +202,9 @@ def _check_channels_cuttable(model, chosen, resolved, target) -> None:
         'channels could never be cut out. Leave its layer out of the '
         'channel targets (or prune it with KeepLargest).')
   for layer_path in layer_paths:
-    if _has_channel_constraint(chosen, layer_path):
+    if _has_channel_constraint(prunable, chosen, layer_path):
       untargeted = [p for p in graph.group_of(layer_path).producers
-                    if not _has_channel_constraint(chosen, p)]
+                    if not _has_channel_constraint(prunable, chosen, p)]
       if untargeted:
         raise ValueError(
             f'The output channels of {layer_path!r} are tied (added to the '
@@ -213,11 +214,11 @@ def _check_channels_cuttable(model, chosen, resolved, target) -> None:
             f'{layer_path!r} out.')
 
 
-def _has_channel_constraint(chosen, layer_path) -> bool:
+def _has_channel_constraint(prunable, chosen, layer_path) -> bool:
   """Whether a weight of the layer at `layer_path` is under a channel
   constraint in `chosen`."""
-  return any(path.rsplit('/', 1)[0] == layer_path and fitted.removes_channels
-             for path, fitted in chosen.items())
+  return any(prunable[path].layer_path == layer_path and
+             fitted.removes_channels for path, fitted in chosen.items())
 
 
 def _report_plan(model, prunable, chosen) -> None:
@@ -284,10 +285,10 @@ def admm_masks(model) -> dict:
                        'tf_admm.AdmmCallback first.')
   chosen = {}
   if any(r.constraint.removes_channels for _, r in pairs):
-    for coupled in channel_coupling.coupled_channels(
-        channel_graph.ChannelGraph(model), pairs):
-      chosen.update(coupled.choose(
-          {w.path: w.variable.numpy() for _, w, _ in coupled.members}, 1.0))
+    chosen = channel_coupling.choose_channels(
+        channel_coupling.coupled_channels(channel_graph.ChannelGraph(model),
+                                          pairs),
+        lambda w, r: w.variable.numpy(), 1.0)
   return {weight.path: regularizer.project(
       weight.variable.numpy(), channels=chosen.get(weight.path)).mask
           for weight, regularizer in pairs}

@@ -113,13 +113,9 @@ class AdmmCallback(keras_compat.BatchHookCallback):
       regularizer.restart(weight.variable, progress, chosen.get(weight.path))
 
   def _channels(self, values_of, progress) -> dict:
-    """{weight path: output channels kept} for the weights in groups of tied
-    channels, chosen from `values_of(weight, regularizer)`."""
-    chosen = {}
-    for coupled in self._coupled:
-      chosen.update(coupled.choose(
-          {w.path: values_of(w, r) for _, w, r in coupled.members}, progress))
-    return chosen
+    """{weight path: output channels kept} of the tied groups."""
+    return channel_coupling.choose_channels(self._coupled, values_of,
+                                            progress)
 
   def on_train_batch_end(self, batch, logs=None):
     schedule = self._bound

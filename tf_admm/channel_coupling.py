@@ -53,7 +53,7 @@ def _channel_weights(pairs) -> Dict[str, tuple]:
   found = {}
   for weight, regularizer in pairs:
     if regularizer.constraint.removes_channels:
-      found[weight.path.rsplit('/', 1)[0]] = (weight, regularizer)
+      found[weight.layer_path] = (weight, regularizer)
   return found
 
 
@@ -69,6 +69,16 @@ def coupled_channels(graph: channel_graph.ChannelGraph,
     if len(members) > 1:
       coupled.append(CoupledChannels(group, members))
   return coupled
+
+
+def choose_channels(coupled, values_of, progress: float) -> dict:
+  """{weight path: output channels kept} for the weights of every group in
+  `coupled`, chosen from `values_of(weight, regularizer)` (W, or W + U)."""
+  chosen = {}
+  for group in coupled:
+    chosen.update(group.choose(
+        {w.path: values_of(w, r) for _, w, r in group.members}, progress))
+  return chosen
 
 
 def uncuttable(graph: channel_graph.ChannelGraph, layer_path: str):

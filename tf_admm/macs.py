@@ -76,14 +76,14 @@ def tie_counts(graph, counts: Mapping[str, int]) -> dict:
   return tied
 
 
-def _within_budget(model, counts_at, low, high, factor) -> dict:
+def _within_budget(model, graph, counts_at, low, high, factor) -> dict:
   """{layer name: kept channels / channels} at the largest parameter in
   [low, high] whose `counts_at(parameter)` ({layer: channels}, growing with
-  it) leaves at most 1/factor of the model's MACs."""
+  it) leaves at most 1/factor of the MACs of `model`, whose channel graph
+  is `graph`."""
   if not factor >= 1:
     raise ValueError(f'A MAC target is a factor >= 1 (5 means 5x fewer MACs),'
                      f' got {factor}.')
-  graph = channel_graph.ChannelGraph(model)
   budget = graph.macs()['total'] / factor
 
   def macs(parameter):
@@ -110,14 +110,15 @@ def keep_ratios_for_macs(model, profile: Mapping[str, float],
   Each ratio is a whole number of channels over the layer's channels, at
   least one channel; the MACs of the result are at most total / factor.
   """
-  widths = _widths(channel_graph.ChannelGraph(model), profile)
+  graph = channel_graph.ChannelGraph(model)
+  widths = _widths(graph, profile)
 
   def counts_at(scale):
     return {n: int(np.clip(np.floor(scale * profile[n] * widths[n] + 1e-9), 1,
                            widths[n])) for n in profile}
 
-  return _within_budget(model, counts_at, 0.0, 1.0 / min(profile.values()),
-                        factor)
+  return _within_budget(model, graph, counts_at, 0.0,
+                        1.0 / min(profile.values()), factor)
 
 
 def keep_ratios_by_norm(model, names, factor: float) -> dict:
@@ -125,7 +126,8 @@ def keep_ratios_by_norm(model, names, factor: float) -> dict:
   one threshold over every channel's L2 norm relative to the root mean
   square of its layer's channel norms, as low as `factor` times fewer MACs
   allows (a layer keeps at least one channel)."""
-  widths = _widths(channel_graph.ChannelGraph(model), names)
+  graph = channel_graph.ChannelGraph(model)
+  widths = _widths(graph, names)
   scores = {}
   for name in names:
     kernel = model.get_layer(name).kernel.numpy()
@@ -137,4 +139,4 @@ def keep_ratios_by_norm(model, names, factor: float) -> dict:
     return {n: int(np.clip(np.sum(scores[n] >= top - lowered), 1, widths[n]))
             for n in names}
 
-  return _within_budget(model, counts_at, 0.0, top, factor)
+  return _within_budget(model, graph, counts_at, 0.0, top, factor)

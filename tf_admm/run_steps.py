@@ -175,8 +175,7 @@ class Quantize(Step):
         masks=masks), decay_epochs=epochs)
     trainer.fit(admm, self.name, epochs, [callback_lib.AdmmCallback(rounds)])
     pairs = attach.admm_weights(admm)
-    held = all(np.array_equal(r.held.numpy() > 0, r.mask.numpy() > 0)
-               for _, r in pairs)
+    held = all(r.all_held for _, r in pairs)
     quantized = attach.remove_admm(admm)
     metrics = {
         'stage': self.stage, 'parent': parent,

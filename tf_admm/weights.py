@@ -161,6 +161,11 @@ class PrunableWeight:
   kind: WeightKind
 
   @property
+  def layer_path(self) -> str:
+    """'block/conv': the path of the layer holding the weight."""
+    return self.path.rsplit('/', 1)[0]
+
+  @property
   def variable(self):
     return self.kind.variable_of(self.layer)
 
