@@ -30,6 +30,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+import tf_admm
 from tf_admm import attach
 from tf_admm import datasets
 from tf_admm import macs
@@ -126,9 +127,8 @@ def main(argv):
   small.fit(**inputs, epochs=epochs, verbose=2)
   seconds = time.time() - start
 
-  admm = keras.models.load_model(
-      os.path.join(run_dir, 'candidates', 'shrunk', 'model.keras'),
-      compile=False)
+  admm = tf_admm.load_model(
+      os.path.join(run_dir, 'candidates', 'shrunk', 'model.keras'))
   latency = tflite_report.latency_ms(
       {'dense': converter.convert(dense), 'admm': converter.convert(admm),
        'l1_filters': converter.convert(small)}, dataset.x_test[0])

@@ -31,6 +31,9 @@ MODEL = flags.DEFINE_string('model', 'lenet5', 'Network to prune: '
 OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Run folder (default runs/<preset or model>); '
     'rerunning with the same folder resumes.')
+OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Write into --output_dir even if it holds files that '
+    'are not a run\'s (refused by default, naming them).')
 TARGET_RATE = flags.DEFINE_float('target_rate', 50.0, 'Final compression '
                                  'rate: prunable weights / nonzero weights. '
                                  '1 with --levels: no pruning.')
@@ -168,18 +171,22 @@ def main(argv):
     run = run_setup.progressive_run(dataset, data, settings, quantization,
                                     output_dir, strategy, log)
     log(run_setup.plan(dataset.name, settings, quantization, output_dir))
-    summary = run.run()
+    with run.store.locked():  # over the training and the shipping
+      summary = run.run()
+      if not run.store.is_chief:
+        log('done; the chief writes the report and the .tflite files')
+        return
+      shipped = ship.ship(
+          summary, data, output_dir, bias_bits=bias_bits, start=start,
+          log=log, info={'dataset': dataset.name,
+                         'model': run_setup.value('model'),
+                         **run_setup.test_subset(dataset, data),
+                         'keras': int(KERAS.value),
+                         'command': shlex.join(sys.argv),
+                         'preset': PRESET.value,
+                         'settings': run.description['settings']})
   except ValueError as error:
     sys.exit(f'prune_mnist: error: {error}')
-  if not run.store.is_chief:
-    log('done; the chief writes the report and the .tflite files')
-    return
-  shipped = ship.ship(
-      summary, data, output_dir, bias_bits=bias_bits, start=start, log=log,
-      info={'dataset': dataset.name, 'model': run_setup.value('model'),
-            **run_setup.test_subset(dataset, data), 'keras': int(KERAS.value),
-            'command': shlex.join(sys.argv), 'preset': PRESET.value,
-            'settings': run.description['settings']})
   print(shipped.table)
   for line in ship.summary_lines(shipped):
     log(line)

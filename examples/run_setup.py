@@ -2,6 +2,7 @@
 settings, constraints, allocation, data and output folder, each refused
 with a message naming the flag before any work."""
 
+import math
 import os
 
 from absl import flags
@@ -147,6 +148,10 @@ def _target():
 
 def settings():
   """Settings from flags and preset; raises ValueError before any work."""
+  for name in FLAGS:  # absl parses 'inf' and 'nan' as floats
+    number = value(name)
+    if isinstance(number, float) and not math.isfinite(number):
+      raise ValueError(f'--{name} must be a finite number, got {number}.')
   if value('model') not in models.MODELS:
     raise ValueError(f'Unknown --model {value("model")!r}; choose one of '
                      f'{", ".join(models.MODELS)}.')
@@ -168,8 +173,10 @@ def settings():
     try:
       rates = [float(r) for r in value('stage_rates')]
     except ValueError:
-      raise ValueError(f'--stage_rates must be numbers, got '
-                       f'{value("stage_rates")}.') from None
+      rates = []
+    if not rates or not all(math.isfinite(r) for r in rates):
+      raise ValueError(f'--stage_rates must be finite numbers, got '
+                       f'{value("stage_rates")}.')
     if rates[-1] != target:
       raise ValueError(f'--stage_rates must end at the target ({target:g}),'
                        f' got {rates}.')
@@ -220,18 +227,12 @@ def strategy():
 
 
 def output_dir():
+  """--output_dir, or the preset's (or model's) folder under runs/. The run
+  creates it once every check has passed, so a refusal leaves nothing."""
   name = FLAGS.preset or value('model')
   if FLAGS.keras == '3':  # a run folder holds one Keras's models
     name += '_keras3'
-  folder = FLAGS.output_dir or os.path.join('runs', name)
-  try:
-    os.makedirs(folder, exist_ok=True)
-  except OSError as error:
-    raise ValueError(f'Cannot create the output folder {folder!r}: '
-                     f'{error.strerror}.') from None
-  if not os.access(folder, os.W_OK | os.X_OK):
-    raise ValueError(f'Cannot write to the output folder {folder!r}.')
-  return folder
+  return FLAGS.output_dir or os.path.join('runs', name)
 
 
 def check_example_counts():
@@ -294,7 +295,7 @@ def progressive_run(dataset, data, run_settings, quantization, folder,
                    **test_subset(dataset, data),
                    'allocation': FLAGS.allocation},
       log=log, constraint=constraint, quantization=quantization,
-      strategy=distribution)
+      strategy=distribution, overwrite=FLAGS.overwrite)
 
 
 def allocation_and_constraint(model_name, run_settings):

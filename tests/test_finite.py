@@ -83,15 +83,20 @@ def test_a_bad_weight_is_named_before_it_is_projected(value, name):
                                   masks_before[weight.path])
 
 
-def test_stop_on_non_finite_names_the_layer_in_plain_training():
+def test_stop_on_non_finite_names_the_layer_and_keeps_finite_weights():
   x, y = random_batch(64)
   model = _compiled(small_model())
+  model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+  epoch_start = model.get_weights()
   with pytest.raises(finite.NonFiniteError,
                      match=r"step 3 of epoch 1; that step left NaN or Inf "
-                     r"weights in Layer 'conv' \(conv/kernel\)"):
+                     r"weights in Layer 'conv' \(conv/kernel\).* keeps its "
+                     r"weights from the start of epoch 1"):
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
               callbacks=[Poison('conv', 2, np.nan),
                          finite.StopOnNonFinite()])
+  for kept, before in zip(model.get_weights(), epoch_start):
+    np.testing.assert_array_equal(kept, before)
 
 
 def test_finite_values_pass():

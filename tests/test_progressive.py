@@ -50,11 +50,9 @@ def test_ramped_stages_reach_their_rates_and_share_a_pretraining(data,
   copied.load_weights(str(tmp_path / 'second' / 'dense' / 'model.weights.h5'))
   for a, b in zip(first['dense_model'].get_weights(), copied.get_weights()):
     np.testing.assert_array_equal(a, b)
-  missing = _run(data, tmp_path / 'third',
-                 pretrained_dir=str(tmp_path / 'nowhere'))
   with pytest.raises(ValueError, match='no finished pretraining'):
-    missing.pretrain()
-  assert not os.path.exists(tmp_path / 'third' / 'dense')
+    _run(data, tmp_path / 'third', pretrained_dir=str(tmp_path / 'nowhere'))
+  assert not os.path.exists(tmp_path / 'third')
 
 
 def test_a_pattern_with_rates_reaches_every_stage(data, tmp_path):
@@ -119,20 +117,49 @@ def finished_tiny_run(tmp_path_factory):
   return folder
 
 
-@pytest.mark.parametrize('name', ['run.json', 'pool.json', 'allocation.json',
-                                  'dense/metrics.json',
-                                  'dense/model.weights.h5',
-                                  'candidates/s00_c0/masks.npz',
-                                  'candidates/s00_c0/model.weights.h5'])
-def test_a_damaged_file_is_refused_by_name_and_nothing_is_overwritten(
-    finished_tiny_run, tmp_path, name):
+# Another file of the same kind in the finished tiny run, whose content
+# is valid where it is but wrong here.
+_SWAPS = {'dense/metrics.json': 'candidates/s00_c0/metrics.json',
+          'candidates/s00_c0/metrics.json': 'dense/metrics.json',
+          'dense/model.weights.h5': 'candidates/s00_c0/model.weights.h5',
+          'candidates/s00_c0/model.weights.h5': 'dense/model.weights.h5',
+          'candidates/s00_c0/masks.npz': None,  # all ones instead
+          'pool.json': 'allocation.json', 'allocation.json': 'pool.json',
+          'run.json': 'pool.json'}
+
+
+def _damage(folder, name, how):
+  path = folder / name
+  if how == 'truncated':
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  elif how == 'empty object':
+    path.write_text('{}')
+  elif how == 'wrong type':
+    path.write_text('[1, 2]')
+  elif _SWAPS[name] is None:
+    with np.load(path) as masks:
+      np.savez(path, **{k: np.ones_like(masks[k]) for k in masks.files})
+  else:
+    path.write_bytes((folder / _SWAPS[name]).read_bytes())
+  return path
+
+
+@pytest.mark.parametrize('how', ['truncated', 'empty object', 'wrong type',
+                                 'swapped'])
+@pytest.mark.parametrize('name', list(_SWAPS))
+def test_a_damaged_run_file_is_named_before_any_training(
+    finished_tiny_run, tmp_path, name, how):
   folder = tmp_path / 'run'
   shutil.copytree(finished_tiny_run, folder)
-  damaged = folder / name
-  damaged.write_bytes(damaged.read_bytes()[:len(damaged.read_bytes()) // 2])
+  damaged = _damage(folder, name, how)
   before = file_bytes(folder)
-  with pytest.raises(ValueError, match=f'{damaged} cannot be read'):
-    _tiny_run(folder).run()
+  run = _tiny_run(folder)
+  run.context.trainer.fit = None  # any training fails the test
+  # run.json is compared with the run's settings instead.
+  named = re.escape(str(damaged)) + ('|other settings' if name == 'run.json'
+                                     else '')
+  with pytest.raises(ValueError, match=named):
+    run.run()
   assert file_bytes(folder) == before
 
 
@@ -149,8 +176,21 @@ def test_a_run_written_before_a_constraint_field_existed_resumes(tmp_path):
   del old['quantization']['dense']['config']['train_scale']  # added later
   (tmp_path / 'run.json').write_text(json.dumps(old))
   with_quantization('binary').claim()
+  (tmp_path / 'dense').mkdir()  # as if pretraining had finished
+  (tmp_path / 'dense' / 'metrics.json').write_text('{}')
   with pytest.raises(ValueError, match='differing: quantization'):
     with_quantization('ternary').claim()
+
+
+def test_a_run_with_no_work_done_gives_way_to_other_settings(tmp_path):
+  _tiny_run(tmp_path).claim()
+  (tmp_path / 'backup' / 'dense').mkdir(parents=True)  # no epoch ended
+  _tiny_run(tmp_path, seed=1).claim()
+  assert json.loads((tmp_path / 'run.json').read_text())['settings'][
+      'seed'] == 1
+  (tmp_path / 'backup' / 'dense' / 'latest.weights.h5').write_text('')
+  with pytest.raises(ValueError, match='differing: settings'):
+    _tiny_run(tmp_path, seed=2).claim()
 
 
 @pytest.mark.parametrize('updates_per_epoch, epochs_per_round', [
@@ -200,3 +240,57 @@ def test_quantization_updates_per_epoch_must_be_at_least_one():
   with pytest.raises(ValueError, match='quantize_updates_per_epoch must be '
                      '>= 1, got 0'):
     progressive.Settings(stage_rates=[2.0], quantize_updates_per_epoch=0)
+
+
+def test_a_folder_holding_other_files_is_refused_unless_overwrite(tmp_path):
+  (tmp_path / 'report.md').write_text('mine')
+  (tmp_path / 'tflite').mkdir()
+  (tmp_path / 'tflite' / 'int8.tflite').write_bytes(b'mine too')
+  before = file_bytes(tmp_path)
+  with pytest.raises(ValueError, match=r"not a run folder .* holds "
+                     r"report.md, tflite, which a run could overwrite"):
+    _tiny_run(tmp_path)
+  assert file_bytes(tmp_path) == before
+  run = progressive.ProgressiveRun(
+      small_model, _tiny_run(tmp_path / 'other').context.trainer.data,
+      allocations.global_allocation(2.0),
+      progressive.Settings(stage_rates=[2.0]), str(tmp_path),
+      overwrite=True)
+  run.claim()  # allowed in
+  assert (tmp_path / 'run.json').exists()
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path):
+  run = _tiny_run(tmp_path / 'run')
+  run.pretrain = lambda: (_ for _ in ()).throw(ValueError('refused'))
+  with pytest.raises(ValueError, match='refused'):
+    run.run()
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('settings, message', [
+    # conv's 36 weights and dense's 192 down to 1 each: 228 / 2 = 114.
+    (dict(stage_rates=[2.0, 1e12]),
+     r'A compression rate of 1e\+12x is out of reach: with every pruned '
+     r'layer \(conv, dense\) down to one weight per tensor, the model is '
+     r'114.0x smaller'),
+    (dict(stage_rates=[2.0], shift_pixels=6),
+     r"shift_pixels \(6\) must be less than the images' height and width "
+     r'\(6x6\)'),
+    (dict(stage_rates=[2.0], quantize_epochs_per_round=float('inf')),
+     'quantize_epochs_per_round must be a finite number, got inf'),
+    (dict(stage_rates=[2.0], rho='0.1'),
+     "rho must be a finite number, got '0.1'"),
+    (dict(stage_rates=[2.0], batch_size=32.5),
+     'batch_size must be a whole number, got 32.5'),
+])
+def test_requests_that_cannot_be_met_are_refused_before_any_work(
+    tmp_path, settings, message):
+  x, y = random_batch(64)
+  data = progressive.Data(x, y, x, y, x, y)
+  with pytest.raises(ValueError, match=message):
+    progressive.ProgressiveRun(small_model, data,
+                               allocations.global_allocation(2.0),
+                               progressive.Settings(**settings),
+                               str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()

@@ -91,13 +91,16 @@ def test_killed_three_times_at_random_the_run_finishes_each_unit_once(
   seed = random.randrange(2**32)
   delays = [random.Random(seed + kill).uniform(8, 36) for kill in range(3)]
   outputs, finished = [], {}
-  for delay in delays:
+  for kill, delay in enumerate(delays):
     log = tmp_path / f'killed_after_{delay:.1f}s.log'
     with open(log, 'w') as f:
+      start = time.time()
       process = subprocess.Popen(_command(*flags), stdout=f,
                                  stderr=subprocess.STDOUT, env=_env())
+      if kill == 0:  # a second run into the same folder meanwhile
+        _refused_while_running(process, flags)
       try:
-        process.wait(timeout=delay)
+        process.wait(timeout=max(1, delay - (time.time() - start)))
       except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)  # as hard as interruptions get
         process.wait()
@@ -145,6 +148,23 @@ def test_killed_three_times_at_random_the_run_finishes_each_unit_once(
                'final.keras', 'tflite/int8_sparse.tflite'):
     assert os.path.getsize(os.path.join(out, name)) > 0
   assert f'Report: {os.path.join(out, "report.json")}' in result.stdout
+
+
+def _refused_while_running(process, flags):
+  """Starts the same run while `process` holds its folder: it must be
+  refused at once, naming the process, and leave the run alone."""
+  lock = os.path.join(flags[-1].split('=', 1)[1], 'run.lock')
+  deadline = time.time() + 120
+  while not (os.path.exists(lock) and
+             f'"pid": {process.pid}' in open(lock).read()):
+    assert time.time() < deadline and process.poll() is None
+    time.sleep(0.2)
+  second = _run(*flags, timeout=120)
+  assert second.returncode != 0
+  assert 'Traceback' not in second.stderr
+  assert f'is in use by process {process.pid}' in (
+      second.stderr.strip().splitlines()[-1])
+  assert process.poll() is None  # the first run goes on
 
 
 def groups_over_n(kernel, axis, n, m):
@@ -291,6 +311,16 @@ OTHER_REFUSALS = [
      'quantize_updates_per_epoch must be >= 1, got 0'),
     (['--bias_bits=1'], '--bias_bits: Bias bits must be an integer from 2 to '
      '16, not 1'),
+    # Requests no run can meet, refused before any training.
+    (['--target_rate=inf'], '--target_rate must be a finite number, got inf'),
+    (['--rho=nan'], '--rho must be a finite number, got nan'),
+    (['--levels=ternary', '--quantize_epochs_per_round=inf'],
+     '--quantize_epochs_per_round must be a finite number, got inf'),
+    (['--target_rate=1e12'], 'A compression rate of 1e+12x is out of reach'),
+    (['--target_rate=1e12', '--stage_rates=4,1e12'],
+     'A compression rate of 1e+12x is out of reach'),
+    (['--shift_pixels=100'], "shift_pixels (100) must be less than the "
+     "images' height and width (28x28)"),
 ] + [
     # Every preset's settings pass their checks, up to the bad seed.
     ([f'--preset={preset}', '--seed=-1'], 'seed must be in [0, 2**32)')
@@ -311,8 +341,7 @@ def test_other_bad_flags_are_refused(tmp_path):
   for i, ((flags, message), code) in enumerate(zip(OTHER_REFUSALS, exits)):
     assert code and code.startswith('prune_mnist: error: '), (flags, code)
     assert message in code, (flags, code)
-    run = tmp_path / f'run{i}'
-    assert not run.exists() or not any(run.iterdir())  # nothing begun
+    assert not (tmp_path / f'run{i}').exists()  # nothing left behind
 
 
 def test_other_settings_never_touch_an_existing_run(tmp_path):

@@ -242,3 +242,109 @@ def test_command_line_refuses_a_model_the_dataset_cannot_score(
   assert last_line.startswith('tflite_export: error: ' + message)
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'out').exists()  # refused before any conversion
+
+
+@pytest.mark.parametrize('any_keras', [keras, tf_admm.keras_compat.keras3],
+                         ids=['keras2', 'keras3'])
+def test_a_recurrent_model_converts_to_builtin_ops_at_batch_one(any_keras):
+  any_keras.utils.set_random_seed(0)
+  model = any_keras.Sequential([
+      any_keras.Input((10,), dtype='int32'),
+      any_keras.layers.Embedding(50, 8), any_keras.layers.LSTM(16),
+      any_keras.layers.Dense(3)])
+  ids = np.random.default_rng(0).integers(0, 50, (40, 10)).astype(np.int32)
+  content = tflite_export.convert(model)
+  outputs, _, _ = tflite_export.predict(
+      content, tf.data.Dataset.from_tensor_slices((ids, np.zeros(40))))
+  want = model.predict(ids, verbose=0)
+  np.testing.assert_allclose(outputs, want, atol=1e-5)
+
+
+def test_int8_without_calibration_data_is_refused_not_left_float():
+  model = _flat_classifier((28, 28, 1), 10)
+  with pytest.raises(ValueError, match='needs representative_data'):
+    tflite_export.convert(model, Quantization.INT8,
+                          representative_data=tf.data.Dataset.range(0))
+  # Of unknown length and empty: the converter falls back to float32
+  # without an error of its own; the file's kernel types are checked.
+  empty = tf.data.Dataset.from_generator(
+      lambda: iter(()), output_signature=tf.TensorSpec((28, 28, 1)))
+  with pytest.raises(ValueError, match='The int8 conversion left kernels in '
+                     'float32'):
+    tflite_export.convert(model, Quantization.INT8, representative_data=empty)
+
+
+# Calls the export's main() once per flag list, in one process, and prints
+# how each ended.
+_EXPORT_REFUSALS = """
+import json, sys
+from absl import app, flags
+from tflite_export import __main__ as export
+ends = []
+for flag_list in json.loads(sys.argv[1]):
+  flags.FLAGS(['tflite_export'] + flag_list)
+  try:
+    export.main(['tflite_export'])
+    ends.append(None)
+  except SystemExit as refusal:
+    ends.append(str(refusal.code))
+  except app.UsageError as refusal:
+    ends.append(f'usage: {refusal}')
+  flags.FLAGS.unparse_flags()
+print(json.dumps(ends))
+"""
+
+
+def test_command_line_refuses_hostile_or_wrong_input_before_converting(
+    tmp_path):
+  marker = tmp_path / 'marker'
+  payload = keras.layers.Lambda(eval(  # pylint: disable=eval-used
+      f'lambda x: (open({str(marker)!r}, "w").close(), x)[1]'))
+  hostile = keras.Sequential([keras.Input((28, 28, 1)), payload,
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+  hostile.save(tmp_path / 'hostile.h5')
+  hostile.save(tmp_path / 'hostile_savedmodel', save_format='tf')
+  marker.unlink()
+  model = tmp_path / 'model.keras'
+  _flat_classifier((28, 28, 1), 10).save(model)
+  (tmp_path / 'truncated.keras').write_bytes(model.read_bytes()[:300])
+  (tmp_path / 'notes.txt').write_text('not a model')
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'a_run').mkdir()
+  (tmp_path / 'a_run' / 'run.json').write_text('{}')
+  (tmp_path / 'mine').mkdir()
+  (tmp_path / 'mine' / 'int8.tflite').write_bytes(b'my own file')
+  out = f'--output_dir={tmp_path / "out"}'
+  cases = [
+      ([f'--model={tmp_path / "hostile.h5"}', out],
+       "layer 'lambda' holds Python code"),
+      ([f'--model={tmp_path / "hostile_savedmodel"}', out],
+       "layer 'lambda' holds Python code"),
+      ([f'--model={model}', out, '--quantizations=int8',
+        '--calibration_examples=0'],
+       'usage: --quantizations=int8 calibrates on --calibration_examples'),
+      ([f'--model={model}', f'--output_dir={tmp_path / "mine"}'],
+       'holds files no export wrote (int8.tflite)'),
+      ([f'--model={model}', f'--output_dir={tmp_path / "notes.txt"}'],
+       'is a file; give a folder'),
+      ([f'--model={tmp_path / "truncated.keras"}', out],
+       'is not a saved Keras model'),
+      ([f'--model={tmp_path / "notes.txt"}', out],
+       'is not a saved Keras model'),
+      ([f'--model={tmp_path / "empty"}', out],
+       'is not a SavedModel tf_keras wrote'),
+      ([f'--model={tmp_path / "a_run"}', out], 'is a run folder'),
+  ]
+  result = subprocess.run(
+      [sys.executable, '-c', _EXPORT_REFUSALS,
+       json.dumps([flag_list for flag_list, _ in cases])],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  ends = json.loads(result.stdout.strip().splitlines()[-1])
+  for (flag_list, message), end in zip(cases, ends):
+    assert end and message in end, (flag_list, end)
+    assert end.startswith(('tflite_export: error: ', 'usage: ')), end
+  assert not marker.exists()
+  assert not (tmp_path / 'out').exists()
+  assert (tmp_path / 'mine' / 'int8.tflite').read_bytes() == b'my own file'

@@ -18,6 +18,7 @@ from tf_admm.channel_handlers import register_channel_handler
 from tf_admm.constraints import KeepChannels
 from tf_admm.constraints import Quantize
 from tf_admm.held_mask import HeldMask
+from tf_admm.loading import load_model
 from tf_admm.masked_retraining import masks_of
 from tf_admm.masked_retraining import strip_pruning
 from tf_admm.masked_retraining import to_pruning_wrappers

@@ -6,6 +6,7 @@ import warnings
 from absl import logging
 import numpy as np
 
+from tf_admm import arguments
 from tf_admm import backends
 from tf_admm import channel_coupling
 from tf_admm import channel_graph
@@ -102,6 +103,8 @@ def attach_admm(model,
   Train the copy with `tf_admm.AdmmCallback`, which reads the constraints
   from it.
   """
+  arguments.finite_number('rho', rho)
+  arguments.finite_number('min_keep_ratio', min_keep_ratio)
   prunable = {w.path: w for w in weights_lib.prunable_weights(model)}
   for weight, _ in admm_weights(model):
     raise ValueError(f'Weight {weight.path!r} is already under ADMM; call '

@@ -14,6 +14,7 @@ Keras can have says which dependency forbids it on the other.
 import importlib
 import os
 import tempfile
+from typing import Optional
 
 import tensorflow as tf
 
@@ -41,10 +42,17 @@ class Keras2Backend:
     `to_pruning_wrappers`, `masks_of` and `strip_pruning`."""
     return importlib.import_module(self.retraining_module)
 
-  def convert(self, model, settings: dict) -> bytes:
+  def convert(self, model, settings: dict, batch: Optional[int]) -> bytes:
     """The .tflite bytes of `model` under `settings` ({TFLiteConverter
-    attribute: value}, 'target_spec' a dict of its attributes)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    attribute: value}, 'target_spec' a dict of its attributes), its input
+    taking `batch` examples (None: any number)."""
+    if batch:
+      spec = tf.TensorSpec([batch, *model.inputs[0].shape[1:]],
+                           model.inputs[0].dtype)
+      converter = tf.lite.TFLiteConverter.from_concrete_functions(
+          [tf.function(model).get_concrete_function(spec)], model)
+    else:
+      converter = tf.lite.TFLiteConverter.from_keras_model(model)
     for name, value in settings.items():
       if name == 'target_spec':
         for spec_name, spec_value in value.items():
@@ -68,11 +76,15 @@ class Keras3Backend:
   retraining_module = 'tf_admm.held_mask'
   retraining = Keras2Backend.retraining
 
-  def convert(self, model, settings: dict) -> bytes:
-    """Keras 3's LiteRT export under the same settings. Keras infers the
-    input signature from the model's inputs with the batch dimension left
-    free, as `from_keras_model` does for Keras 2."""
+  def convert(self, model, settings: dict, batch: Optional[int]) -> bytes:
+    """Keras 3's LiteRT export under the same settings. Without `batch`,
+    Keras infers the input signature from the model's inputs with the batch
+    dimension left free, as `from_keras_model` does for Keras 2."""
     keras_compat.check_backend(model)
+    if batch:
+      settings = dict(settings, input_signature=[self.keras.InputSpec(
+          shape=(batch, *model.inputs[0].shape[1:]),
+          dtype=model.inputs[0].dtype)])
     with tempfile.TemporaryDirectory() as folder:
       path = os.path.join(folder, 'model.tflite')
       model.export(path, format='litert', verbose=False, **settings)

@@ -44,15 +44,28 @@ class ImageDataset:
             (self.x_train[val], self.y_train[val]))
 
 
+def check_shift(shift_pixels: int, image_size) -> None:
+  """Raises unless `shift_pixels` is a whole number of pixels less than
+  each side of `image_size` (height, width): a shift must leave part of
+  the image in view."""
+  if isinstance(shift_pixels, bool) or not isinstance(shift_pixels, int):
+    raise ValueError(f'shift_pixels must be a whole number, got '
+                     f'{shift_pixels!r}.')
+  if shift_pixels >= min(image_size):
+    raise ValueError(
+        f'shift_pixels ({shift_pixels}) must be less than the images\' '
+        f'height and width ({image_size[0]}x{image_size[1]}).')
+
+
 def shifted_batches(x, y, batch_size: int, shift_pixels: int,
                     seed: int) -> tf.data.Dataset:
   """Shuffled training batches, each image moved by up to `shift_pixels` in
   each direction (random per example, zeros shifted in): a cheap augmentation
   that lets small fully connected nets generalize past their plain accuracy.
   """
-  if not (isinstance(shift_pixels, int) and shift_pixels >= 1):
-    raise ValueError(f'shift_pixels must be an integer >= 1, got '
-                     f'{shift_pixels!r}.')
+  check_shift(shift_pixels, x.shape[1:3])
+  if shift_pixels < 1:
+    raise ValueError(f'shift_pixels must be >= 1, got {shift_pixels}.')
   height, width = x.shape[1:3]
   shift = keras.layers.RandomTranslation(
       shift_pixels / height, shift_pixels / width, fill_mode='constant',

@@ -63,19 +63,30 @@ def model_variables(model) -> dict:
 class StopOnNonFinite(keras_compat.BatchHookCallback):
   """Stops `model.fit` with a NonFiniteError at the first step whose loss
   is NaN or Inf, naming the layer whose weights are, if any (Keras's
-  `TerminateOnNaN` stops quietly and names nothing)."""
+  `TerminateOnNaN` stops quietly and names nothing), and gives the model
+  back the weights it had at the start of that epoch: the last finite ones
+  a BackupAndRestore checkpoint would hold on disk too."""
 
   def __init__(self):
     super().__init__()
     self._epoch = 0
+    self._finite = None  # the weights at the start of the epoch
 
   def needs_batch_hooks(self):
     return True
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
+    self._finite = [variable.numpy() for variable in self.model.weights]
 
   def on_train_batch_end(self, batch, logs=None):
-    if logs and 'loss' in logs:
+    if not logs or 'loss' not in logs:
+      return
+    try:
       check_loss(logs['loss'], lambda: model_variables(self.model),
                  f'at step {batch + 1} of epoch {self._epoch + 1}')
+    except NonFiniteError as error:
+      for variable, value in zip(self.model.weights, self._finite):
+        variable.assign(value)
+      raise NonFiniteError(f'{error} The model keeps its weights from the '
+                           f'start of epoch {self._epoch + 1}.') from None

@@ -17,9 +17,11 @@ tfmot release has one file to check.
 
 import functools
 import json
+import os
 from typing import Optional
 import zipfile
 
+import h5py
 import keras as keras3
 # Keras 3's functional model class, which its public API does not export.
 from keras.src.models.functional import Functional as Keras3Functional
@@ -80,9 +82,14 @@ def keras_module(version: int):
 
 
 def saved_by_keras3(path) -> bool:
-  """Whether `path` is a `.keras` archive Keras 3 wrote (its metadata.json
-  names the Keras version; tf_keras writes 2.x there, and .h5 files and
-  SavedModel folders are Keras 2's)."""
+  """Whether `path` is a `.keras` archive or an `.h5` file Keras 3 wrote
+  (each names the Keras version that wrote it; tf_keras writes 2.x there,
+  and SavedModel folders are Keras 2's)."""
+  if h5py.is_hdf5(path):
+    with h5py.File(path, 'r') as f:
+      version = f.attrs.get('keras_version', '')
+    return str(version.decode() if isinstance(version, bytes)
+               else version).startswith('3.')
   if not zipfile.is_zipfile(path):
     return False
   with zipfile.ZipFile(path) as archive:
@@ -91,6 +98,34 @@ def saved_by_keras3(path) -> bool:
     except (KeyError, ValueError):
       return False
   return str(metadata.get('keras_version', '')).startswith('3.')
+
+
+def load_model(keras_module_, path: str, safe_mode: bool):
+  """`load_model(path)` of `keras_module_`, uncompiled. On Keras 2 the
+  safe mode covers `.h5` files and SavedModels too, which tf_keras's
+  `load_model` leaves out of it (only its private scope reaches them)."""
+  if keras_module_ is keras3:
+    return keras3.saving.load_model(path, compile=False, safe_mode=safe_mode)
+  # pylint: disable-next=g-import-not-at-top
+  from tf_keras.src.saving import serialization_lib
+  with serialization_lib.SafeModeScope(safe_mode):
+    return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+
+
+def saved_model_configs(path: str) -> list:
+  """[(node path, its config as JSON)] of every Keras object of the tf_keras
+  SavedModel folder `path`, from its keras_metadata.pb."""
+  # pylint: disable-next=g-import-not-at-top
+  from tf_keras.protobuf import saved_metadata_pb2
+  metadata_path = os.path.join(path, 'keras_metadata.pb')
+  if not os.path.exists(metadata_path):
+    raise ValueError(f'{path} is not a SavedModel tf_keras wrote (it has no '
+                     'keras_metadata.pb): save the model as .keras.')
+  metadata = saved_metadata_pb2.SavedMetadata()
+  with open(metadata_path, 'rb') as f:
+    metadata.ParseFromString(f.read())
+  return [(node.node_path, json.loads(node.metadata))
+          for node in metadata.nodes]
 
 
 def variable_path(variable) -> str:

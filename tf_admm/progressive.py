@@ -34,16 +34,20 @@ only the chief writes:
 
 import dataclasses
 import json
+import os
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tf_admm import allocations
+from tf_admm import arguments
 from tf_admm import attach
 from tf_admm import constraints as constraints_lib
+from tf_admm import datasets
 from tf_admm import keras_compat
 from tf_admm import macs
+from tf_admm import run_checks
 from tf_admm import run_steps
 from tf_admm import run_store
 from tf_admm import surgery
@@ -87,6 +91,13 @@ class Settings:
   seed: int = 0
 
   def __post_init__(self):
+    for field in dataclasses.fields(self):
+      if field.type is float:
+        arguments.finite_number(field.name, getattr(self, field.name))
+      elif field.type is int:
+        arguments.whole_number(field.name, getattr(self, field.name))
+    for rate in self.stage_rates:
+      arguments.finite_number('each of stage_rates', rate)
     rates = list(self.stage_rates)
     if not all(1 < a < b for a, b in zip(rates, rates[1:] + [float('inf')])):
       raise ValueError(f'stage_rates must be increasing rates > 1, got '
@@ -186,6 +197,8 @@ class ProgressiveRun:
       quantization. Without stage rates, the dense model is quantized.
     strategy: the `tf.distribute.Strategy` to train under (default: the
       current one).
+    overwrite: write into `output_dir` even if it holds files that are not
+      a run's (by default such a folder is refused, naming them).
   """
 
   def __init__(self, build_model: Callable[[], object], data: Data,
@@ -198,7 +211,8 @@ class ProgressiveRun:
                    constraints_lib.KeepLargest()),
                quantization: Optional[Mapping[
                    str, constraints_lib.Constraint]] = None,
-               strategy: Optional[tf.distribute.Strategy] = None):
+               strategy: Optional[tf.distribute.Strategy] = None,
+               overwrite: bool = False):
     if not settings.stage_rates and not quantization:
       raise ValueError('A run needs stage rates, quantization, or both.')
     if constraint.has_levels:
@@ -212,12 +226,9 @@ class ProgressiveRun:
     if settings.rate_unit == 'macs' and not constraint.removes_channels:
       raise ValueError('Stage rates count MACs only where whole channels '
                        'are pruned (rate_unit="macs" needs KeepChannels).')
+    datasets.check_shift(settings.shift_pixels, data.x_train.shape[1:3])
     model = build_model()
-    if constraint.removes_channels:  # before any training
-      surgery.check_supported(model)
-      attach.attach_admm(model, per_layer={
-          name: targets.KeepRatio(1.0) for name in allocate(model)},
-                         constraint=constraint)
+    self._check_reachable(model, allocate, settings, constraint)
     keras = keras_compat.keras_of(model)
     self.allocate = allocate
     self.settings = settings
@@ -226,7 +237,11 @@ class ProgressiveRun:
     self.quantization = dict(quantization or {})
     self.strategy = strategy or tf.distribute.get_strategy()
     self.store = run_store.RunStore(output_dir, build_model, keras,
-                                    self.strategy)
+                                    self.strategy, overwrite)
+    self.store.check_folder()
+    if pretrained_dir:
+      run_store.check_copy_source(pretrained_dir, 'pretraining',
+                                  pruned=False)
     self.context = run_steps.Context(
         self.store, trainer_lib.Trainer(
             data, settings, keras,
@@ -243,6 +258,29 @@ class ProgressiveRun:
     self.description['settings']['stage_rates'] = list(settings.stage_rates)
     if keras is keras_compat.keras3:  # Keras 2 runs predate the key
       self.description['keras'] = 3
+
+  @staticmethod
+  def _check_reachable(model, allocate, settings, constraint) -> None:
+    """Refuses, before any training, a final rate the model cannot reach
+    and channel targets surgery could not cut."""
+    if not settings.stage_rates:
+      return
+    layers = allocate(model)  # which layers; the untrained ratios are moot
+    if settings.rate_unit == 'macs':  # raises naming the MACs in reach
+      macs.keep_ratios_for_macs(model, layers, settings.stage_rates[-1])
+    else:
+      ceiling = targets.highest_rate(model, layers)
+      if settings.stage_rates[-1] > ceiling:
+        raise ValueError(
+            f'A compression rate of {settings.stage_rates[-1]:g}x is out of '
+            f'reach: with every pruned layer ({", ".join(layers)}) down to '
+            f'one weight per tensor, the model is {ceiling:,.1f}x smaller; '
+            'choose a lower final rate (--target_rate).')
+    if constraint.removes_channels:
+      surgery.check_supported(model)
+      attach.attach_admm(model, per_layer={
+          name: targets.KeepRatio(1.0) for name in layers},
+                         constraint=constraint)
 
   def claim(self) -> None:
     """Creates the run folder, or checks that it holds this run."""
@@ -277,7 +315,7 @@ class ProgressiveRun:
     Its models are made outside the strategy's scope: what the caller does
     with them on one worker must not wait for the others.
     """
-    with self.strategy.scope():
+    with self.store.locked(), self.strategy.scope():
       state, dense_metrics, after = self._run()
     return self._summary(state, dense_metrics, after)
 
@@ -293,6 +331,7 @@ class ProgressiveRun:
   def _run(self):
     """(pool state, dense metrics, the unit made after the stages or None)."""
     self.claim()
+    self._check_files()
     dense_metrics = self.pretrain()
     rates = list(self.settings.stage_rates)
     final_keep_ratios = self._allocation() if rates else None
@@ -313,6 +352,27 @@ class ProgressiveRun:
       after = run_steps.run_step(self.context, run_steps.Shrink(len(rates)),
                                  state['best'][-1])
     return state, dense_metrics, after
+
+  def _check_files(self) -> None:
+    """Checks every file a resumed run will read, before any training
+    (`tf_admm.run_checks`); a damaged BackupAndRestore checkpoint only
+    restarts its fit."""
+    store = self.store
+    store.check_finished_units()
+    pool = store.read_json('pool.json')
+    if pool is not None:
+      run_checks.check_pool(store.path('pool.json'), pool,
+                            len(self.settings.stage_rates),
+                            self.settings.candidates, store.finished)
+    allocation = store.read_json('allocation.json')
+    if allocation is not None:
+      run_checks.check_allocation(
+          store.path('allocation.json'), allocation,
+          {w.layer.name for w in weights_lib.prunable_weights(
+              store.build_model())})
+    if os.path.isdir(store.path('backup')):
+      for unit in os.listdir(store.path('backup')):
+        run_checks.drop_damaged_backup(store.path('backup', unit))
 
   def _choose(self, state, stage, rates, children) -> None:
     """The candidate pool after `stage`: its best child joins the pool, or

@@ -1,6 +1,7 @@
 """The ADMM penalty rho/2 * ||W - Z + U||^2 and the ADMM state it reads."""
 
 from typing import Optional
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -73,6 +74,7 @@ class AdmmSteps:
     self.z = self.u = self.rho = self.mask = None
     self.levels = self.held = self.held_values = None
     self.start_step = self.start_nonzeros = self.last_step = None
+    self.warned_unstarted = False
 
   def _new_variable(self, name, shape, value, dtype='float32'):
     raise NotImplementedError
@@ -193,6 +195,7 @@ class AdmmSteps:
 
   def __call__(self, weight):
     self.prepare(weight)
+    self._warn_if_unstarted(weight)
     z, u, rho = (tf.convert_to_tensor(v) for v in (self.z, self.u, self.rho))
 
     # The gradient by hand, from the residual the value already computed:
@@ -209,6 +212,24 @@ class AdmmSteps:
     if self.base is not None:
       penalty += tf.cast(self.base(weight), tf.float32)
     return penalty
+
+  def _warn_if_unstarted(self, weight) -> None:
+    """Warns once if the penalty is computed before `AdmmCallback` started
+    ADMM (as the first batch of a fit without it does): with Z = U = 0 it
+    is plain weight decay toward zero."""
+    if self.warned_unstarted:
+      return
+    with tf.init_scope():  # out of the train step's graph, to read it
+      started = self.started
+    if not started:
+      self.warned_unstarted = True
+      name = (keras_compat.variable_path(weight)
+              if keras_compat.is_variable(weight) else 'a weight')
+      warnings.warn(
+          f'The ADMM penalty of {name} is '
+          'computed before ADMM started (Z = U = 0), so it only pulls the '
+          'weights toward zero: fit a model under ADMM with '
+          'callbacks=[tf_admm.AdmmCallback(...)].', stacklevel=2)
 
   def _admm_config(self):
     return {

@@ -133,8 +133,7 @@ def _plot_accuracy(report, path):
   ax.grid(True, which='both', alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def _plot_layers(report, path):
@@ -151,8 +150,7 @@ def _plot_layers(report, path):
   ax.set_title('kept weights per layer')
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def _markdown(report, table):
@@ -235,6 +233,12 @@ def _markdown(report, table):
             '![accuracy](accuracy_vs_compression.png)',
             '![layers](kept_weights.png)', '']
   return '\n'.join(lines)
+
+
+def _save_figure(fig, path):
+  run_files.write_atomically(path, lambda temporary: fig.savefig(temporary,
+                                                                 dpi=100))
+  plt.close(fig)
 
 
 def write(output_dir: str, report: dict, table: str) -> str:

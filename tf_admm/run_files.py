@@ -2,10 +2,12 @@
 one, never part of one, and reading them back with errors that name them.
 
 Every write goes to a temporary name unique to the writer (two processes
-never share one), is flushed to disk, then renamed over the target.
+never share one, and it keeps the target's extension, which Keras and
+matplotlib read), is flushed to disk, then renamed over the target.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -29,8 +31,9 @@ def _temporary_name(path: str, folder: bool = False) -> str:
                                  dir=parent)
     os.chmod(temporary, 0o777 & ~_umask())
     return temporary
-  handle, temporary = tempfile.mkstemp(prefix=f'{name}.', suffix='.tmp',
-                                       dir=parent)
+  stem, extension = os.path.splitext(name)
+  handle, temporary = tempfile.mkstemp(prefix=f'{stem}.',
+                                       suffix=f'.tmp{extension}', dir=parent)
   os.close(handle)
   os.chmod(temporary, 0o666 & ~_umask())
   return temporary
@@ -88,6 +91,21 @@ def copy_folder(source: str, destination: str) -> None:
   write_folder_atomically(destination, write)
 
 
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def checksums(folder: str, leave_out: str = '') -> dict:
+  """{file name: sha256} of the files in `folder` but `leave_out`."""
+  return {name: sha256(os.path.join(folder, name))
+          for name in sorted(os.listdir(folder))
+          if name != leave_out and os.path.isfile(os.path.join(folder, name))}
+
+
 def read(path: str, read_file: Callable[[str], object]):
   """`read_file(path)`, a file written earlier; ValueError naming it if it
   cannot be read (truncated or damaged), before anything is overwritten."""
@@ -101,8 +119,10 @@ def read(path: str, read_file: Callable[[str], object]):
         'or candidates/, its whole folder) to redo that part.') from error
 
 
+def load_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
 def read_json(path: str):
-  def read_file(path):
-    with open(path) as f:
-      return json.load(f)
-  return read(path, read_file)
+  return read(path, load_json)

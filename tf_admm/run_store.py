@@ -6,26 +6,85 @@ shrunk model) is a folder holding its model (weights, or the whole model
 where its architecture is not the run's), its masks and its metrics.json,
 written under a temporary name and renamed: a unit exists whole or not at
 all, so a killed run redoes at most the unit in progress (Keras's
-BackupAndRestore covers epochs inside it). With several workers
+BackupAndRestore covers epochs inside it). Each unit records the checksums
+of its files, checked before a resumed run trains (`check_unit`). One run
+at a time holds the folder (`tf_admm.run_lock`), and a run never writes
+into a folder holding files it did not write unless told to. With several
+workers
 (MultiWorkerMirroredStrategy) only the chief writes, and every worker waits
 for each write, then reads the same files; the folder must be one every
 worker sees, as for BackupAndRestore.
 """
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from tf_admm import loading
+from tf_admm import run_checks
 from tf_admm import run_files
+from tf_admm import run_lock
+
+CHECKSUMS = 'checksums.json'
+# What a run writes at the top of its folder (besides its units' folders
+# and the report the main job adds): a folder holding only these is a run's.
+RUN_FILES = ('run.json', run_lock.LOCK_NAME)
 
 
 def _barrier():
   tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
                                                  tf.constant(1.0))
+
+
+def check_unit_folder(folder: str, pruned: bool) -> None:
+  """Raises `run_checks.DamagedRunFile` naming the first file of the
+  finished unit in `folder` that is not as the run wrote it: its files
+  against the checksums recorded when it was written (a unit written before
+  checksums were is read whole instead), and its metrics."""
+  metrics_path = os.path.join(folder, 'metrics.json')
+  run_checks.check_metrics(metrics_path, run_files.read_json(metrics_path),
+                           pruned)
+  recorded_path = os.path.join(folder, CHECKSUMS)
+  if not os.path.exists(recorded_path):
+    for name in os.listdir(folder):
+      if name.endswith('.h5'):
+        run_files.read(os.path.join(folder, name), run_checks.read_h5)
+      if name.endswith('.npz'):
+        run_files.read(os.path.join(folder, name), _load_npz)
+    return
+  recorded = run_files.read_json(recorded_path)
+  if not isinstance(recorded, dict):
+    raise run_checks.damaged(recorded_path, 'is not a {file: sha256} object')
+  found = run_files.checksums(folder, leave_out=CHECKSUMS)
+  for name in sorted(set(recorded) | set(found)):
+    path = os.path.join(folder, name)
+    if name not in found:
+      raise run_checks.damaged(path, 'is missing')
+    if name not in recorded:
+      raise run_checks.damaged(path, 'was not written by the run')
+    if found[name] != recorded[name]:
+      raise run_checks.damaged(path, 'differs from the file the run wrote '
+                               '(its checksum changed)')
+
+
+def check_copy_source(folder: str, what: str, pruned: bool) -> None:
+  """Raises unless `folder` holds a finished unit (`what`: 'pretraining')
+  as its run wrote it."""
+  if not os.path.exists(os.path.join(folder, 'metrics.json')):
+    raise ValueError(f'{folder!r} holds no finished {what} (metrics.json is '
+                     'missing).')
+  check_unit_folder(folder, pruned)
+
+
+def _load_npz(path) -> dict:
+  with np.load(path) as arrays:
+    return {name: arrays[name] for name in arrays.files}
 
 
 def _same_architecture(model, reference) -> bool:
@@ -35,14 +94,18 @@ def _same_architecture(model, reference) -> bool:
 
 class RunStore:
   """The files of the run in `output_dir`, whose models `build_model`
-  makes (of the Keras `keras`), under `strategy`."""
+  makes (of the Keras `keras`), under `strategy`; with `overwrite`, in a
+  folder that holds other files too."""
 
   def __init__(self, output_dir: str, build_model: Callable[[], object],
-               keras, strategy: tf.distribute.Strategy):
+               keras, strategy: tf.distribute.Strategy,
+               overwrite: bool = False):
     self.output_dir = output_dir
+    self.overwrite = overwrite
     self.build_model = build_model
     self.keras = keras
     self.strategy = strategy
+    self._lock_depth = 0
 
   def path(self, *parts) -> str:
     return os.path.join(self.output_dir, *parts)
@@ -105,28 +168,110 @@ class RunStore:
     path = self.path(name)
     return run_files.read_json(path) if os.path.exists(path) else default
 
+  def check_folder(self) -> None:
+    """Refuses an output folder that exists and holds files of something
+    other than a run (no run.json), unless `overwrite`; writes nothing."""
+    folder = self.output_dir
+    existing = folder  # the folder, or the nearest folder above it
+    while not os.path.exists(existing) and os.path.dirname(
+        os.path.abspath(existing)) != os.path.abspath(existing):
+      existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing):
+      raise ValueError(f'Cannot create the output folder {folder!r}: '
+                       f'{existing!r} is a file; choose another '
+                       '--output_dir.')
+    if not os.access(existing, os.W_OK | os.X_OK):
+      raise ValueError(f'Cannot write to the output folder {folder!r} '
+                       f'({existing!r} is not writable).')
+    if self.overwrite or existing != folder:
+      return
+    names = sorted(os.listdir(folder))
+    if 'run.json' in names:
+      return
+    others = [name for name in names if name not in RUN_FILES]
+    if others:
+      raise ValueError(
+          f'{folder!r} is not a run folder (it has no run.json) and holds '
+          f'{", ".join(others[:5])}{", ..." if len(others) > 5 else ""}, '
+          'which a run could overwrite: choose another --output_dir, or '
+          'pass --overwrite (overwrite=True) to write there anyway.')
+
+  @contextlib.contextmanager
+  def locked(self):
+    """Holds the run folder while the block runs, creating it (once
+    `check_folder` allows); the chief alone locks it, and a second run in
+    the same folder is refused at once. A folder this call created is
+    removed again if the block fails before any work is in it. Re-entrant:
+    the main job holds it over the run and the shipping."""
+    if not self.is_chief or self._lock_depth:
+      self._lock_depth += 1
+      try:
+        yield
+      finally:
+        self._lock_depth -= 1
+      return
+    self.check_folder()
+    created = not os.path.exists(self.output_dir)
+    os.makedirs(self.output_dir, exist_ok=True)
+    try:
+      with run_lock.locked(self.output_dir):
+        self._lock_depth += 1
+        try:
+          yield
+        finally:
+          self._lock_depth -= 1
+    except BaseException:
+      if created and not self._holds_work():
+        shutil.rmtree(self.output_dir, ignore_errors=True)
+      raise
+
+  def _holds_work(self) -> bool:
+    """Whether the folder holds any work: a file other than run.json and
+    the lock, anywhere in it."""
+    for parent, _, names in os.walk(self.output_dir):
+      if parent != self.output_dir and names:
+        return True
+      if parent == self.output_dir and set(names) - set(RUN_FILES):
+        return True
+    return False
+
   def claim(self, description: dict,
             as_written_now: Callable[[dict], dict]) -> None:
     """Creates the run folder, or checks that the run it holds is this one:
     its run.json, read through `as_written_now` (which brings a file an
-    older version wrote to today's form), must equal `description`."""
-    self.write(self.path('candidates'),
-               lambda path: os.makedirs(path, exist_ok=True))
-    if self.is_chief and not os.access(self.output_dir, os.W_OK):
-      raise ValueError(f'Cannot write to {self.output_dir!r}.')
+    older version wrote to today's form), must equal `description`. A run
+    with no work in the folder yet (refused or stopped before its first
+    epoch ended) gives way."""
     wanted = json.loads(json.dumps(description))
     found = self.read_json('run.json')
-    if found is None:
-      self.write_json('run.json', wanted)
-      return
-    found = as_written_now(found)
-    if found != wanted:
+    if found is not None and not isinstance(found, dict):
+      raise run_checks.damaged(self.path('run.json'),
+                               'is not a settings object')
+    if found is not None and as_written_now(found) != wanted:
+      found = as_written_now(found)
       differing = sorted(k for k in set(found) | set(wanted)
                          if found.get(k) != wanted.get(k))
-      raise ValueError(
-          f'{self.output_dir!r} holds a run with other settings (differing: '
-          f'{", ".join(differing)}); choose another output folder, or rerun '
-          'with the same flags to resume it.')
+      if self._holds_work():
+        raise ValueError(
+            f'{self.output_dir!r} holds a run with other settings '
+            f'(differing: {", ".join(differing)}); choose another output '
+            'folder, or rerun with the same flags to resume it.')
+      found = None  # nothing of that run is finished: nothing is lost
+    if found is None:
+      self.write_json('run.json', wanted)
+    # After run.json, so that a folder is never a run's without it.
+    self.write(self.path('candidates'),
+               lambda path: os.makedirs(path, exist_ok=True))
+
+  def check_finished_units(self) -> None:
+    """Raises `run_checks.DamagedRunFile` naming the first file of a
+    finished unit that is not as the run wrote it."""
+    for name in os.listdir(self.path('candidates')):
+      if not name.endswith('.tmp') and not self.finished(name):
+        raise run_checks.damaged(self.folder(name),
+                                 'is no finished unit (no metrics.json)')
+    for unit in ['dense'] * self.finished('dense') + self.units():
+      check_unit_folder(self.folder(unit), pruned=unit != 'dense')
 
   def save_unit(self, unit: str, model, metrics: dict,
                 masks: Optional[dict] = None) -> None:
@@ -143,6 +288,8 @@ class RunStore:
       if masks is not None:
         np.savez_compressed(os.path.join(temporary, 'masks.npz'), **masks)
       run_files.write_json(os.path.join(temporary, 'metrics.json'), metrics)
+      run_files.write_json(os.path.join(temporary, CHECKSUMS),
+                           run_files.checksums(temporary))
 
     self.write(self.folder(unit), lambda path: (
         run_files.write_folder_atomically(path, write_unit)))
@@ -150,9 +297,7 @@ class RunStore:
   def copy_unit(self, unit: str, source_folder: str, what: str) -> None:
     """Copies a finished unit of another run (`what`: 'pretraining') in as
     `unit`."""
-    if not os.path.exists(os.path.join(source_folder, 'metrics.json')):
-      raise ValueError(f'{source_folder!r} holds no finished {what} '
-                       '(metrics.json is missing).')
+    check_copy_source(source_folder, what, pruned=unit != 'dense')
     self.write(self.folder(unit),
                lambda path: run_files.copy_folder(source_folder, path))
 
@@ -162,18 +307,17 @@ class RunStore:
     folder = self.folder(unit)
     whole = os.path.join(folder, 'model.keras')
     if os.path.exists(whole):
-      return run_files.read(whole, lambda path: self.keras.models.load_model(
-          path, compile=False))
+      # A file the run did not write (checksums say) is refused before this.
+      return run_files.read(whole, lambda path: loading.load_model(
+          path, self.keras))
     model = self.build_model()
     run_files.read(os.path.join(folder, 'model.weights.h5'),
                    model.load_weights)
     return model
 
   def load_masks(self, unit: str) -> dict:
-    def read(path):
-      with np.load(path) as masks:
-        return {name: masks[name] for name in masks.files}
-    return run_files.read(os.path.join(self.folder(unit), 'masks.npz'), read)
+    return run_files.read(os.path.join(self.folder(unit), 'masks.npz'),
+                          _load_npz)
 
   def load_unit(self, unit: str):
     """(model, masks) of a finished unit; no masks for the dense one."""

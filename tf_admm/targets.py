@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from tf_admm import arguments
 from tf_admm import weights as weights_lib
 
 
@@ -30,6 +31,7 @@ class KeepRatio:
   value: float
 
   def __post_init__(self):
+    arguments.finite_number('KeepRatio', self.value)
     if not 0.0 < self.value <= 1.0:
       raise ValueError(f'KeepRatio must be in (0, 1], got {self.value}.')
 
@@ -44,6 +46,7 @@ class Sparsity:
   value: float
 
   def __post_init__(self):
+    arguments.finite_number('Sparsity', self.value)
     if not 0.0 <= self.value < 1.0:
       raise ValueError(
           f'Sparsity must be in [0, 1), got {self.value}; a sparsity of 1 '
@@ -60,7 +63,8 @@ class CompressionRate:
   value: float
 
   def __post_init__(self):
-    if not self.value >= 1.0:  # also rejects NaN
+    arguments.finite_number('CompressionRate', self.value)
+    if not self.value >= 1.0:
       raise ValueError(
           f'CompressionRate must be >= 1 (10 means keep 1 weight in 10), got '
           f'{self.value}.')
@@ -73,6 +77,15 @@ class CompressionRate:
 Target = Union[KeepRatio, Sparsity, CompressionRate]
 LayerKey = Union[str, type]
 _TARGET_TYPES = {t.__name__: t for t in (KeepRatio, Sparsity, CompressionRate)}
+
+
+def highest_rate(model, layer_names) -> float:
+  """The highest compression rate over `model`'s prunable weights that
+  pruning the layers `layer_names` can reach: each of their weights keeping
+  one entry, every other weight whole."""
+  prunable = weights_lib.prunable_weights(model)
+  kept = sum(1 if w.layer.name in layer_names else w.size for w in prunable)
+  return sum(w.size for w in prunable) / kept
 
 
 def serialize(target: Optional[Target]) -> Optional[dict]:

@@ -7,7 +7,6 @@ import zlib
 
 import numpy as np
 
-from tf_admm import callback as callback_lib
 from tf_admm import datasets
 from tf_admm import finite
 
@@ -65,11 +64,10 @@ class Trainer:
     else:
       inputs = dict(x=self.data.x_train, y=self.data.y_train,
                     batch_size=self.settings.batch_size)
-    if not any(isinstance(c, callback_lib.AdmmCallback) for c in callbacks):
-      callbacks = [*callbacks, finite.StopOnNonFinite()]  # ADMM's checks too
+    # Before ADMM's own checks: it puts the last finite weights back.
     model.fit(**inputs, epochs=epochs,
               verbose=1 if sys.stdout.isatty() else 2,  # bars, or a line
-              callbacks=[backup, *callbacks])
+              callbacks=[backup, finite.StopOnNonFinite(), *callbacks])
 
   def val_accuracy(self, model) -> float:
     return accuracy(model, self.data.x_val, self.data.y_val)

@@ -10,8 +10,6 @@ gets the packed INT2/INT4/INT8 variants, packed_weight_only and
 packed_dynamic.
 """
 
-import importlib
-import json
 import os
 
 from absl import app
@@ -21,20 +19,27 @@ import tensorflow as tf
 
 import tf_admm
 from tf_admm import dataset_flags
-from tf_admm import keras_compat
-from tf_admm.keras_compat import keras
-from tf_admm.keras_compat import keras3
+from tf_admm import run_files
 from tflite_export import report
 
 MODEL = flags.DEFINE_string('model', None, 'Saved Keras model (.keras, .h5 '
                             'or SavedModel folder of tf_keras, or .keras of '
-                            'Keras 3), pruning wrappers (held masks) or not.',
-                            required=True)
+                            'Keras 3), pruning wrappers (held masks) or not. '
+                            'A file holding code (a Lambda layer, a class '
+                            'Keras does not know) is refused unless '
+                            '--unsafe_load.', required=True)
 DENSE_MODEL = flags.DEFINE_string(
     'dense_model', None, 'Saved unpruned model whose float32 TFLite is the '
     'size reference. Default: --model without sparse encoding.')
 OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where to write the '
                                  '.tflite files and tflite_report.json.')
+OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Write into --output_dir even if it holds files that '
+    'no export wrote (no tflite_report.json there).')
+UNSAFE_LOAD = flags.DEFINE_bool(
+    'unsafe_load', False, 'Load --model and --dense_model even if they hold '
+    'code (Lambda layers, unknown classes), which then runs: only for files '
+    'from a source you trust.')
 QUANTIZATIONS = flags.DEFINE_list(
     'quantizations', [q.value for q in report.Quantization],
     'Which of ' + ', '.join(q.value for q in report.Quantization) + '.')
@@ -44,17 +49,41 @@ CALIBRATION_EXAMPLES = flags.DEFINE_integer(
 flags.adopt_module_key_flags(dataset_flags)
 
 
-def load_plain_model(path):
-  """Loads a saved model of either Keras and strips any pruning wrappers
-  (Keras 2) or held masks (Keras 3)."""
-  if not os.path.exists(path):
-    raise ValueError(f'No saved model at {path!r}.')
-  if keras_compat.saved_by_keras3(path):
-    return tf_admm.strip_pruning(keras3.saving.load_model(path))
-  # Registers the wrapper classes loading needs; it imports tfmot, which
-  # only Keras 2 files need.
-  importlib.import_module('tf_admm.pruning_wrapper')
-  return tf_admm.strip_pruning(keras.models.load_model(path))
+def load_plain_model(path, safe_mode=True):
+  """Loads a saved model of either Keras (refusing one that holds code,
+  unless not `safe_mode`) and strips any pruning wrappers (Keras 2) or held
+  masks (Keras 3)."""
+  if os.path.isdir(path) and os.path.exists(os.path.join(path, 'run.json')):
+    raise ValueError(f'{path!r} is a run folder; give the model in it '
+                     f'({os.path.join(path, "final.keras")}).')
+  try:
+    model = tf_admm.load_model(path, safe_mode=safe_mode)
+  except ValueError:
+    raise
+  except Exception as error:  # zip, h5py and Keras raise many kinds
+    raise ValueError(f'{path} cannot be loaded as a Keras model '
+                     f'({type(error).__name__}: '
+                     f'{(str(error).strip().splitlines() or [""])[0]}).'
+                     ) from None
+  return tf_admm.strip_pruning(model)
+
+
+def check_output_dir(folder):
+  """Refuses an --output_dir that is a file, or a folder holding files no
+  export wrote (unless --overwrite), before any conversion."""
+  if folder is None:
+    return
+  if os.path.exists(folder) and not os.path.isdir(folder):
+    raise ValueError(f'--output_dir {folder!r} is a file; give a folder.')
+  if (os.path.isdir(folder) and os.listdir(folder) and not OVERWRITE.value
+      and not os.path.exists(os.path.join(folder, REPORT_NAME))):
+    raise ValueError(
+        f'--output_dir {folder!r} holds files no export wrote ('
+        f'{", ".join(sorted(os.listdir(folder))[:5])}), which it could '
+        'overwrite: choose another folder, or pass --overwrite.')
+
+
+REPORT_NAME = 'tflite_report.json'
 
 
 def load_data(model):
@@ -77,17 +106,25 @@ def main(argv):
     quantizations = [report.Quantization(q) for q in QUANTIZATIONS.value]
   except ValueError as error:
     raise app.UsageError(f'--quantizations: {error}') from None
+  if (report.Quantization.INT8 in quantizations and
+      CALIBRATION_EXAMPLES.value < 1):
+    raise app.UsageError('--quantizations=int8 calibrates on '
+                         '--calibration_examples training examples: give at '
+                         'least 1 (500 by default), or leave int8 out.')
   try:
-    model = load_plain_model(MODEL.value)
-    dense = load_plain_model(DENSE_MODEL.value) if DENSE_MODEL.value else None
+    check_output_dir(OUTPUT_DIR.value)
+    safe_mode = not UNSAFE_LOAD.value
+    model = load_plain_model(MODEL.value, safe_mode)
+    dense = (load_plain_model(DENSE_MODEL.value, safe_mode)
+             if DENSE_MODEL.value else None)
     data = load_data(model)
+    test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
+    calibration = tf.data.Dataset.from_tensor_slices(
+        data.x_train[:CALIBRATION_EXAMPLES.value])
+    results = report.export_variants(model, test, calibration, dense,
+                                     quantizations, OUTPUT_DIR.value)
   except ValueError as error:
     raise SystemExit(f'tflite_export: error: {error}') from None
-  test = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test))
-  calibration = tf.data.Dataset.from_tensor_slices(
-      data.x_train[:CALIBRATION_EXAMPLES.value])
-  results = report.export_variants(model, test, calibration, dense,
-                                   quantizations, OUTPUT_DIR.value)
   try:
     results.update(report.export_packed(model, test,
                                         results['dense']['gzip_bytes'],
@@ -99,9 +136,8 @@ def main(argv):
     print(f'No packed INT2/INT4/INT8 variant: {error}')
   print(report.format_table(results))
   if OUTPUT_DIR.value:
-    path = os.path.join(OUTPUT_DIR.value, 'tflite_report.json')
-    with open(path, 'w') as f:
-      json.dump(results, f, indent=2)
+    path = os.path.join(OUTPUT_DIR.value, REPORT_NAME)
+    run_files.write_json(path, results)
     print(f'Wrote {path}')
 
 

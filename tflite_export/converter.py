@@ -14,6 +14,7 @@ import tensorflow as tf
 from tf_admm import backends
 from tf_admm import keras_compat
 from tf_admm import weights
+from tflite_export import packed
 
 
 class Quantization(enum.Enum):
@@ -31,7 +32,9 @@ def convert(model,
   """Converts a (stripped) model of either Keras to a TFLite flatbuffer.
 
   The file takes the model's first input with a batch dimension of any size
-  (resize the interpreter's input) and uses built-in LiteRT ops only.
+  (resize the interpreter's input), or of 1 for a model with a recurrent
+  layer (whose TFLite ops keep their state at a fixed batch size), and uses
+  built-in LiteRT ops only.
 
   Args:
     model: a tf_keras model without pruning wrappers, or a Keras 3 model
@@ -53,18 +56,56 @@ def convert(model,
     raise ValueError(
         f'Model {model.name!r} still has pruning wrappers (layers '
         f'{", ".join(wrapped)}): call tf_admm.strip_pruning(model) first.')
-  settings = _converter_settings(model, Quantization(quantization), sparse,
+  quantization = Quantization(quantization)
+  settings = _converter_settings(model, quantization, sparse,
                                  representative_data, representative_batches)
-  return backends.backend_of(model).convert(model, settings)
+  content = backends.backend_of(model).convert(
+      model, settings, batch=1 if _recurrent(model) else None)
+  _check_kernel_types(content, quantization)
+  return content
+
+
+def _recurrent(model) -> bool:
+  """Whether `model` has a recurrent layer: its TFLite op (a fused LSTM or
+  a loop over the steps) needs a fixed batch size, and keeps its state at
+  that size."""
+  keras = keras_compat.keras_of(model)
+  return any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
+             for _, layer in weights.layers_with_paths(model))
+
+
+# The converter's dynamic-range quantization leaves smaller tensors float.
+_DYNAMIC_MIN_ELEMENTS = 1024
+
+
+def _check_kernel_types(content: bytes, quantization: Quantization) -> None:
+  """Raises if a kernel the quantization should have made int8 is still
+  float32 (the converter falls back to float silently, as it does when
+  calibration data is empty)."""
+  if quantization is Quantization.FLOAT32:
+    return
+  smallest = (_DYNAMIC_MIN_ELEMENTS
+              if quantization is Quantization.DYNAMIC_INT8 else 0)
+  left = [name for name, size in packed.float_kernels(content).items()
+          if size >= smallest]
+  if left:
+    raise ValueError(
+        f'The {quantization.value} conversion left kernels in float32 '
+        f'({", ".join(left)}), so the file is not the {quantization.value} '
+        'model asked for' + (': check that the calibration data is not '
+                             'empty.' if quantization is Quantization.INT8
+                             else '.'))
 
 
 def _converter_settings(model, quantization, sparse, representative_data,
                         representative_batches) -> dict:
   """{TFLiteConverter attribute: value}, with 'target_spec' a dict of
   target_spec attributes: the form Keras 3's LiteRT export takes them in."""
-  if quantization is Quantization.INT8 and representative_data is None:
+  if quantization is Quantization.INT8 and (
+      representative_data is None or representative_data.cardinality() == 0):
     raise ValueError('Full int8 conversion needs representative_data: a '
-                     'tf.data dataset of typical inputs for calibration.')
+                     'tf.data dataset of typical inputs for calibration '
+                     '(one that is not empty).')
   optimizations = []
   if quantization is not Quantization.FLOAT32:
     optimizations.append(tf.lite.Optimize.DEFAULT)

@@ -62,10 +62,15 @@ def predict(model_content: bytes,
   """(outputs, labels, runtime) of a .tflite model over (x, y) pairs.
 
   The dataset may be batched or not; it is run in batches of `batch_size`
-  (the last one padded) so the interpreter is allocated once.
+  (the last one padded) so the interpreter is allocated once, or of the
+  file's own batch size where it has one (a recurrent model's).
   """
-  model_rank = len(litert.Interpreter(
-      model_content=model_content).get_input_details()[0]['shape'])
+  details = litert.Interpreter(
+      model_content=model_content).get_input_details()[0]
+  model_rank = len(details['shape'])
+  fixed_batch = details['shape_signature'][0] > 0
+  if fixed_batch:
+    batch_size = int(details['shape_signature'][0])
   if dataset.element_spec[0].shape.rank == model_rank:  # already batched
     dataset = dataset.unbatch()
   example_shape = tuple(dataset.element_spec[0].shape)
@@ -79,6 +84,8 @@ def predict(model_content: bytes,
     if count < batch_size:
       x = np.concatenate([x, np.zeros((batch_size - count,) + x.shape[1:],
                                       x.dtype)])
+    if fixed_batch:  # a fused LSTM keeps its state between invocations
+      interpreter.reset_all_variables()
     interpreter.set_tensor(input_details['index'],
                            _to_input_type(input_details, x))
     interpreter.invoke()

@@ -133,6 +133,13 @@ def _kernels(model):
   return found
 
 
+def float_kernels(content: bytes) -> dict:
+  """{tensor name: element count} of the kernels `content` keeps in
+  float32."""
+  return {tensor.name.decode(): kernel.size for _, _, tensor, kernel in
+          _kernels(tfl_flatbuffer_utils.read_model(content))}
+
+
 def weight_paths(float_content: bytes, model) -> dict:
   """{kernel tensor name in a float .tflite converted from `model`: the
   path of the model's weight that holds the same values (`'fc1/kernel'`)},

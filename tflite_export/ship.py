@@ -21,6 +21,7 @@ import tensorflow as tf
 from tf_admm import biases
 from tf_admm import dead_units
 from tf_admm import report as report_lib
+from tf_admm import run_files
 from tf_admm import trainer
 from tf_admm import weights as weights_lib
 from tflite_export import converter
@@ -114,7 +115,8 @@ def ship(summary: dict, data, output_dir: str, info: dict,
           'instead: its int8 weights approximate the levels and shrink under '
           'gzip only; its accuracy is LiteRT\'s.')
       variant = 'dynamic_int8'
-  final.save(os.path.join(output_dir, 'final.keras'))
+  run_files.write_atomically(os.path.join(output_dir, 'final.keras'),
+                             final.save)
   report = report_lib.build(
       summary, tflite, variant, accuracy=accuracy,
       wall_seconds=time.time() - (start or time.time()),
