@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -272,3 +274,25 @@ def test_held_state_survives_a_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(getattr(fresh, name).numpy(),
                                   getattr(regularizer, name).numpy())
   assert fresh.levels_held
+
+
+@pytest.mark.parametrize('keras_version', [2, 3])
+def test_a_fit_without_admm_callback_warns_at_its_first_batch(keras_version):
+  from tests.conftest import random_batch, small_model  # pylint: disable=g-import-not-at-top
+  any_keras = tf_admm.keras_compat.keras_module(keras_version)
+  x, y = random_batch(32)
+
+  def fit(callbacks):
+    model = tf_admm.attach_admm(small_model(keras=any_keras),
+                                tf_admm.KeepRatio(0.5))
+    model.compile('sgd', 'sparse_categorical_crossentropy')
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always')
+      model.fit(x, y, epochs=2, verbose=0, callbacks=callbacks)
+    return [str(w.message) for w in caught if 'ADMM penalty' in str(w.message)]
+
+  unstarted = fit([])
+  assert len(unstarted) == 2  # once per weight, not per step
+  assert 'conv/kernel is computed before ADMM started (Z = U = 0)' in (
+      unstarted[0])
+  assert not fit([tf_admm.AdmmCallback(tf_admm.Stages(update_every_steps=1))])

@@ -217,3 +217,12 @@ def test_rescale_respects_caps_and_rejects_unreachable_rates():
   with pytest.raises(ValueError, match='more weights than the constraints'):
     tf_admm.targets.rescale({'a': 1.0, 'b': 1.0, 'c': 1.0}, sizes, 1.5,
                             caps={'a': 0.5, 'b': 0.5, 'c': 0.5})
+
+
+@pytest.mark.parametrize('target, value', [
+    (tf_admm.KeepRatio, '0.1'), (tf_admm.Sparsity, float('nan')),
+    (tf_admm.CompressionRate, float('inf')), (tf_admm.KeepRatio, True)])
+def test_a_target_that_is_no_finite_number_is_refused_by_name(target, value):
+  with pytest.raises(ValueError, match=f'{target.__name__} must be a finite '
+                     f'number, got {value!r}'):
+    target(value)
