@@ -15,6 +15,7 @@ from tf_admm import dataset_flags
 from tf_admm import levels as levels_lib
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm import run_settings
 
 from presets import PRESETS
 
@@ -181,7 +182,7 @@ def settings():
       raise ValueError(f'--stage_rates must end at the target ({target:g}),'
                        f' got {rates}.')
   else:
-    rates = progressive.geometric_rates(min(value('first_rate'), target),
+    rates = run_settings.geometric_rates(min(value('first_rate'), target),
                                         target, value('stage_factor'))
   if value('levels') is None:
     for name in ('hold_fraction', 'quantize_epochs_per_round',
