@@ -37,7 +37,7 @@ from tf_admm.targets import keep_counts
 from tf_admm.weights import prunable_weights
 from tf_admm.weights import register_prunable
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'  # the one place the version is written
 
 _PRUNING_WRAPPER_NAMES = ('FixedMask', 'FixedMaskPruneLowMagnitude',
                           'update_pruning_step')

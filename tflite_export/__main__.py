@@ -141,5 +141,10 @@ def main(argv):
     print(f'Wrote {path}')
 
 
-if __name__ == '__main__':
+def run():
+  """The console script `tf-admm-export`."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()
