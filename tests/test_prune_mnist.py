@@ -254,14 +254,11 @@ def test_bad_flags_fail_fast_with_one_clear_line(tmp_path, make_flags,
 # Calls the main job's main() once per flag list, in one process, and prints
 # what each exited with.
 _REFUSALS = """
-import importlib.util, json, os, sys
+import json, sys
 from absl import flags
-sys.path.insert(0, os.path.dirname(sys.argv[1]))  # as running the script
-spec = importlib.util.spec_from_file_location('prune_mnist', sys.argv[1])
-main_job = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(main_job)
+from tf_admm.main_job import prune_mnist as main_job
 exits = []
-for flag_list in json.loads(sys.argv[2]):
+for flag_list in json.loads(sys.argv[1]):
   flags.FLAGS(['prune_mnist'] + flag_list)
   try:
     main_job.main(['prune_mnist'])
@@ -334,7 +331,7 @@ def test_other_bad_flags_are_refused(tmp_path):
   env = _env()
   env.pop('TF_CONFIG', None)
   result = subprocess.run(
-      [sys.executable, '-c', _REFUSALS, SCRIPT, json.dumps(flag_lists)],
+      [sys.executable, '-c', _REFUSALS, json.dumps(flag_lists)],
       capture_output=True, text=True, timeout=300, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   exits = json.loads(result.stdout.strip().splitlines()[-1])

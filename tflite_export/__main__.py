@@ -143,8 +143,8 @@ def main(argv):
 
 def run():
   """The console script `tf-admm-export`."""
-  app.run(main)
+  dataset_flags.run_with_help(__name__, main)
 
 
 if __name__ == '__main__':
-  run()
+  app.run(main)

@@ -1,4 +1,4 @@
-"""How examples/prune_mnist.py's flags (and its --preset) become a run:
+"""How the main job's flags (and its --preset) become a run:
 settings, constraints, allocation, data and output folder, each refused
 with a message naming the flag before any work."""
 
@@ -17,7 +17,7 @@ from tf_admm import models
 from tf_admm import progressive
 from tf_admm import run_settings
 
-from presets import PRESETS
+from tf_admm.main_job.presets import PRESETS
 
 FLAGS = flags.FLAGS
 

@@ -1,5 +1,5 @@
 """The main job's presets: settings known to reach their results, each a
-set of examples/prune_mnist.py flag values (flags given explicitly override
+set of the main job's flag values (flags given explicitly override
 them). Their results are in benchmarks/."""
 
 # The papers' quantization of LeNet-5: conv 3-bit, fc 2-bit, output 3-bit

@@ -1,0 +1,202 @@
+r"""Progressive ADMM pruning of LeNet on MNIST-like data, from pretraining to
+TFLite, with a report (`tf_admm.main_job.presets` has the presets):
+
+  python examples/prune_mnist.py --preset=demo   # or paper, fast, ...
+  tf-admm-prune --preset=demo --keras=3   # the same, installed; Keras 3
+
+Rerunning the same command resumes an interrupted run. The report lands in
+--output_dir (report.json, report.md, PNG plots, .tflite files).
+"""
+
+import shlex
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from tf_admm import dataset_flags
+from tf_admm import levels
+from tf_admm import models
+from tf_admm.main_job import presets
+from tf_admm.main_job import run_setup
+from tflite_export import ship
+
+PRESET = flags.DEFINE_enum('preset', None, list(presets.PRESETS),
+                           'Settings to start from; flags given explicitly '
+                           'override them.')
+MODEL = flags.DEFINE_string('model', 'lenet5', 'Network to prune: '
+                            + ', '.join(models.MODELS) + '.')
+OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Run folder (default runs/<preset or model>); '
+    'rerunning with the same folder resumes.')
+OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Write into --output_dir even if it holds files that '
+    'are not a run\'s (refused by default, naming them).')
+TARGET_RATE = flags.DEFINE_float('target_rate', 50.0, 'Final compression '
+                                 'rate: prunable weights / nonzero weights. '
+                                 '1 with --levels: no pruning.')
+FIRST_RATE = flags.DEFINE_float('first_rate', 4.0, 'Rate of the first stage.')
+STAGE_FACTOR = flags.DEFINE_float('stage_factor', 2.0, 'Approximate factor '
+                                  'between consecutive stage rates.')
+STAGE_RATES = flags.DEFINE_list(
+    'stage_rates', None, 'Explicit stage rates, ending at --target_rate '
+    '(instead of --first_rate and --stage_factor).')
+CANDIDATES = flags.DEFINE_integer('candidates', 3, 'Pool size: partial models '
+                                  'pushed to each next stage (1: plain '
+                                  'progressive).')
+PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 6, 'Dense epochs.')
+ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 2, 'ADMM epochs per stage '
+                                   'and candidate.')
+RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 3, 'Masked retraining '
+                                      'epochs per stage and candidate.')
+PRUNE_EVERY_STEPS = flags.DEFINE_integer('prune_every_steps', 50, 'Steps '
+                                         'between the small hard prunes of '
+                                         'each stage\'s ramp.')
+LOOKAHEAD_STEPS = flags.DEFINE_integer('lookahead_steps', 200, 'How many steps '
+                                       'ahead along the ramp the Z-step aims.')
+RHO = flags.DEFINE_float('rho', 1e-2, 'ADMM penalty factor.')
+LEARNING_RATE = flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning '
+                                   'rate.')
+BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Batch size.')
+SHIFT_PIXELS = flags.DEFINE_integer(
+    'shift_pixels', 0, 'Augment training: shift each image by up to this many '
+    'pixels, at random (0: off).')
+VALIDATION_EXAMPLES = flags.DEFINE_integer(
+    'validation_examples', 5000, 'Training examples held out to rank '
+    'candidates (the test split is never used for choices).')
+TRAIN_EXAMPLES = flags.DEFINE_integer(
+    'train_examples', None, 'Use only this many training examples (tests).')
+TEST_EXAMPLES = flags.DEFINE_integer(
+    'test_examples', None, 'Score on the first N test examples only (tests).')
+SEED = flags.DEFINE_integer(
+    'seed', 0, 'Random seed: of the initial weights, the order of the '
+    'batches and the shifts (the validation split stays the same).')
+PATTERN = flags.DEFINE_string(
+    'pattern', None, 'N:M structured sparsity, such as 2:4: keep the N '
+    'largest of every M consecutive weights along each kernel\'s input '
+    'dimension. With --target_rate, at that rate too; without it, in one '
+    'stage at M/N where every layer keeps N/M of its weights (weights the '
+    'pattern does not fit keep their largest N/M; the report lists them).')
+ALLOCATION = flags.DEFINE_enum(
+    'allocation', 'profile', ['profile', 'global'],
+    'Per-layer targets: "profile" scales the model\'s per-layer keep-ratio '
+    'profile (tf_admm.models.KEEP_RATIO_PROFILES, or CHANNEL_PROFILES with '
+    '--structure=channels) to the rate; "global" allocates by one threshold '
+    'over the pretrained weights\' LAMP scores (with --structure=channels: '
+    'over the channels\' norms relative to their layer\'s, toward '
+    '--target_macs).')
+
+LEVELS = flags.DEFINE_enum(
+    'levels', None, list(levels.LEVEL_KINDS),
+    'Quantize the pruned model\'s kept weights onto levels: "uniform" '
+    '{±1..±2^(bits-1)}·q, "ternary" {-q, 0, q}, "binary" {±q}, "kmeans" '
+    '2^bits k-means levels. The zeros stay fixed.')
+BITS = flags.DEFINE_list(
+    'bits', None, 'Bits for --levels=uniform or kmeans, 1 to 8: one number '
+    'for every layer, or layer:bits for each layer (conv1:3,conv2:3,fc1:2,'
+    'fc2:3). Uniform levels of up to 3 bits are packed as INT4 (ternary and '
+    'binary Dense kernels as INT2), of 4 to 7 bits as INT8; k-means levels '
+    'are no grid and ship in the dynamic_int8 file.')
+PER_CHANNEL = flags.DEFINE_bool(
+    'per_channel', True, 'One level scale per output channel (what TFLite '
+    'stores); --noper_channel: one per layer, as in the papers.')
+HOLD_FRACTION = flags.DEFINE_float(
+    'hold_fraction', 0.3, 'Quantization: share of the kept weights fixed on '
+    'their levels after each round (those nearest them first).')
+QUANTIZE_EPOCHS_PER_ROUND = flags.DEFINE_float(
+    'quantize_epochs_per_round', 1.0, 'Quantization: epochs of each round.')
+TRAIN_SCALES = flags.DEFINE_bool(
+    'train_scales', False, 'Quantization: once every weight of a channel '
+    '(of a layer, with --noper_channel) is held on its level, its codes '
+    'stay fixed and it keeps training as one multiple of them (its scale).')
+BIAS_BITS = flags.DEFINE_integer(
+    'bias_bits', 0, 'Ship biases as fixed-point values of this many bits '
+    '(one power-of-two step per layer, stored in float32; tf_admm.biases) '
+    'with Dense units ordered by bias, for smaller files under gzip; the '
+    'Keras accuracy is measured after. 0: float32 biases as trained.')
+STRUCTURE = flags.DEFINE_enum(
+    'structure', 'weights', ['weights', 'channels'],
+    '"weights": prune single weights (smaller files); "channels": prune '
+    'whole filters and units, then cut them out (tf_admm.surgery), leaving '
+    'a smaller dense model that runs faster.')
+TARGET_MACS = flags.DEFINE_float(
+    'target_macs', None, 'With --structure=channels: the factor of fewer '
+    'multiply-accumulates to reach (5: 5x fewer), instead of --target_rate; '
+    '--first_rate, --stage_factor and --stage_rates then count MACs too.')
+FINETUNE_EPOCHS = flags.DEFINE_integer(
+    'finetune_epochs', 2, 'With --structure=channels: epochs of training '
+    'after the pruned channels are cut out.')
+QUANTIZE_RHO_GROWTH = flags.DEFINE_float(
+    'quantize_rho_growth', 1.0, 'Quantization: rho\'s factor at each Z/U '
+    'update (each round\'s hard projection restarts rho).')
+QUANTIZE_UPDATES_PER_EPOCH = flags.DEFINE_integer(
+    'quantize_updates_per_epoch', 1, 'Quantization: Z/U updates per epoch '
+    '(one every steps-per-epoch / N steps, rounded); with '
+    '--quantize_rho_growth > 1, several per round bring the free weights '
+    'close to their levels before they are held.')
+KERAS = flags.DEFINE_enum(
+    'keras', '2', ['2', '3'],
+    'Which Keras builds and trains the models: 2 (tf_keras; masked '
+    'retraining through tfmot\'s pruning wrappers) or 3 (`import keras`, '
+    'TensorFlow backend; masks held by constraints, export through Keras 3\'s '
+    'LiteRT export). Keras 3 runs default to runs/<preset or model>_keras3.')
+STRATEGY = flags.DEFINE_enum(
+    'strategy', None, ['mirrored', 'multi_worker'],
+    'Train under tf.distribute: mirrored (every GPU of this machine), or '
+    'multi_worker (the hosts TF_CONFIG lists; run the same command on each, '
+    'with an --output_dir they all see; the chief writes the run). Default: '
+    'one device.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  start = time.time()
+  logging.set_verbosity(logging.WARNING)  # keep stage lines readable
+
+  def log(line):
+    print(f'[tf_admm] {line}', flush=True)
+
+  try:
+    strategy = run_setup.strategy()
+    settings = run_setup.settings()
+    run_setup.check_example_counts()
+    quantization = run_setup.quantization(
+        list(models.keep_ratio_profile(run_setup.value('model'))))
+    bias_bits = run_setup.bias_bits()
+    output_dir = run_setup.output_dir()
+    dataset, data = run_setup.data()
+    run = run_setup.progressive_run(dataset, data, settings, quantization,
+                                    output_dir, strategy, log)
+    log(run_setup.plan(dataset.name, settings, quantization, output_dir))
+    with run.store.locked():  # over the training and the shipping
+      summary = run.run()
+      if not run.store.is_chief:
+        log('done; the chief writes the report and the .tflite files')
+        return
+      shipped = ship.ship(
+          summary, data, output_dir, bias_bits=bias_bits, start=start,
+          log=log, info={'dataset': dataset.name,
+                         'model': run_setup.value('model'),
+                         **run_setup.test_subset(dataset, data),
+                         'keras': int(KERAS.value),
+                         'command': shlex.join(sys.argv),
+                         'preset': PRESET.value,
+                         'settings': run.description['settings']})
+  except ValueError as error:
+    sys.exit(f'prune_mnist: error: {error}')
+  print(shipped.table)
+  for line in ship.summary_lines(shipped):
+    log(line)
+
+
+def run():
+  """Runs the main job: the console script `tf-admm-prune`, and
+  examples/prune_mnist.py."""
+  dataset_flags.run_with_help(__name__, main)
+
+
+if __name__ == '__main__':
+  run()
