@@ -66,7 +66,17 @@ Both .tflite files are also scored image by image (`paired_difference`):
 how many test images each alone gets right, and the standard error of the
 accuracy difference, which on MNIST's 10,000 images is about 0.09 points,
 about the bar's tolerance of 0.1 points either way.
-Writes --results_dir/results.json and --results_dir/RESULTS.md.
+Writes results.json and RESULTS.md into --results_dir, by default
+benchmarks/results/collaborative/one_round/seed<the run's seed>/ (the
+current paper_quantized preset, one quantization round, is that variant):
+
+  python benchmarks/compare_collaborative.py \
+      --admm_run=runs/paper_quantized_seed1 \
+      --work_dir=runs/benchmark_collaborative_one_round_seed1 \
+      --results_dir=benchmarks/results/collaborative/one_round/seed1
+
+A committed result gets its entry in benchmarks/results/manifest.json, and
+`python benchmarks/render.py` renders benchmarks/reports/collaborative.md.
 """
 
 import copy
@@ -104,8 +114,8 @@ ADMM_RUN = flags.DEFINE_string(
 WORK_DIR = flags.DEFINE_string('work_dir', 'runs/benchmark_collaborative',
                                'Resumable tfmot training state.')
 RESULTS_DIR = flags.DEFINE_string(
-    'results_dir', os.path.join(os.path.dirname(__file__), 'collaborative'),
-    'Where results.json and RESULTS.md go.')
+    'results_dir', None, 'Where results.json and RESULTS.md go. Default: '
+    'benchmarks/results/collaborative/one_round/seed<the run\'s seed>.')
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', None, 'Examples taken from the training split before '
     'the validation examples are held out, as prune_mnist.py\'s flag. '
@@ -799,6 +809,13 @@ def _paired_line(paired):
       'not significant at about the 5% level.')
 
 
+def results_dir(settings):
+  """--results_dir, else the tree's folder for the run's seed."""
+  return RESULTS_DIR.value or os.path.join(
+      os.path.dirname(__file__), 'results', 'collaborative', 'one_round',
+      f'seed{settings["seed"]}')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -941,9 +958,10 @@ def main(argv):
       'seconds': time.time() - start,
       'tfmot_train_seconds': sum(m['seconds'] for m in by_phase.values()),
   }
-  os.makedirs(RESULTS_DIR.value, exist_ok=True)
-  run_files.write_json(os.path.join(RESULTS_DIR.value, 'results.json'), result)
-  path = os.path.join(RESULTS_DIR.value, 'RESULTS.md')
+  folder = results_dir(settings)
+  os.makedirs(folder, exist_ok=True)
+  run_files.write_json(os.path.join(folder, 'results.json'), result)
+  path = os.path.join(folder, 'RESULTS.md')
   run_files.write_bytes(path, markdown(result).encode())
   _log(line)
   _log(f'wrote {path} and results.json ({result["seconds"]:.0f} s)')

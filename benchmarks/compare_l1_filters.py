@@ -15,12 +15,17 @@ and validation split, the learning rate cosine-decayed over those epochs.
 Both final models are measured the same way: test accuracy, MACs, and
 float32 LiteRT latency (1 thread, batch 1, median), in this process.
 
-Writes benchmarks/results/channels/<run folder name>.json and prints a line.
+Writes results.json into --results_dir, by default
+benchmarks/results/l1_filters/<run folder name, less any _seed<N>>/seed<the
+run's seed>/, and prints a line. A committed result gets its entry in
+benchmarks/results/manifest.json, and `python benchmarks/render.py` renders
+benchmarks/reports/l1_filters.md.
 """
 
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -43,9 +48,10 @@ from tflite_export import report as tflite_report
 
 RUN_DIR = flags.DEFINE_string('run_dir', None, 'A finished `prune_mnist.py '
                               '--structure=channels` run folder.')
-RESULTS_DIR = flags.DEFINE_string('results_dir',
-                                  'benchmarks/results/channels',
-                                  'Where the result JSON goes.')
+RESULTS_DIR = flags.DEFINE_string(
+    'results_dir', None, 'Where results.json goes. Default: '
+    'benchmarks/results/l1_filters/<run folder name, less any _seed<N>>/'
+    'seed<the run\'s seed>.')
 VALIDATION_EXAMPLES = flags.DEFINE_integer(
     'validation_examples', 5000, 'The run\'s --validation_examples: with the '
     'training examples it recorded, it gives the run\'s split again.')
@@ -70,6 +76,15 @@ def l1_filter_masks(model, channels):
     kernel[..., dropped] = 0
     layer.set_weights([kernel, *rest])
   return model
+
+
+def results_dir(run_dir, seed):
+  """--results_dir, else the tree's folder for the run and its seed."""
+  if RESULTS_DIR.value:
+    return RESULTS_DIR.value
+  name = re.sub(r'_seed\d+$', '', os.path.basename(os.path.normpath(run_dir)))
+  return os.path.join('benchmarks', 'results', 'l1_filters', name,
+                      f'seed{seed}')
 
 
 def main(argv):
@@ -156,9 +171,9 @@ def main(argv):
       'latency_runtime': 'LiteRT float32 .tflite, 1 thread, batch 1, median',
       'l1_filters_seconds': seconds,
   }
-  os.makedirs(RESULTS_DIR.value, exist_ok=True)
-  path = os.path.join(RESULTS_DIR.value,
-                      os.path.basename(os.path.normpath(run_dir)) + '.json')
+  folder = results_dir(run_dir, settings['seed'])
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, 'results.json')
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)
   accuracy = result['test_accuracy']

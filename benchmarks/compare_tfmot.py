@@ -24,10 +24,14 @@ convolution over one input channel, is magnitude-pruned to N/M by both), and
 the final models are checked for groups holding more than N nonzeros.
 
   python benchmarks/compare_tfmot.py --models=lenet5 --pattern=2:4 \
-      --timing_epochs=3 --results_dir=benchmarks/nm24/results
+      --timing_epochs=3 \
+      --results_dir=benchmarks/results/tfmot_magnitude/nm24/seed0
 
-Writes benchmarks/results/<model>.json and benchmarks/RESULTS.md and
-benchmarks/results/accuracy_vs_rate.png.
+Writes <model>.json, accuracy_vs_rate.png and RESULTS.md (with the folder's
+NOTES.md appended, if it has one) into --results_dir, by default
+benchmarks/results/tfmot_magnitude/default/seed<--seed>/. A committed result
+gets its entry in benchmarks/results/manifest.json, and
+`python benchmarks/render.py` renders benchmarks/reports/tfmot_magnitude.md.
 """
 
 import json
@@ -88,8 +92,8 @@ TRAIN_EXAMPLES = flags.DEFINE_integer(
 WORK_DIR = flags.DEFINE_string('work_dir', 'runs/benchmark', 'Resumable '
                                'training state.')
 RESULTS_DIR = flags.DEFINE_string(
-    'results_dir', os.path.join(os.path.dirname(__file__), 'results'),
-    'Where the JSON results go (RESULTS.md goes beside it).')
+    'results_dir', None, 'Where the JSON results, the plot and RESULTS.md '
+    'go. Default: benchmarks/results/tfmot_magnitude/default/seed<--seed>.')
 
 FLAGS = flags.FLAGS
 
@@ -385,7 +389,7 @@ def _plot(results, path):
 
 
 def _markdown(results, notes):
-  """benchmarks/RESULTS.md from the results, verdicts computed, not typed."""
+  """RESULTS.md from the results, verdicts computed, not typed."""
   lines = ['# tf-admm against tfmot magnitude pruning', '']
   for result in results:
     machine = result['machine']
@@ -464,11 +468,17 @@ def _markdown(results, notes):
                    f'{100 * d["accuracy"]:.2f}% | {d["latency_ms"]:.3f} | '
                    f'{d["runtime"]} |')
     lines.append('')
-  lines += ['![accuracy against rate](results/accuracy_vs_rate.png)', '']
+  lines += ['![accuracy against rate](accuracy_vs_rate.png)', '']
   if os.path.exists(notes):
     with open(notes) as f:
       lines += [f.read()]
   return '\n'.join(lines)
+
+
+def _results_dir():
+  return RESULTS_DIR.value or os.path.join(
+      os.path.dirname(__file__), 'results', 'tfmot_magnitude', 'default',
+      f'seed{SEED.value}')
 
 
 def write_results(results_dir):
@@ -478,11 +488,10 @@ def write_results(results_dir):
       with open(os.path.join(results_dir, name)) as f:
         results.append(json.load(f))
   _plot(results, os.path.join(results_dir, 'accuracy_vs_rate.png'))
-  folder = os.path.dirname(os.path.abspath(results_dir))
-  path = os.path.join(folder, 'RESULTS.md')
+  path = os.path.join(results_dir, 'RESULTS.md')
   with open(path, 'w') as f:
     # What was tried and concluded, written by hand, goes beside RESULTS.md.
-    f.write(_markdown(results, os.path.join(folder, 'NOTES.md')))
+    f.write(_markdown(results, os.path.join(results_dir, 'NOTES.md')))
   return path
 
 
@@ -499,17 +508,18 @@ def main(argv):
       raise app.UsageError(str(error)) from None
   rates = sorted(float(r) for r in RATES.value)
   dataset = dataset_flags.load()
-  os.makedirs(RESULTS_DIR.value, exist_ok=True)
+  results_dir = _results_dir()
+  os.makedirs(results_dir, exist_ok=True)
   start = time.time()
   for model_name in MODELS.value:
     result = _compare(model_name, dataset, rates)
     result.update(machine=_machine(), command=shlex.join(sys.argv),
                   measured=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
-    path = os.path.join(RESULTS_DIR.value, f'{model_name}.json')
+    path = os.path.join(results_dir, f'{model_name}.json')
     with open(path, 'w') as f:
       json.dump(result, f, indent=2)
     _log(f'wrote {path}')
-  _log(f'wrote {write_results(RESULTS_DIR.value)}; all done in '
+  _log(f'wrote {write_results(results_dir)}; all done in '
        f'{time.time() - start:.0f} s')
 
 

@@ -46,9 +46,11 @@ def test_tiny_comparison_writes_results(tmp_path):
   formats = result['deployment']['formats']
   assert (formats['pruned_float32_sparse']['bytes'] <
           formats['dense_float32']['bytes'] / 5)
-  markdown = (tmp_path / 'RESULTS.md').read_text()
+  # RESULTS.md goes beside the JSON, in the result's folder.
+  markdown = (results_dir / 'RESULTS.md').read_text()
   assert '| 25.0x | 3 |' in markdown
   assert '| median CPU s |' in markdown
+  assert '![accuracy against rate](accuracy_vs_rate.png)' in markdown
   assert (results_dir / 'accuracy_vs_rate.png').stat().st_size > 0
 
 
@@ -65,4 +67,4 @@ def test_tiny_pattern_comparison_checks_the_pattern(tmp_path):
   for method in ('admm', 'tfmot'):
     assert abs(row[method]['rate'] / 2 - 1) < 0.01
     assert row[method]['pattern_holds'] is True
-  assert 'at the 2:4 pattern' in (tmp_path / 'RESULTS.md').read_text()
+  assert 'at the 2:4 pattern' in (results_dir / 'RESULTS.md').read_text()
