@@ -39,6 +39,14 @@ def quantized_model(fc_levels='ternary', seed=0, keras=keras):  # pylint: disabl
   return model
 
 
+def layer_of(float_content, model):
+  """{tensor name in `float_content`: the name of `model`'s layer whose
+  kernel it is}: the converter names tensors its own way, version by
+  version."""
+  return {name: path.split('/')[0] for name, path in
+          packed.weight_paths(float_content, model).items()}
+
+
 def tflite_layout(kernel):
   """Keras kernel -> TFLite's (output channels first)."""
   return np.moveaxis(kernel, -1, 0) if kernel.ndim == 4 else kernel.T
@@ -55,7 +63,8 @@ def test_ternary_model_packs_into_int2_and_int4_exactly(ternary, mode):
   model, float_content = ternary
   result = packed.pack(float_content, mode)
   tensors = packed.packed_tensors(result.content)
-  by_layer = {name.split('/')[1]: value for name, value in tensors.items()}
+  layers = layer_of(float_content, model)
+  by_layer = {layers[name]: value for name, value in tensors.items()}
   # Ternary dense: INT2; ternary conv: INT4 (no INT2 conv kernel); 3-bit: INT4.
   assert {name: bits for name, (bits, _, _) in by_layer.items()} == {
       'conv': 4, 'fc': 2, 'out': 4}
@@ -84,8 +93,10 @@ def test_litert_outputs_match_keras(ternary, mode, atol):
 
 def test_binary_dense_packs_into_int2():
   model = quantized_model('binary', seed=2)
-  result = packed.pack(converter.convert(model))
-  bits = {name.split('/')[1]: b for name, b in result.bits.items()}
+  float_content = converter.convert(model)
+  result = packed.pack(float_content)
+  layers = layer_of(float_content, model)
+  bits = {layers[name]: b for name, b in result.bits.items()}
   assert bits == {'conv': 4, 'fc': 2, 'out': 4}
 
 
@@ -103,13 +114,14 @@ def test_uniform_levels_of_4_to_7_bits_pack_into_int8_exactly(mode, atol):
   project_kernels(model, {
       'conv': constraints.Quantize('uniform', bits=4, axis=-1),
       'out': constraints.Quantize('uniform', bits=5, axis=-1)})
-  result = packed.pack(converter.convert(model), mode)
+  float_content = converter.convert(model)
+  result = packed.pack(float_content, mode)
   tensors = packed.packed_tensors(result.content)
   assert sorted(bits for bits, _, _ in tensors.values()) == [8, 8]
   assert result.float_kernels == []
+  layers = layer_of(float_content, model)
   for name, (_, codes, dequantized) in tensors.items():
-    kernel = tflite_layout(model.get_layer(name.split('/')[1]).get_weights(
-    )[0])
+    kernel = tflite_layout(model.get_layer(layers[name]).get_weights()[0])
     np.testing.assert_allclose(dequantized, kernel, rtol=1e-6, atol=1e-7)
     assert 7 < np.abs(codes).max() <= 16
   x = np.random.default_rng(5).normal(size=(8, 8, 8, 4)).astype(np.float32)
@@ -132,9 +144,11 @@ def test_kernels_left_float_are_named():
   ])
   ternary = constraints.Quantize('ternary', axis=-1)
   project_kernels(model, {'depthwise': ternary, 'out': ternary})
-  result = packed.pack(converter.convert(model))
-  assert [name.split('/')[1] for name in result.bits] == ['out']
-  assert sorted(name.split('/')[1] for name in result.float_kernels) == [
+  float_content = converter.convert(model)
+  result = packed.pack(float_content)
+  layers = layer_of(float_content, model)
+  assert [layers[name] for name in result.bits] == ['out']
+  assert sorted(layers[name] for name in result.float_kernels) == [
       'depthwise', 'fc']
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+from litert_quantizer.utils import tfl_flatbuffer_utils
 import numpy as np
 import pytest
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+from litert_quantizer.utils import tfl_flatbuffer_utils
 
 import tf_admm
 import tflite_export

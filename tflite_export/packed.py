@@ -5,8 +5,8 @@ The TFLite converter writes weights as float or int8 only. A float .tflite
 whose FULLY_CONNECTED and CONV_2D kernels already lie on symmetric
 per-channel grids (what `tf_admm.constraints.Quantize` trains: uniform,
 ternary and binary levels, pruned weights 0) is rewritten by
-ai-edge-quantizer's DEQUANTIZED_WEIGHT_RECOVERY algorithm, which recovers
-each channel's (or the whole tensor's, where one grid holds it) integer
+the LiteRT Quantizer's (litert-quantizer, formerly ai-edge-quantizer)
+DEQUANTIZED_WEIGHT_RECOVERY algorithm, which recovers each channel's (or the whole tensor's, where one grid holds it) integer
 codes and scale exactly and stores the codes packed:
   INT2 for codes in {-1, 0, 1} (ternary, binary) in FULLY_CONNECTED ops;
   INT4 for codes within ±7 (uniform levels up to 3 bits), and for every
@@ -30,11 +30,11 @@ from typing import NamedTuple
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
-from ai_edge_quantizer import algorithm_manager
-from ai_edge_quantizer import default_policy
-from ai_edge_quantizer import qtyping
-from ai_edge_quantizer import quantizer
-from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+from litert_quantizer import algorithm_manager
+from litert_quantizer import default_policy
+from litert_quantizer import qtyping
+from litert_quantizer import quantizer
+from litert_quantizer.utils import tfl_flatbuffer_utils
 
 from tf_admm import weights as weights_lib
 
@@ -160,7 +160,7 @@ def weight_paths(float_content: bytes, model) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _allow_weight_only_int2() -> None:
-  """ai-edge-quantizer 0.10's policy lists weight-only configs at 4 and 8
+  """The quantizer's (0.10-0.11) policy lists weight-only configs at 4 and 8
   bits only (2-bit weights are listed for dynamic compute). The LiteRT
   DEQUANTIZE kernel reads INT2, so register the 2-bit weight-only config
   for the recovery algorithm, the same way the package builds its own."""
@@ -194,7 +194,7 @@ def pack(float_content: bytes, mode: PackMode = PackMode.WEIGHT_ONLY
       float_kernels.append(name)
       continue
     # One scale for the tensor where one grid holds it all (per-layer
-    # levels): hundreds of float scales fewer in the file. ai-edge-quantizer
+    # levels): hundreds of float scales fewer in the file. The quantizer
     # 0.10's recovery fails on tensor-wise 4-D kernels (a scale-rank error),
     # so convolutions keep one scale per channel.
     granularities = ((_TENSORWISE, kernel.reshape(1, -1)),) if (
