@@ -299,7 +299,8 @@ def test_command_line_refuses_hostile_or_wrong_input_before_converting(
     tmp_path):
   marker = tmp_path / 'marker'
   payload = keras.layers.Lambda(eval(  # pylint: disable=eval-used
-      f'lambda x: (open({str(marker)!r}, "w").close(), x)[1]'))
+      f'lambda x: (open({str(marker)!r}, "w").close(), x)[1]'),
+                                name='payload')
   hostile = keras.Sequential([keras.Input((28, 28, 1)), payload,
                               keras.layers.Flatten(), keras.layers.Dense(10)])
   hostile.save(tmp_path / 'hostile.h5')
@@ -317,9 +318,9 @@ def test_command_line_refuses_hostile_or_wrong_input_before_converting(
   out = f'--output_dir={tmp_path / "out"}'
   cases = [
       ([f'--model={tmp_path / "hostile.h5"}', out],
-       "layer 'lambda' holds Python code"),
+       "layer 'payload' holds Python code"),
       ([f'--model={tmp_path / "hostile_savedmodel"}', out],
-       "layer 'lambda' holds Python code"),
+       "layer 'payload' holds Python code"),
       ([f'--model={model}', out, '--quantizations=int8',
         '--calibration_examples=0'],
        'usage: --quantizations=int8 calibrates on --calibration_examples'),
