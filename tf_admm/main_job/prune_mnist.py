@@ -20,7 +20,11 @@ from tf_admm import dataset_flags
 from tf_admm import levels
 from tf_admm import models
 from tf_admm.main_job import presets
+# The flags of the stages and training, and of quantization, each group in
+# its module: --help lists the main flags, --helpfull these by module.
+from tf_admm.main_job import quantization_flags  # pylint: disable=unused-import
 from tf_admm.main_job import run_setup
+from tf_admm.main_job import training_flags  # pylint: disable=unused-import
 from tflite_export import ship
 
 PRESET = flags.DEFINE_enum('preset', None, list(presets.PRESETS),
@@ -37,39 +41,6 @@ OVERWRITE = flags.DEFINE_bool(
 TARGET_RATE = flags.DEFINE_float('target_rate', 50.0, 'Final compression '
                                  'rate: prunable weights / nonzero weights. '
                                  '1 with --levels: no pruning.')
-FIRST_RATE = flags.DEFINE_float('first_rate', 4.0, 'Rate of the first stage.')
-STAGE_FACTOR = flags.DEFINE_float('stage_factor', 2.0, 'Approximate factor '
-                                  'between consecutive stage rates.')
-STAGE_RATES = flags.DEFINE_list(
-    'stage_rates', None, 'Explicit stage rates, ending at --target_rate '
-    '(instead of --first_rate and --stage_factor).')
-CANDIDATES = flags.DEFINE_integer('candidates', 3, 'Pool size: partial models '
-                                  'pushed to each next stage (1: plain '
-                                  'progressive).')
-PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 6, 'Dense epochs.')
-ADMM_EPOCHS = flags.DEFINE_integer('admm_epochs', 2, 'ADMM epochs per stage '
-                                   'and candidate.')
-RETRAIN_EPOCHS = flags.DEFINE_integer('retrain_epochs', 3, 'Masked retraining '
-                                      'epochs per stage and candidate.')
-PRUNE_EVERY_STEPS = flags.DEFINE_integer('prune_every_steps', 50, 'Steps '
-                                         'between the small hard prunes of '
-                                         'each stage\'s ramp.')
-LOOKAHEAD_STEPS = flags.DEFINE_integer('lookahead_steps', 200, 'How many steps '
-                                       'ahead along the ramp the Z-step aims.')
-RHO = flags.DEFINE_float('rho', 1e-2, 'ADMM penalty factor.')
-LEARNING_RATE = flags.DEFINE_float('learning_rate', 1e-3, 'Adam learning '
-                                   'rate.')
-BATCH_SIZE = flags.DEFINE_integer('batch_size', 128, 'Batch size.')
-SHIFT_PIXELS = flags.DEFINE_integer(
-    'shift_pixels', 0, 'Augment training: shift each image by up to this many '
-    'pixels, at random (0: off).')
-VALIDATION_EXAMPLES = flags.DEFINE_integer(
-    'validation_examples', 5000, 'Training examples held out to rank '
-    'candidates (the test split is never used for choices).')
-TRAIN_EXAMPLES = flags.DEFINE_integer(
-    'train_examples', None, 'Use only this many training examples (tests).')
-TEST_EXAMPLES = flags.DEFINE_integer(
-    'test_examples', None, 'Score on the first N test examples only (tests).')
 SEED = flags.DEFINE_integer(
     'seed', 0, 'Random seed: of the initial weights, the order of the '
     'batches and the shifts (the validation split stays the same).')
@@ -79,14 +50,6 @@ PATTERN = flags.DEFINE_string(
     'dimension. With --target_rate, at that rate too; without it, in one '
     'stage at M/N where every layer keeps N/M of its weights (weights the '
     'pattern does not fit keep their largest N/M; the report lists them).')
-ALLOCATION = flags.DEFINE_enum(
-    'allocation', 'profile', ['profile', 'global'],
-    'Per-layer targets: "profile" scales the model\'s per-layer keep-ratio '
-    'profile (tf_admm.models.KEEP_RATIO_PROFILES, or CHANNEL_PROFILES with '
-    '--structure=channels) to the rate; "global" allocates by one threshold '
-    'over the pretrained weights\' LAMP scores (with --structure=channels: '
-    'over the channels\' norms relative to their layer\'s, toward '
-    '--target_macs).')
 
 LEVELS = flags.DEFINE_enum(
     'levels', None, list(levels.LEVEL_KINDS),
@@ -99,23 +62,6 @@ BITS = flags.DEFINE_list(
     'fc2:3). Uniform levels of up to 3 bits are packed as INT4 (ternary and '
     'binary Dense kernels as INT2), of 4 to 7 bits as INT8; k-means levels '
     'are no grid and ship in the dynamic_int8 file.')
-PER_CHANNEL = flags.DEFINE_bool(
-    'per_channel', True, 'One level scale per output channel (what TFLite '
-    'stores); --noper_channel: one per layer, as in the papers.')
-HOLD_FRACTION = flags.DEFINE_float(
-    'hold_fraction', 0.3, 'Quantization: share of the kept weights fixed on '
-    'their levels after each round (those nearest them first).')
-QUANTIZE_EPOCHS_PER_ROUND = flags.DEFINE_float(
-    'quantize_epochs_per_round', 1.0, 'Quantization: epochs of each round.')
-TRAIN_SCALES = flags.DEFINE_bool(
-    'train_scales', False, 'Quantization: once every weight of a channel '
-    '(of a layer, with --noper_channel) is held on its level, its codes '
-    'stay fixed and it keeps training as one multiple of them (its scale).')
-BIAS_BITS = flags.DEFINE_integer(
-    'bias_bits', 0, 'Ship biases as fixed-point values of this many bits '
-    '(one power-of-two step per layer, stored in float32; tf_admm.biases) '
-    'with Dense units ordered by bias, for smaller files under gzip; the '
-    'Keras accuracy is measured after. 0: float32 biases as trained.')
 STRUCTURE = flags.DEFINE_enum(
     'structure', 'weights', ['weights', 'channels'],
     '"weights": prune single weights (smaller files); "channels": prune '
@@ -125,17 +71,6 @@ TARGET_MACS = flags.DEFINE_float(
     'target_macs', None, 'With --structure=channels: the factor of fewer '
     'multiply-accumulates to reach (5: 5x fewer), instead of --target_rate; '
     '--first_rate, --stage_factor and --stage_rates then count MACs too.')
-FINETUNE_EPOCHS = flags.DEFINE_integer(
-    'finetune_epochs', 2, 'With --structure=channels: epochs of training '
-    'after the pruned channels are cut out.')
-QUANTIZE_RHO_GROWTH = flags.DEFINE_float(
-    'quantize_rho_growth', 1.0, 'Quantization: rho\'s factor at each Z/U '
-    'update (each round\'s hard projection restarts rho).')
-QUANTIZE_UPDATES_PER_EPOCH = flags.DEFINE_integer(
-    'quantize_updates_per_epoch', 1, 'Quantization: Z/U updates per epoch '
-    '(one every steps-per-epoch / N steps, rounded); with '
-    '--quantize_rho_growth > 1, several per round bring the free weights '
-    'close to their levels before they are held.')
 KERAS = flags.DEFINE_enum(
     'keras', '2', ['2', '3'],
     'Which Keras builds and trains the models: 2 (tf_keras; masked '
