@@ -165,6 +165,7 @@ def _used(columns, values):
 def _progressive_values(report):
   values = {'rate': report['compression_rate'],
             'test accuracy': report['accuracy'],
+            'TFLite bytes': report['tflite']['bytes'],
             'TFLite gzip bytes': report['tflite']['gzip_bytes'],
             'epochs': report['epochs'],
             'training min': report['train_seconds'] / 60}
@@ -176,7 +177,8 @@ def _progressive_values(report):
 
 
 _PROGRESSIVE_COLUMNS = [
-    ('rate', _times), ('test accuracy', _pct), ('TFLite gzip bytes', _count),
+    ('rate', _times), ('test accuracy', _pct), ('TFLite bytes', _count),
+    ('TFLite gzip bytes', _count),
     ('epochs', _count), ('training min', _one), ('fewer MACs', _times),
     ('faster', _times)]
 
@@ -191,9 +193,11 @@ def _summary_lines(report):
       f'- {report["epochs"]} training epochs, {report["train_seconds"] / 60:.1f}'
       f' min of training, {report["wall_seconds"] / 60:.1f} min for the whole '
       'command (after installation)',
-      f'- TFLite {tflite["variant"]}: {tflite["gzip_bytes"]:,} bytes gzipped '
-      f'against {tflite["dense_gzip_bytes"]:,} for the dense float32 model '
-      f'({tflite["dense_gzip_bytes"] / tflite["gzip_bytes"]:.0f}x), accuracy '
+      f'- TFLite {tflite["variant"]}: {tflite["bytes"]:,} bytes as stored '
+      f'against {tflite["dense_bytes"]:,} for the dense float32 model '
+      f'({tflite["dense_bytes"] / tflite["bytes"]:.1f}x); gzipped '
+      f'{tflite["gzip_bytes"]:,} bytes against {tflite["dense_gzip_bytes"]:,} '
+      f'({tflite["dense_gzip_bytes"] / tflite["gzip_bytes"]:.0f}x); accuracy '
       f'{100 * tflite["accuracy"]:.2f}%']
 
 
@@ -371,8 +375,10 @@ def _tfmot_variant(variant, seeds, manifest):
 
 def _collaborative_values(result):
   admm, other = result['tfadmm'], result['tfmot']
-  return {'tf-admm gzip bytes': admm['gzip_bytes'],
+  return {'tf-admm bytes': admm['bytes'],
+          'tf-admm gzip bytes': admm['gzip_bytes'],
           'tf-admm accuracy': admm['tflite_accuracy'],
+          'tfmot bytes': other['bytes'],
           'tfmot gzip bytes': other['gzip_bytes'],
           'tfmot accuracy': other['tflite_accuracy'],
           'tfmot / tf-admm (rounded down)':
@@ -383,7 +389,8 @@ def _collaborative_values(result):
 
 
 _COLLABORATIVE_COLUMNS = [
-    ('tf-admm gzip bytes', _count), ('tf-admm accuracy', _pct),
+    ('tf-admm bytes', _count), ('tf-admm gzip bytes', _count),
+    ('tf-admm accuracy', _pct), ('tfmot bytes', _count),
     ('tfmot gzip bytes', _count), ('tfmot accuracy', _pct),
     ('tfmot / tf-admm (rounded down)', _floor_times),
     ('difference (points)', _points), ('tfmot phases s', _count)]
