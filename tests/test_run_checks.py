@@ -1,6 +1,7 @@
 """Checks of a run folder's files (tf_admm.run_checks); the progressive
 driver's tests damage each file of a finished run."""
 
+import os
 import re
 
 import pytest
@@ -49,29 +50,52 @@ def test_an_allocation_of_another_form_is_named(ratios, problem):
 
 
 @pytest.mark.parametrize('keras_version', [2, 3])
+@pytest.mark.parametrize('damage', ['truncated', 'swapped'])
 def test_a_damaged_backup_restarts_its_fit_instead_of_failing(
-    tmp_path, keras_version):
+    tmp_path, keras_version, damage):
   any_keras = keras_compat.keras_module(keras_version)
   x, y = random_batch(64)
 
   class StopAtSecondEpoch(any_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
       if epoch == 1:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # as a killed run: no on_train_end
 
-  def fit(callbacks):
-    model = small_model(keras=any_keras)
+  def fit(folder, callbacks, seed=0):
+    """Epochs run by a fit that backs up into `folder`, its checkpoints
+    recorded as the trainer records them."""
+    model = small_model(seed=seed, keras=any_keras)
     model.compile('sgd', 'sparse_categorical_crossentropy')
     history = model.fit(x, y, epochs=3, verbose=0, callbacks=[
-        any_keras.callbacks.BackupAndRestore(str(tmp_path)), *callbacks])
+        any_keras.callbacks.BackupAndRestore(folder),
+        any_keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, l: run_checks.record_backup(folder)),
+        *callbacks])
     return history.epoch
 
+  folder = str(tmp_path / 'unit')
   with pytest.raises(KeyboardInterrupt):
-    fit([StopAtSecondEpoch()])
-  checkpoints = [p for p in tmp_path.rglob('*')
-                 if p.suffix in ('.h5', '.index')]
+    fit(folder, [StopAtSecondEpoch()])
+  checkpoints = [p for p in (tmp_path / 'unit').rglob('*')
+                 if p.suffix in ('.h5', '.index', '.data-00000-of-00001')]
   assert checkpoints
-  for path in checkpoints:
-    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
-  run_checks.drop_damaged_backup(str(tmp_path))
-  assert fit([]) == [0, 1, 2]  # from the start, not from epoch 2
+  if damage == 'truncated':
+    for path in checkpoints:
+      path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  else:  # the valid checkpoint of another fit, at the same epoch
+    with pytest.raises(KeyboardInterrupt):
+      fit(str(tmp_path / 'other'), [StopAtSecondEpoch()], seed=1)
+    for path in checkpoints:
+      path.write_bytes((tmp_path / 'other' / path.relative_to(
+          tmp_path / 'unit')).read_bytes())
+  run_checks.drop_damaged_backup(folder)
+  assert not os.path.exists(folder + run_checks.BACKUP_CHECKSUMS)
+  assert fit(folder, []) == [0, 1, 2]  # from the start, not from epoch 2
+
+
+def test_an_intact_backup_is_kept(tmp_path):
+  (tmp_path / 'unit').mkdir()
+  (tmp_path / 'unit' / 'training_metadata.json').write_text('{"epoch": 1}')
+  run_checks.record_backup(str(tmp_path / 'unit'))
+  run_checks.drop_damaged_backup(str(tmp_path / 'unit'))
+  assert (tmp_path / 'unit' / 'training_metadata.json').exists()

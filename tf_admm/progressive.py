@@ -127,7 +127,8 @@ class ProgressiveRun:
     self.context = run_steps.Context(
         self.store, trainer_lib.Trainer(
             data, settings, keras,
-            lambda unit: self.store.path('backup', unit)),
+            lambda unit: self.store.path('backup', unit),
+            records_backups=self.store.is_chief),
         settings, log)
     self.description = dict(description or {},
                             settings=dataclasses.asdict(settings),
@@ -253,8 +254,9 @@ class ProgressiveRun:
           {w.layer.name for w in weights_lib.prunable_weights(
               store.build_model())})
     if os.path.isdir(store.path('backup')):
-      for unit in os.listdir(store.path('backup')):
-        run_checks.drop_damaged_backup(store.path('backup', unit))
+      for name in os.listdir(store.path('backup')):
+        if not name.endswith(run_checks.BACKUP_CHECKSUMS):
+          run_checks.drop_damaged_backup(store.path('backup', name))
 
   def _choose(self, state, stage, rates, children) -> None:
     """The candidate pool after `stage`: its best child joins the pool, or

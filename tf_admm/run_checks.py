@@ -121,13 +121,41 @@ _BACKUP_READERS = {'.h5': read_h5, '.json': run_files.load_json,
                    '.index': _read_checkpoint}
 
 
-def drop_damaged_backup(folder: str) -> None:
-  """Reads every file of the BackupAndRestore folder `folder` whole; if one
-  cannot be read, logs which and deletes the folder, so the fit it belongs
-  to starts again from its beginning (losing that fit's epochs, not the
-  run)."""
-  if not os.path.isdir(folder):
-    return
+# Beside a BackupAndRestore folder: the checksums of its files after the
+# last epoch Keras saved (outside it, as Keras deletes the folder at the end
+# of its fit).
+BACKUP_CHECKSUMS = '.checksums.json'
+
+
+def record_backup(folder: str) -> None:
+  """Records the checksums of the BackupAndRestore folder `folder`'s files,
+  as Keras has just written them (at an epoch's end)."""
+  if os.path.isdir(folder):
+    run_files.write_json(folder + BACKUP_CHECKSUMS, run_files.checksums(folder))
+
+
+def forget_backup(folder: str) -> None:
+  """Drops the checksums of a BackupAndRestore folder whose fit ended."""
+  if os.path.exists(folder + BACKUP_CHECKSUMS):
+    os.remove(folder + BACKUP_CHECKSUMS)
+
+
+def _backup_problem(folder: str):
+  """Why the BackupAndRestore folder `folder` cannot be resumed from (a
+  file other than the last epoch left, or one that cannot be read whole),
+  or None."""
+  recorded_path = folder + BACKUP_CHECKSUMS
+  if os.path.exists(recorded_path):
+    try:
+      recorded = run_files.load_json(recorded_path)
+    except ValueError:
+      recorded = None
+    found = run_files.checksums(folder)
+    if recorded != found:
+      changed = sorted(name for name in set(found) | set(recorded or {})
+                       if found.get(name) != (recorded or {}).get(name))
+      return (f'{os.path.join(folder, changed[0]) if changed else folder} '
+              'differs from the checkpoint of the last epoch saved')
   for parent, _, names in os.walk(folder):
     for name in names:
       path = os.path.join(parent, name)
@@ -137,10 +165,22 @@ def drop_damaged_backup(folder: str) -> None:
       try:
         reader(path)
       except Exception as error:  # h5py and TensorFlow raise many kinds
-        logging.warning('%s cannot be read (%s: %s), so the checkpoint of '
-                        'the fit it belongs to is damaged; that fit starts '
-                        'again from its beginning.', path,
-                        type(error).__name__, str(error).splitlines()[0]
-                        if str(error) else '')
-        shutil.rmtree(folder)
-        return
+        first_line = (str(error).splitlines() or [''])[0]
+        return f'{path} cannot be read ({type(error).__name__}: {first_line})'
+  return None
+
+
+def drop_damaged_backup(folder: str) -> None:
+  """Checks the BackupAndRestore folder `folder` against the checksums of
+  the last epoch saved, and reads its files whole; if one differs or cannot
+  be read, logs which and deletes the folder, so the fit it belongs to
+  starts again from its beginning (losing that fit's epochs, not the
+  run)."""
+  if not os.path.isdir(folder):
+    return
+  problem = _backup_problem(folder)
+  if problem:
+    logging.warning('%s: the checkpoint of the fit it belongs to is damaged, '
+                    'so that fit starts again from its beginning.', problem)
+    shutil.rmtree(folder)
+    forget_backup(folder)

@@ -100,10 +100,16 @@ def sha256(path: str) -> str:
 
 
 def checksums(folder: str, leave_out: str = '') -> dict:
-  """{file name: sha256} of the files in `folder` but `leave_out`."""
-  return {name: sha256(os.path.join(folder, name))
-          for name in sorted(os.listdir(folder))
-          if name != leave_out and os.path.isfile(os.path.join(folder, name))}
+  """{file path relative to `folder`: sha256} of the files under `folder`
+  (its subfolders' too) but `leave_out`."""
+  found = {}
+  for parent, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(parent, name)
+      relative = os.path.relpath(path, folder)
+      if relative != leave_out:
+        found[relative] = sha256(path)
+  return dict(sorted(found.items()))
 
 
 def read(path: str, read_file: Callable[[str], object]):

@@ -9,6 +9,7 @@ import numpy as np
 
 from tf_admm import datasets
 from tf_admm import finite
+from tf_admm import run_checks
 
 
 def accuracy(model, x, y) -> float:
@@ -26,13 +27,17 @@ class Trainer:
     keras: the Keras module of the run's models.
     backup_folder: `backup_folder(unit)`, where a fit of `unit` keeps its
       BackupAndRestore checkpoint.
+    records_backups: whether this worker (the chief) records the checksums
+      of each epoch's checkpoint (`tf_admm.run_checks.record_backup`).
   """
 
-  def __init__(self, data, settings, keras, backup_folder):
+  def __init__(self, data, settings, keras, backup_folder,
+               records_backups=True):
     self.data = data
     self.settings = settings
     self.keras = keras
     self.backup_folder = backup_folder
+    self.records_backups = records_backups
 
   @property
   def steps_per_epoch(self) -> int:
@@ -56,7 +61,12 @@ class Trainer:
     its batches is the run's, mixed with the unit's name."""
     self.keras.utils.set_random_seed(
         (self.settings.seed + zlib.crc32(unit.encode())) % 2**32)
-    backup = self.keras.callbacks.BackupAndRestore(self.backup_folder(unit))
+    folder = self.backup_folder(unit)
+    backups = [self.keras.callbacks.BackupAndRestore(folder)]
+    if self.records_backups:  # after Keras has saved the epoch
+      backups.append(self.keras.callbacks.LambdaCallback(
+          on_epoch_end=lambda epoch, logs: run_checks.record_backup(folder),
+          on_train_end=lambda logs: run_checks.forget_backup(folder)))
     if self.settings.shift_pixels:
       inputs = dict(x=datasets.shifted_batches(
           self.data.x_train, self.data.y_train, self.settings.batch_size,
@@ -67,7 +77,7 @@ class Trainer:
     # Before ADMM's own checks: it puts the last finite weights back.
     model.fit(**inputs, epochs=epochs,
               verbose=1 if sys.stdout.isatty() else 2,  # bars, or a line
-              callbacks=[backup, finite.StopOnNonFinite(), *callbacks])
+              callbacks=[*backups, finite.StopOnNonFinite(), *callbacks])
 
   def val_accuracy(self, model) -> float:
     return accuracy(model, self.data.x_val, self.data.y_val)
