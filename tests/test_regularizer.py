@@ -296,3 +296,20 @@ def test_a_fit_without_admm_callback_warns_at_its_first_batch(keras_version):
   assert 'conv/kernel is computed before ADMM started (Z = U = 0)' in (
       unstarted[0])
   assert not fit([tf_admm.AdmmCallback(tf_admm.Stages(update_every_steps=1))])
+
+
+def test_keras3_shape_tracing_under_a_strategy_does_not_warn():
+  # Keras 3's fit traces shapes first under a tf.distribute strategy, before
+  # any callback runs: that is no fit without AdmmCallback.
+  from tests.conftest import random_batch, small_model  # pylint: disable=g-import-not-at-top
+  keras3 = tf_admm.keras_compat.keras3
+  x, y = random_batch(32)
+  with tf.distribute.OneDeviceStrategy('/cpu:0').scope():
+    model = tf_admm.attach_admm(small_model(keras=keras3),
+                                tf_admm.KeepRatio(0.5))
+    model.compile('sgd', 'sparse_categorical_crossentropy')
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[
+        tf_admm.AdmmCallback(tf_admm.Stages(update_every_steps=1))])
+  assert not [w for w in caught if 'ADMM penalty' in str(w.message)]

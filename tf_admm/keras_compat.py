@@ -100,6 +100,14 @@ def saved_by_keras3(path) -> bool:
   return str(metadata.get('keras_version', '')).startswith('3.')
 
 
+def in_symbolic_build() -> bool:
+  """Whether Keras 3 is tracing shapes only (`compute_output_spec`, as
+  `fit` does first under a tf.distribute strategy), not computing values."""
+  # pylint: disable-next=g-import-not-at-top
+  from keras.src.backend.common import symbolic_scope
+  return symbolic_scope.in_symbolic_scope()
+
+
 def load_model(keras_module_, path: str, safe_mode: bool):
   """`load_model(path)` of `keras_module_`, uncompiled. On Keras 2 the
   safe mode covers `.h5` files and SavedModels too, which tf_keras's

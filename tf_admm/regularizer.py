@@ -217,7 +217,7 @@ class AdmmSteps:
     """Warns once if the penalty is computed before `AdmmCallback` started
     ADMM (as the first batch of a fit without it does): with Z = U = 0 it
     is plain weight decay toward zero."""
-    if self.warned_unstarted:
+    if self.warned_unstarted or keras_compat.in_symbolic_build():
       return
     with tf.init_scope():  # out of the train step's graph, to read it
       started = self.started
