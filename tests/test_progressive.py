@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_admm import allocations
 from tf_admm import constraints
@@ -293,4 +294,20 @@ def test_requests_that_cannot_be_met_are_refused_before_any_work(
                                allocations.global_allocation(2.0),
                                progressive.Settings(**settings),
                                str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_keras3_under_several_workers_is_refused_before_any_work(tmp_path):
+  # A bare instance: the refusal reads only the strategy's class, and a real
+  # MultiWorkerMirroredStrategy would set up collectives in this process.
+  several_workers = object.__new__(tf.distribute.MultiWorkerMirroredStrategy)
+  x, y = random_batch(64)
+  with pytest.raises(ValueError, match='Keras 3 models do not train under '
+                     'MultiWorkerMirroredStrategy'):
+    progressive.ProgressiveRun(
+        lambda: small_model(keras=keras_compat.keras3),
+        progressive.Data(x, y, x, y, x, y),
+        allocations.global_allocation(2.0),
+        progressive.Settings(stage_rates=[2.0]), str(tmp_path / 'run'),
+        strategy=several_workers)
   assert not (tmp_path / 'run').exists()

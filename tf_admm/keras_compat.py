@@ -100,6 +100,15 @@ def saved_by_keras3(path) -> bool:
   return str(metadata.get('keras_version', '')).startswith('3.')
 
 
+def replica_values(variable) -> list:
+  """The value of each replica's copy of `variable` (a variable of either
+  Keras, mirrored or not), as numpy arrays."""
+  # A Keras 3 variable holds its TensorFlow (here: distributed) variable.
+  inner = getattr(variable, '_value', variable) if is_keras3(variable) else (
+      variable)
+  return [copy.numpy() for copy in getattr(inner, 'values', [inner])]
+
+
 def in_symbolic_build() -> bool:
   """Whether Keras 3 is tracing shapes only (`compute_output_spec`, as
   `fit` does first under a tf.distribute strategy), not computing values."""

@@ -112,6 +112,13 @@ class ProgressiveRun:
     model = build_model()
     self._check_reachable(model, allocate, settings, constraint)
     keras = keras_compat.keras_of(model)
+    if keras is keras_compat.keras3 and isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      raise ValueError(
+          'Keras 3 models do not train under MultiWorkerMirroredStrategy '
+          'here: Keras 3.15\'s fit fails on the first distributed batch '
+          'before any step. Train them under MirroredStrategy (one '
+          'machine), or train Keras 2 models on several machines.')
     self.allocate = allocate
     self.settings = settings
     self.pretrained_dir = pretrained_dir

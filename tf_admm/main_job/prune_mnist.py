@@ -80,7 +80,8 @@ KERAS = flags.DEFINE_enum(
 STRATEGY = flags.DEFINE_enum(
     'strategy', None, ['mirrored', 'multi_worker'],
     'Train under tf.distribute: mirrored (every GPU of this machine), or '
-    'multi_worker (the hosts TF_CONFIG lists; run the same command on each, '
+    'multi_worker (Keras 2 models; the hosts TF_CONFIG lists; run the same '
+    'command on each, '
     'with an --output_dir they all see; the chief writes the run). Default: '
     'one device.')
 

@@ -213,9 +213,11 @@ def settings():
 def strategy():
   """The --strategy; made before any other TensorFlow work, as
   MultiWorkerMirroredStrategy needs."""
-  if FLAGS.strategy and FLAGS.keras == '3':
-    raise ValueError('--strategy trains Keras 2 models only; run it with '
-                     '--keras=2.')
+  if FLAGS.strategy == 'multi_worker' and FLAGS.keras == '3':
+    raise ValueError('--strategy=multi_worker trains Keras 2 models only '
+                     '(Keras 3.15\'s fit fails under '
+                     'MultiWorkerMirroredStrategy); run it with --keras=2, '
+                     'or --strategy=mirrored on one machine.')
   if FLAGS.strategy == 'multi_worker':
     if not os.environ.get('TF_CONFIG'):
       raise ValueError('--strategy=multi_worker reads the cluster from '
