@@ -97,7 +97,8 @@ def test_an_unregistered_layer_class_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize('function, safe', [
     ('nn.relu', True), ('__operators__.add', True), ('reshape', True),
     ('io.write_file', False), ('compat.v1.io.gfile.remove', False),
-    ('py_function', False)])
+    ('py_function', False), ('load_op_library', False),
+    ('load_library', False), ('print', False)])
 def test_only_tensorflow_math_may_be_called_by_name(function, safe):
   config = {'class_name': 'Functional', 'config': {'name': 'm', 'layers': [
       {'class_name': 'TFOpLambda',
@@ -134,3 +135,16 @@ def test_what_is_not_a_model_is_named(tmp_path, content, message):
   with pytest.raises(ValueError, match=message):
     tf_admm.load_model(str(path))
   assert os.listdir(tmp_path) == ([] if content is None else ['model.keras'])
+
+
+def test_a_registered_layer_of_the_users_own_package_loads(tmp_path):
+  @keras3.saving.register_keras_serializable(package='users_package')
+  class Doubling(keras3.layers.Layer):
+    def call(self, x):
+      return 2 * x
+
+  model = keras3.Sequential([keras3.Input((4,)), Doubling(name='twice'),
+                             keras3.layers.Dense(2)])
+  model.save(tmp_path / 'model.keras')
+  loaded = tf_admm.load_model(str(tmp_path / 'model.keras'))
+  assert type(loaded.get_layer('twice')).__name__ == 'Doubling'

@@ -14,7 +14,9 @@ from tf_admm import constraints
 from tf_admm import keras_compat
 from tf_admm import models
 from tf_admm import progressive
+from tf_admm import run_lock
 from tf_admm import run_steps
+from tf_admm import run_store
 from tf_admm import schedules
 from tests.conftest import file_bytes, random_batch, small_model
 
@@ -310,4 +312,44 @@ def test_keras3_under_several_workers_is_refused_before_any_work(tmp_path):
         allocations.global_allocation(2.0),
         progressive.Settings(stage_rates=[2.0]), str(tmp_path / 'run'),
         strategy=several_workers)
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_second_run_refused_at_the_lock_removes_nothing(tmp_path,
+                                                          monkeypatch):
+  run = _tiny_run(tmp_path / 'run')  # the folder does not exist yet
+
+  def held_by_another(folder):
+    # Another run made the folder and wrote into it meanwhile.
+    (tmp_path / 'run' / 'run.json').write_text('{}')
+    raise run_lock.RunFolderBusy(f'{folder!r} is in use')
+
+  monkeypatch.setattr(run_store.run_lock, 'locked', held_by_another)
+  with pytest.raises(run_lock.RunFolderBusy):
+    with run.store.locked():
+      pass
+  assert (tmp_path / 'run' / 'run.json').read_text() == '{}'
+
+
+def test_a_dense_folder_without_metrics_is_named_before_training(
+    finished_tiny_run, tmp_path):
+  folder = tmp_path / 'run'
+  shutil.copytree(finished_tiny_run, folder)
+  (folder / 'dense' / 'metrics.json').unlink()
+  run = _tiny_run(folder)
+  run.context.trainer.fit = None  # any training fails the test
+  with pytest.raises(ValueError, match='dense is no finished unit'):
+    run.run()
+
+
+def test_a_stage_the_constraint_cannot_reach_is_refused_before_training(
+    tmp_path):
+  x, y = random_batch(64)
+  with pytest.raises(ValueError, match='rate 1.2 keeps more weights than the '
+                     'constraints allow'):
+    progressive.ProgressiveRun(
+        small_model, progressive.Data(x, y, x, y, x, y),
+        allocations.global_allocation(1.2),
+        progressive.Settings(stage_rates=[1.2]), str(tmp_path / 'run'),
+        constraint=constraints.NOutOfM(1, 4))  # at most 1 in 4 kept: >= 4x
   assert not (tmp_path / 'run').exists()

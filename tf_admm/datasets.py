@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tf_admm import arguments
 from tf_admm.keras_compat import keras
 
 DATASETS_ENV = 'TF_ADMM_DATASETS'
@@ -48,9 +49,7 @@ def check_shift(shift_pixels: int, image_size) -> None:
   """Raises unless `shift_pixels` is a whole number of pixels less than
   each side of `image_size` (height, width): a shift must leave part of
   the image in view."""
-  if isinstance(shift_pixels, bool) or not isinstance(shift_pixels, int):
-    raise ValueError(f'shift_pixels must be a whole number, got '
-                     f'{shift_pixels!r}.')
+  arguments.whole_number('shift_pixels', shift_pixels)
   if shift_pixels >= min(image_size):
     raise ValueError(
         f'shift_pixels ({shift_pixels}) must be less than the images\' '

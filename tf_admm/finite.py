@@ -64,8 +64,8 @@ class StopOnNonFinite(keras_compat.BatchHookCallback):
   """Stops `model.fit` with a NonFiniteError at the first step whose loss
   is NaN or Inf, naming the layer whose weights are, if any (Keras's
   `TerminateOnNaN` stops quietly and names nothing), and gives the model
-  back the weights it had at the start of that epoch: the last finite ones
-  a BackupAndRestore checkpoint would hold on disk too."""
+  back the weights it had at the start of that epoch, as a BackupAndRestore
+  checkpoint holds them on disk (the optimizer's state is not put back)."""
 
   def __init__(self):
     super().__init__()

@@ -19,6 +19,8 @@ model as a program. Load models from sources you trust.
 
 import json
 import os
+import shutil
+import tempfile
 import zipfile
 
 from absl import logging
@@ -40,6 +42,18 @@ _OP_LAYERS = ('TFOpLambda', 'SlicingOpLambda', 'InstanceMethod',
               'InstanceProperty', 'ClassMethod')
 _SAFE_OP_PREFIXES = ('__operators__.', 'math.', 'nn.', 'linalg.', 'image.',
                      'signal.', 'bitwise.')
+# TensorFlow's top-level names that only compute on tensors (tf.print,
+# tf.load_op_library, ... are not among them).
+_SAFE_TOP_LEVEL_OPS = frozenset((
+    'abs', 'add', 'argmax', 'argmin', 'broadcast_to', 'cast', 'clip_by_value',
+    'concat', 'convert_to_tensor', 'cumsum', 'divide', 'einsum', 'equal',
+    'exp', 'expand_dims', 'fill', 'gather', 'gather_nd', 'identity', 'linspace',
+    'matmul', 'maximum', 'minimum', 'multiply', 'one_hot', 'ones', 'ones_like',
+    'pad', 'pow', 'range', 'reduce_max', 'reduce_mean', 'reduce_min',
+    'reduce_prod', 'reduce_sum', 'repeat', 'reshape', 'reverse', 'round',
+    'shape', 'sigmoid', 'sign', 'slice', 'split', 'sqrt', 'square', 'squeeze',
+    'stack', 'strided_slice', 'subtract', 'tanh', 'tensordot', 'tile',
+    'transpose', 'truediv', 'unstack', 'where', 'zeros', 'zeros_like'))
 _UNSAFE_HINT = ('If you trust the file, load it with safe_mode=False '
                 '(--unsafe_load), which runs whatever code it holds.')
 
@@ -69,8 +83,15 @@ def load_model(path: str, keras=None, safe_mode: bool = True):
     logging.warning('Loading %s with safe_mode=False: any code it holds '
                     'runs now.', path)
     return keras_compat.load_model(keras, path, safe_mode=False)
-  check_file(path, keras)
-  return keras_compat.load_model(keras, path, safe_mode=True)
+  # A private copy, so that the file checked is the file loaded.
+  with tempfile.TemporaryDirectory() as folder:
+    private = os.path.join(folder, os.path.basename(os.path.normpath(path)))
+    if os.path.isdir(path):
+      shutil.copytree(path, private)
+    else:
+      shutil.copyfile(path, private)
+    check_file(private, keras)
+    return keras_compat.load_model(keras, private, safe_mode=True)
 
 
 def check_file(path: str, keras) -> None:
@@ -88,7 +109,12 @@ def saved_configs(path: str) -> list:
       with open(os.path.join(path, 'config.json')) as f:
         return [('config.json', json.load(f))]
     return keras_compat.saved_model_configs(path)
-  if zipfile.is_zipfile(path):
+  # The format as Keras picks it: by the extension, then by the content.
+  if path.endswith('.keras'):
+    if not zipfile.is_zipfile(path):
+      raise ValueError(f'{path} is not a saved Keras model (a .keras file '
+                       'is a zip archive; this one is cut short or another '
+                       'file).')
     with zipfile.ZipFile(path) as archive:
       try:
         return [('config.json', json.loads(archive.read('config.json')))]
@@ -121,7 +147,8 @@ def check_config(config, keras, where: str) -> None:
           f'{where}: {layer} holds Python code ({class_name}), which '
           f'would run on loading. {_UNSAFE_HINT}')
     module = node.get('module')
-    if isinstance(module, str) and module.split('.')[0] not in _SAFE_PACKAGES:
+    if (isinstance(module, str) and module.split('.')[0] not in _SAFE_PACKAGES
+        and not _registered(keras, node)):
       raise UnsafeModelFile(
           f'{where}: {layer} names the module {module!r}, outside Keras and '
           f'tf_admm, which loading would import. {_UNSAFE_HINT}')
@@ -153,14 +180,14 @@ def _objects(value, layer_name):
       if isinstance(inner, dict) and isinstance(inner.get('name'), str):
         layer_name = inner['name']
       yield value, layer_name
-    for item in value.values():
-      yield from _objects(item, layer_name)
+    for key, item in value.items():
+      if key != 'compile_config':  # loaded uncompiled: never deserialized
+        yield from _objects(item, layer_name)
 
 
 def _safe_op(function) -> bool:
   return isinstance(function, str) and (
-      '.' not in function or function.startswith(_SAFE_OP_PREFIXES)) and (
-          function not in ('py_function', 'numpy_function', 'py_func'))
+      function in _SAFE_TOP_LEVEL_OPS or function.startswith(_SAFE_OP_PREFIXES))
 
 
 def _known_layer(keras, entry: dict) -> bool:
@@ -170,6 +197,12 @@ def _known_layer(keras, entry: dict) -> bool:
   if isinstance(class_name, str) and isinstance(
       getattr(keras.layers, class_name, None), type):
     return True
-  registered = entry.get('registered_name') or class_name
+  return _registered(keras, entry)
+
+
+def _registered(keras, entry: dict) -> bool:
+  """Whether the object `entry` names is registered with `keras` (by the
+  user's own import, which ran their code already)."""
+  registered = entry.get('registered_name') or entry.get('class_name')
   return isinstance(registered, str) and (
       keras.saving.get_registered_object(registered) is not None)

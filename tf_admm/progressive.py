@@ -110,7 +110,6 @@ class ProgressiveRun:
                        'are pruned (rate_unit="macs" needs KeepChannels).')
     datasets.check_shift(settings.shift_pixels, data.x_train.shape[1:3])
     model = build_model()
-    self._check_reachable(model, allocate, settings, constraint)
     keras = keras_compat.keras_of(model)
     if keras is keras_compat.keras3 and isinstance(
         strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -128,6 +127,7 @@ class ProgressiveRun:
     self.store = run_store.RunStore(output_dir, build_model, keras,
                                     self.strategy, overwrite)
     self.store.check_folder()
+    self._check_reachable(model)
     if pretrained_dir:
       run_store.check_copy_source(pretrained_dir, 'pretraining',
                                   pruned=False)
@@ -149,16 +149,14 @@ class ProgressiveRun:
     if keras is keras_compat.keras3:  # Keras 2 runs predate the key
       self.description['keras'] = 3
 
-  @staticmethod
-  def _check_reachable(model, allocate, settings, constraint) -> None:
-    """Refuses, before any training, a final rate the model cannot reach
-    and channel targets surgery could not cut."""
+  def _check_reachable(self, model) -> None:
+    """Refuses, before any training, stage rates the model and the
+    constraint cannot reach, and channel targets surgery could not cut."""
+    settings, constraint = self.settings, self.constraint
     if not settings.stage_rates:
       return
-    layers = allocate(model)  # which layers; the untrained ratios are moot
-    if settings.rate_unit == 'macs':  # raises naming the MACs in reach
-      macs.keep_ratios_for_macs(model, layers, settings.stage_rates[-1])
-    else:
+    layers = self.allocate(model)  # which layers; untrained ratios are moot
+    if settings.rate_unit == 'weights':
       ceiling = targets.highest_rate(model, layers)
       if settings.stage_rates[-1] > ceiling:
         raise ValueError(
@@ -166,6 +164,8 @@ class ProgressiveRun:
             f'reach: with every pruned layer ({", ".join(layers)}) down to '
             f'one weight per tensor, the model is {ceiling:,.1f}x smaller; '
             'choose a lower final rate (--target_rate).')
+    for rate in settings.stage_rates:  # raises naming what is in reach
+      self._stage_keep_ratios(layers, rate)
     if constraint.removes_channels:
       surgery.check_supported(model)
       attach.attach_admm(model, per_layer={
@@ -260,7 +260,7 @@ class ProgressiveRun:
           store.path('allocation.json'), allocation,
           {w.layer.name for w in weights_lib.prunable_weights(
               store.build_model())})
-    if os.path.isdir(store.path('backup')):
+    if store.is_chief and os.path.isdir(store.path('backup')):
       for name in os.listdir(store.path('backup')):
         if not name.endswith(run_checks.BACKUP_CHECKSUMS):
           run_checks.drop_damaged_backup(store.path('backup', name))

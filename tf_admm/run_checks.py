@@ -125,13 +125,21 @@ _BACKUP_READERS = {'.h5': read_h5, '.json': run_files.load_json,
 # last epoch Keras saved (outside it, as Keras deletes the folder at the end
 # of its fit).
 BACKUP_CHECKSUMS = '.checksums.json'
+# Keras 2's scratch folders of the other workers, written and deleted at
+# each epoch's end: not the checkpoint.
+_WORKER_SCRATCH = 'workertemp_'
+
+
+def _backup_checksums(folder: str) -> dict:
+  return run_files.checksums(folder, skip_prefix=_WORKER_SCRATCH)
 
 
 def record_backup(folder: str) -> None:
   """Records the checksums of the BackupAndRestore folder `folder`'s files,
   as Keras has just written them (at an epoch's end)."""
   if os.path.isdir(folder):
-    run_files.write_json(folder + BACKUP_CHECKSUMS, run_files.checksums(folder))
+    run_files.write_json(folder + BACKUP_CHECKSUMS,
+                         _backup_checksums(folder))
 
 
 def forget_backup(folder: str) -> None:
@@ -150,7 +158,7 @@ def _backup_problem(folder: str):
       recorded = run_files.load_json(recorded_path)
     except ValueError:
       recorded = None
-    found = run_files.checksums(folder)
+    found = _backup_checksums(folder)
     if recorded != found:
       changed = sorted(name for name in set(found) | set(recorded or {})
                        if found.get(name) != (recorded or {}).get(name))

@@ -99,11 +99,14 @@ def sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def checksums(folder: str, leave_out: str = '') -> dict:
+def checksums(folder: str, leave_out: str = '', skip_prefix: str = '') -> dict:
   """{file path relative to `folder`: sha256} of the files under `folder`
-  (its subfolders' too) but `leave_out`."""
+  (its subfolders' too, but those named `skip_prefix`...) but
+  `leave_out`."""
   found = {}
-  for parent, _, names in os.walk(folder):
+  for parent, folders, names in os.walk(folder):
+    if skip_prefix:
+      folders[:] = [f for f in folders if not f.startswith(skip_prefix)]
     for name in names:
       path = os.path.join(parent, name)
       relative = os.path.relpath(path, folder)

@@ -64,7 +64,10 @@ def locked(folder: str):
     handle.flush()
     yield
   finally:
-    os.remove(path)  # while still locked: no one holds it meanwhile
+    # While still locked, so no one holds it meanwhile (the block may have
+    # removed the folder with it).
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)
     handle.close()  # which drops the lock
 
 

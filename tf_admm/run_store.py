@@ -213,17 +213,16 @@ class RunStore:
     self.check_folder()
     created = not os.path.exists(self.output_dir)
     os.makedirs(self.output_dir, exist_ok=True)
-    try:
-      with run_lock.locked(self.output_dir):
-        self._lock_depth += 1
-        try:
-          yield
-        finally:
-          self._lock_depth -= 1
-    except BaseException:
-      if created and not self._holds_work():
-        shutil.rmtree(self.output_dir, ignore_errors=True)
-      raise
+    with run_lock.locked(self.output_dir):  # refused: nothing removed
+      self._lock_depth += 1
+      try:
+        yield
+      except BaseException:
+        if created and not self._holds_work():  # while still holding it
+          shutil.rmtree(self.output_dir, ignore_errors=True)
+        raise
+      finally:
+        self._lock_depth -= 1
 
   def _holds_work(self) -> bool:
     """Whether the folder holds any work: a file other than run.json and
@@ -266,10 +265,13 @@ class RunStore:
   def check_finished_units(self) -> None:
     """Raises `run_checks.DamagedRunFile` naming the first file of a
     finished unit that is not as the run wrote it."""
-    for name in os.listdir(self.path('candidates')):
-      if not name.endswith('.tmp') and not self.finished(name):
-        raise run_checks.damaged(self.folder(name),
-                                 'is no finished unit (no metrics.json)')
+    unfinished = [name for name in os.listdir(self.path('candidates'))
+                  if not name.endswith('.tmp') and not self.finished(name)]
+    if os.path.isdir(self.folder('dense')) and not self.finished('dense'):
+      unfinished.append('dense')
+    if unfinished:  # units are renamed into place whole, metrics.json in
+      raise run_checks.damaged(self.folder(unfinished[0]),
+                               'is no finished unit (no metrics.json)')
     for unit in ['dense'] * self.finished('dense') + self.units():
       check_unit_folder(self.folder(unit), pruned=unit != 'dense')
 
