@@ -150,7 +150,8 @@ def summary_lines(shipped: Shipped) -> list:
       f'{stored["with_index_bytes"]:,.0f} with sparse indices '
       f'({stored["with_index_reduction"]:,.0f}x); '
       f'{report["tflite"]["variant"]}.tflite '
-      f'{stored["tflite"]["gzip_bytes"]:,} bytes gzipped, accuracy '
+      f'{stored["tflite"]["bytes"]:,} bytes as stored '
+      f'({stored["tflite"]["gzip_bytes"]:,} gzipped), accuracy '
       f'{100 * stored["tflite"]["accuracy"]:.2f}%')
   if 'macs' in report:
     macs, params, latency = (report['macs'], report['params'],
