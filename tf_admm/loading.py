@@ -90,7 +90,10 @@ def load_model(path: str, keras=None, safe_mode: bool = True):
       shutil.copytree(path, private)
     else:
       shutil.copyfile(path, private)
-    check_file(private, keras)
+    try:
+      check_file(private, keras)
+    except ValueError as error:  # named by the user's path, not the copy's
+      raise type(error)(str(error).replace(private, path)) from None
     return keras_compat.load_model(keras, private, safe_mode=True)
 
 
