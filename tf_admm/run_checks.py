@@ -23,10 +23,8 @@ class DamagedRunFile(ValueError):
 
 
 def damaged(path: str, problem: str) -> DamagedRunFile:
-  return DamagedRunFile(
-      f'{path} {problem}: it was damaged, emptied or replaced. Restore it '
-      'from a copy, or delete it (and, inside dense/ or candidates/, its '
-      'whole folder) to redo that part.')
+  return DamagedRunFile(f'{path} {problem}: it was damaged, emptied or '
+                        f'replaced. {run_files.RECOVERY}')
 
 
 def _is_number(value) -> bool:
@@ -173,8 +171,7 @@ def _backup_problem(folder: str):
       try:
         reader(path)
       except Exception as error:  # h5py and TensorFlow raise many kinds
-        first_line = (str(error).splitlines() or [''])[0]
-        return f'{path} cannot be read ({type(error).__name__}: {first_line})'
+        return f'{path} cannot be read ({run_files.describe_error(error)})'
   return None
 
 

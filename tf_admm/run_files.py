@@ -115,6 +115,17 @@ def checksums(folder: str, leave_out: str = '', skip_prefix: str = '') -> dict:
   return dict(sorted(found.items()))
 
 
+# How to recover from a damaged file of a run.
+RECOVERY = ('Restore it from a copy, or delete it (and, inside dense/ or '
+            'candidates/, its whole folder) to redo that part.')
+
+
+def describe_error(error: Exception) -> str:
+  """'KindOfError: its first line', for a message naming a file."""
+  return (f'{type(error).__name__}: '
+          f'{(str(error).strip().splitlines() or [""])[0]}')
+
+
 def read(path: str, read_file: Callable[[str], object]):
   """`read_file(path)`, a file written earlier; ValueError naming it if it
   cannot be read (truncated or damaged), before anything is overwritten."""
@@ -122,10 +133,8 @@ def read(path: str, read_file: Callable[[str], object]):
     return read_file(path)
   except Exception as error:  # json, h5py, zip and Keras raise many kinds
     raise ValueError(
-        f'{path} cannot be read ({type(error).__name__}: '
-        f'{(str(error).strip().splitlines() or [""])[0]}): it was damaged or '
-        'cut short. Restore it from a copy, or delete it (and, inside dense/ '
-        'or candidates/, its whole folder) to redo that part.') from error
+        f'{path} cannot be read ({describe_error(error)}): it was damaged or '
+        f'cut short. {RECOVERY}') from error
 
 
 def load_json(path: str):

@@ -246,8 +246,9 @@ class RunStore:
     if found is not None and not isinstance(found, dict):
       raise run_checks.damaged(self.path('run.json'),
                                'is not a settings object')
-    if found is not None and as_written_now(found) != wanted:
+    if found is not None:
       found = as_written_now(found)
+    if found is not None and found != wanted:
       differing = sorted(k for k in set(found) | set(wanted)
                          if found.get(k) != wanted.get(k))
       if self._holds_work():

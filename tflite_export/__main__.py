@@ -62,9 +62,7 @@ def load_plain_model(path, safe_mode=True):
     raise
   except Exception as error:  # zip, h5py and Keras raise many kinds
     raise ValueError(f'{path} cannot be loaded as a Keras model '
-                     f'({type(error).__name__}: '
-                     f'{(str(error).strip().splitlines() or [""])[0]}).'
-                     ) from None
+                     f'({run_files.describe_error(error)}).') from None
   return tf_admm.strip_pruning(model)
 
 

@@ -86,7 +86,7 @@ def _check_kernel_types(content: bytes, quantization: Quantization) -> None:
     return
   smallest = (_DYNAMIC_MIN_ELEMENTS
               if quantization is Quantization.DYNAMIC_INT8 else 0)
-  left = [name for name, size in packed.float_kernels(content).items()
+  left = [name for name, size in packed.float_kernel_sizes(content).items()
           if size >= smallest]
   if left:
     raise ValueError(

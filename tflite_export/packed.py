@@ -133,7 +133,7 @@ def _kernels(model):
   return found
 
 
-def float_kernels(content: bytes) -> dict:
+def float_kernel_sizes(content: bytes) -> dict:
   """{tensor name: element count} of the kernels `content` keeps in
   float32."""
   return {tensor.name.decode(): kernel.size for _, _, tensor, kernel in
