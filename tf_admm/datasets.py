@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tf_admm import arguments
+from tf_admm import run_files
 from tf_admm.keras_compat import keras
 
 DATASETS_ENV = 'TF_ADMM_DATASETS'
@@ -175,9 +176,8 @@ def _prepare(builder, manual_dir):
       builder.download_and_prepare(download_config=config)
   except Exception as error:  # TFDS raises many kinds; all mean the same here
     where = f' from {manual_dir!r}' if manual_dir else ''
-    first_line = (str(error).strip().splitlines() or [''])[0]
     raise ValueError(f'Could not prepare dataset {builder.name!r}{where}: '
-                     f'{type(error).__name__}: {first_line}') from error
+                     f'{run_files.describe_error(error)}') from error
 
 
 def load(name: str,

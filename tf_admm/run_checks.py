@@ -113,10 +113,27 @@ def _read_checkpoint(path):
     reader.get_tensor(name)
 
 
-# How each kind of file a BackupAndRestore folder holds is read whole:
-# Keras 3's weights and metadata, Keras 2's TensorFlow checkpoint.
-_BACKUP_READERS = {'.h5': read_h5, '.json': run_files.load_json,
-                   '.index': _read_checkpoint}
+# How each kind of file a run writes is read whole (a BackupAndRestore
+# folder holds Keras 3's weights and metadata, or Keras 2's TensorFlow
+# checkpoint).
+_READERS = {'.h5': read_h5, '.json': run_files.load_json,
+            '.index': _read_checkpoint, '.npz': run_files.load_npz}
+
+
+def unreadable_file(folder: str):
+  """(path, why) of the first file under `folder` that cannot be read whole,
+  or None."""
+  for parent, _, names in os.walk(folder):
+    for name in sorted(names):
+      path = os.path.join(parent, name)
+      reader = _READERS.get(os.path.splitext(name)[1])
+      if reader is None:
+        continue
+      try:
+        reader(path)
+      except Exception as error:  # h5py and TensorFlow raise many kinds
+        return path, f'cannot be read ({run_files.describe_error(error)})'
+  return None
 
 
 # Beside a BackupAndRestore folder: the checksums of its files after the
@@ -147,32 +164,23 @@ def forget_backup(folder: str) -> None:
 
 
 def _backup_problem(folder: str):
-  """Why the BackupAndRestore folder `folder` cannot be resumed from (a
-  file other than the last epoch left, or one that cannot be read whole),
-  or None."""
+  """(path, why) of the first file of the BackupAndRestore folder `folder`
+  that is not the last epoch's checkpoint (by its checksums) or cannot be
+  read whole, or None."""
   recorded_path = folder + BACKUP_CHECKSUMS
   if os.path.exists(recorded_path):
     try:
       recorded = run_files.load_json(recorded_path)
     except ValueError:
       recorded = None
-    found = _backup_checksums(folder)
-    if recorded != found:
-      changed = sorted(name for name in set(found) | set(recorded or {})
-                       if found.get(name) != (recorded or {}).get(name))
-      return (f'{os.path.join(folder, changed[0]) if changed else folder} '
-              'differs from the checkpoint of the last epoch saved')
-  for parent, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(parent, name)
-      reader = _BACKUP_READERS.get(os.path.splitext(name)[1])
-      if reader is None:
-        continue
-      try:
-        reader(path)
-      except Exception as error:  # h5py and TensorFlow raise many kinds
-        return f'{path} cannot be read ({run_files.describe_error(error)})'
-  return None
+    if not isinstance(recorded, dict):
+      return recorded_path, 'is not a {file: sha256} object'
+    difference = run_files.first_difference(recorded,
+                                            _backup_checksums(folder))
+    if difference:
+      name, how = difference
+      return os.path.join(folder, name), how
+  return unreadable_file(folder)
 
 
 def drop_damaged_backup(folder: str) -> None:
@@ -185,7 +193,8 @@ def drop_damaged_backup(folder: str) -> None:
     return
   problem = _backup_problem(folder)
   if problem:
-    logging.warning('%s: the checkpoint of the fit it belongs to is damaged, '
-                    'so that fit starts again from its beginning.', problem)
+    logging.warning('%s %s: the checkpoint of the fit it belongs to is '
+                    'damaged, so that fit starts again from its beginning.',
+                    *problem)
     shutil.rmtree(folder)
     forget_backup(folder)

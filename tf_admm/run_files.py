@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from typing import Callable
 
+import numpy as np
+
 
 def _umask() -> int:
   umask = os.umask(0)
@@ -113,6 +115,24 @@ def checksums(folder: str, leave_out: str = '', skip_prefix: str = '') -> dict:
       if relative != leave_out:
         found[relative] = sha256(path)
   return dict(sorted(found.items()))
+
+
+def first_difference(recorded: dict, found: dict):
+  """(file name, how it differs) of the first file whose checksum in
+  `found` ({name: sha256}) is not the one `recorded`, or None."""
+  for name in sorted(set(recorded) | set(found)):
+    if name not in found:
+      return name, 'is missing'
+    if name not in recorded:
+      return name, 'was not written by the run'
+    if found[name] != recorded[name]:
+      return name, 'differs from the file the run wrote (its checksum changed)'
+  return None
+
+
+def load_npz(path: str) -> dict:
+  with np.load(path) as arrays:
+    return {name: arrays[name] for name in arrays.files}
 
 
 # How to recover from a damaged file of a run.

@@ -52,25 +52,18 @@ def check_unit_folder(folder: str, pruned: bool) -> None:
                            pruned)
   recorded_path = os.path.join(folder, CHECKSUMS)
   if not os.path.exists(recorded_path):
-    for name in os.listdir(folder):
-      if name.endswith('.h5'):
-        run_files.read(os.path.join(folder, name), run_checks.read_h5)
-      if name.endswith('.npz'):
-        run_files.read(os.path.join(folder, name), _load_npz)
+    unreadable = run_checks.unreadable_file(folder)
+    if unreadable:
+      raise run_checks.damaged(*unreadable)
     return
   recorded = run_files.read_json(recorded_path)
   if not isinstance(recorded, dict):
     raise run_checks.damaged(recorded_path, 'is not a {file: sha256} object')
-  found = run_files.checksums(folder, leave_out=CHECKSUMS)
-  for name in sorted(set(recorded) | set(found)):
-    path = os.path.join(folder, name)
-    if name not in found:
-      raise run_checks.damaged(path, 'is missing')
-    if name not in recorded:
-      raise run_checks.damaged(path, 'was not written by the run')
-    if found[name] != recorded[name]:
-      raise run_checks.damaged(path, 'differs from the file the run wrote '
-                               '(its checksum changed)')
+  difference = run_files.first_difference(
+      recorded, run_files.checksums(folder, leave_out=CHECKSUMS))
+  if difference:
+    name, how = difference
+    raise run_checks.damaged(os.path.join(folder, name), how)
 
 
 def check_copy_source(folder: str, what: str, pruned: bool) -> None:
@@ -80,11 +73,6 @@ def check_copy_source(folder: str, what: str, pruned: bool) -> None:
     raise ValueError(f'{folder!r} holds no finished {what} (metrics.json is '
                      'missing).')
   check_unit_folder(folder, pruned)
-
-
-def _load_npz(path) -> dict:
-  with np.load(path) as arrays:
-    return {name: arrays[name] for name in arrays.files}
 
 
 def _same_architecture(model, reference) -> bool:
@@ -320,7 +308,7 @@ class RunStore:
 
   def load_masks(self, unit: str) -> dict:
     return run_files.read(os.path.join(self.folder(unit), 'masks.npz'),
-                          _load_npz)
+                          run_files.load_npz)
 
   def load_unit(self, unit: str):
     """(model, masks) of a finished unit; no masks for the dense one."""
