@@ -106,6 +106,7 @@ from tf_admm import run_files
 from tf_admm import trainer
 from tf_admm.keras_compat import keras
 from tflite_export import evaluate
+from tflite_export import micro
 from tflite_export import report as tflite_report
 
 ADMM_RUN = flags.DEFINE_string(
@@ -155,6 +156,13 @@ ACCURACY_POINTS = flags.DEFINE_float(
     'percentage points, that counts as equal accuracy.')
 SIZE_BAR = flags.DEFINE_float(
     'size_bar', 1.5, 'tfmot gzip / tf-admm gzip the verdict asks for.')
+
+MICRO = flags.DEFINE_bool(
+    'micro', False, 'Also convert tfmot\'s PCQAT model for TensorFlow Lite '
+    'for Microcontrollers as the run\'s micro.tflite was '
+    '(tflite_export.micro: full int8, LUT-compressed kernels, scored in the '
+    'TFLM interpreter) and compare the flash bytes at TFLM accuracy; the run '
+    'must have been made with --micro.')
 
 FLAGS = flags.FLAGS
 
@@ -285,13 +293,18 @@ def split_sizes(run, report, train_examples=None, validation_examples=None):
 
 def tfadmm_epochs(run, report):
   """{'pruning': post-pretraining pruning epochs of the final model's
-  lineage, 'ramp', 'retrain', 'quantization'}."""
+  lineage (a channel run's fine-tuning of the cut model counted as
+  retraining), 'ramp', 'retrain', 'quantization'}."""
   settings = run['settings']
   stages = report.get('stages') or []
+  # A channel run fine-tunes the cut model before quantizing: retraining.
+  finetune = int(report['shrunk']['epochs']) if report.get('shrunk') else 0
   pruning = (sum(int(s['epochs']) for s in stages) if stages else
              len(settings['stage_rates']) * (settings['admm_epochs'] +
                                              settings['retrain_epochs']))
-  retrain = min(settings['retrain_epochs'], pruning) if pruning else 0
+  pruning += finetune
+  retrain = (min(settings['retrain_epochs'] + finetune, pruning) if pruning
+             else 0)
   return {'pruning': pruning, 'ramp': pruning - retrain, 'retrain': retrain,
           'quantization': int(report['quantized']['epochs'])}
 
@@ -339,35 +352,41 @@ def _floor2(value) -> str:
   return f'{math.floor(value * 100) / 100:.2f}'
 
 
-def verdict(admm, tfmot_side, accuracy_points=0.1, size_bar=1.5):
-  """(one-line verdict, facts) from each side's {'gzip_bytes', 'accuracy'}
-  (LiteRT test accuracy, a fraction)."""
-  ratio = tfmot_side['gzip_bytes'] / admm['gzip_bytes']
+def verdict(admm, tfmot_side, accuracy_points=0.1, size_bar=1.5,
+            size='gzip_bytes', runtime='LiteRT'):
+  """(one-line verdict, facts) from each side's {size, 'accuracy'} (test
+  accuracy in `runtime`, a fraction). The facts name the size ratio
+  'gzip_ratio_tfmot_over_tfadmm', or '<size>_ratio_tfmot_over_tfadmm'."""
+  ratio = tfmot_side[size] / admm[size]
   difference = 100 * (admm['accuracy'] - tfmot_side['accuracy'])
   equal = abs(difference) <= accuracy_points + 1e-9
   # A file smaller by the bar and ahead on accuracy meets it too.
   ahead = difference > accuracy_points + 1e-9
-  facts = {'gzip_ratio_tfmot_over_tfadmm': ratio,
+  ratio_name = ('gzip' if size == 'gzip_bytes' else size) + (
+      '_ratio_tfmot_over_tfadmm')
+  facts = {ratio_name: ratio,
            'accuracy_difference_points': difference,
            'accuracy_within_points': equal,
            'accuracy_points': accuracy_points, 'size_bar': size_bar,
            'bar_met': bool((equal or ahead) and ratio >= size_bar)}
   # Rounded down, so that a ratio just under the bar never reads as it.
-  size = (f'tf-admm\'s file is {_floor2(ratio)}x smaller' if ratio >= 1 else
-          f'tf-admm\'s file is {_floor2(1 / ratio)}x LARGER')
+  smaller = (f'tf-admm\'s file is {_floor2(ratio)}x smaller' if ratio >= 1
+             else f'tf-admm\'s file is {_floor2(1 / ratio)}x LARGER')
   if equal:
-    line = f'{size} at equal accuracy (within {accuracy_points:g} points)'
+    line = (f'{smaller} at equal accuracy (within {accuracy_points:g} '
+            'points)')
     if ratio < size_bar:
       line += (f'; the bar of {size_bar:g}x is not met (it needs at most '
-               f'{math.floor(tfmot_side["gzip_bytes"] / size_bar):,} bytes)')
+               f'{math.floor(tfmot_side[size] / size_bar):,} bytes)')
   elif facts['bar_met']:  # ahead on accuracy
-    line = (f'{size} and {difference:.2f} points ahead on the test set '
+    line = (f'{smaller} and {difference:.2f} points ahead on the test set '
             f'(tf-admm {100 * admm["accuracy"]:.2f}%, tfmot '
             f'{100 * tfmot_side["accuracy"]:.2f}%): smaller by the bar and '
             f'no less accurate, so the bar of {size_bar:g}x is met')
   else:
-    line = (f'{size}, but the LiteRT accuracies differ by {difference:+.2f} '
-            f'points (tf-admm {100 * admm["accuracy"]:.2f}%, tfmot '
+    line = (f'{smaller}, but the {runtime} accuracies differ by '
+            f'{difference:+.2f} points (tf-admm '
+            f'{100 * admm["accuracy"]:.2f}%, tfmot '
             f'{100 * tfmot_side["accuracy"]:.2f}%), more than '
             f'{accuracy_points:g}: no equal-accuracy comparison, the bar of '
             f'{size_bar:g}x is not met')
@@ -587,10 +606,12 @@ def _tflite_facts(content, data):
 TRAINING_SETTINGS = ('learning_rate', 'batch_size', 'shift_pixels', 'seed')
 
 
-def phase_inputs(start, settings, frequency, epochs, clusters, centroid_init):
+def phase_inputs(start, settings, frequency, epochs, clusters, centroid_init,
+                 micro=False):
   """{phase: what it is made from}: `start` (the pretrained run, data and
   kept counts), the run's TRAINING_SETTINGS, and each phase's own settings
-  with every earlier phase's."""
+  with every earlier phase's (PCQAT's: whether its TFLite Micro file is
+  made too)."""
   prune = dict(start,
                settings={k: settings.get(k) for k in TRAINING_SETTINGS},
                prune_frequency=frequency,
@@ -599,7 +620,8 @@ def phase_inputs(start, settings, frequency, epochs, clusters, centroid_init):
   cluster = dict(prune, clusters=clusters, centroid_init=centroid_init,
                  cluster_epochs=epochs['cluster'])
   return {'prune': prune, 'cluster': cluster,
-          'pcqat': dict(cluster, pcqat_epochs=epochs['pcqat'])}
+          'pcqat': dict(cluster, pcqat_epochs=epochs['pcqat'],
+                        micro=micro)}
 
 
 class Phases:
@@ -656,7 +678,8 @@ class Phases:
 
 def _run_tfmot(phases, dense, data, settings, targets, clusters, epochs,
                frequency):
-  """Runs (or resumes) the phases; returns {phase: metrics}."""
+  """Runs (or resumes) the phases; returns {phase: metrics}. PCQAT's
+  metrics hold its TFLite Micro report ('micro') where its inputs ask."""
   redo = not phases.done('prune')  # and then every later phase
   if redo:
     start = time.time()
@@ -685,6 +708,11 @@ def _run_tfmot(phases, dense, data, settings, targets, clusters, epochs,
     metrics = dict(_model_facts(qat, data), epochs=epochs['pcqat'],
                    seconds=time.time() - start,
                    tflite=_tflite_facts(content, data))
+    if phases.inputs['pcqat']['micro']:  # calibrated as the run's file
+      metrics['micro'] = micro.export_micro(
+          qat, data.x_test, data.y_test,
+          tf.data.Dataset.from_tensor_slices(data.x_train[:500]))
+      _log(f'pcqat: {micro.summary_line(metrics["micro"])}')
     phases.save('pcqat', qat, metrics, content)
     _log(f'pcqat: test accuracy {metrics["test_accuracy"]:.4f}, int8 '
          f'.tflite {metrics["tflite"]["gzip_bytes"]:,} bytes gzipped, LiteRT '
@@ -758,6 +786,10 @@ def markdown(result):
       '', _paired_line(result['comparison']['paired']), '',
       '| | tf-admm | tfmot (prune -> cluster -> PCQAT) |', '|---|---|---|']
   lines += [f'| {a} | {b} | {c} |' for a, b, c in rows]
+  if 'micro' in admm:
+    lines += ['', 'TensorFlow Lite for Microcontrollers (`tflite_export.micro`'
+              ': full int8, LUT-compressed kernels, scored in the TFLM '
+              'interpreter):', ''] + micro_rows(admm['micro'], other['micro'])
   lines += [
       '', 'tfmot phases:', '',
       '| phase | epochs | Keras test accuracy | val accuracy | nonzero | '
@@ -798,6 +830,22 @@ def markdown(result):
   return '\n'.join(lines)
 
 
+def micro_rows(admm, other):
+  """The Markdown table of both sides' TFLite Micro reports."""
+  def bits(report):
+    return ', '.join(f'{name} {b or "int8"}'
+                     for name, b in report['lut_bits'].items())
+
+  rows = [('flash bytes (the file as stored)', 'flash_bytes', '{:,}'),
+          ('arena bytes', 'arena_bytes', '{:,}'),
+          ('TFLM test accuracy', 'accuracy', '{:.2%}'),
+          ('int8 file before LUT compression', 'int8_bytes', '{:,}')]
+  lines = ['| | tf-admm | tfmot |', '|---|---:|---:|']
+  lines += [f'| {label} | {fmt.format(admm[key])} | '
+            f'{fmt.format(other[key])} |' for label, key, fmt in rows]
+  return lines + [f'| LUT index bits | {bits(admm)} | {bits(other)} |']
+
+
 def _paired_line(paired):
   return (
       f'Image by image (LiteRT, {paired["examples"]:,} test images): tf-admm '
@@ -835,6 +883,10 @@ def main(argv):
                           PCQAT_EPOCHS.value)
     total, validation = split_sizes(run, report, TRAIN_EXAMPLES.value,
                                     VALIDATION_EXAMPLES.value)
+    if MICRO.value and 'micro' not in report:
+      raise ValueError(f'{ADMM_RUN.value!r} has no TFLite Micro file (its '
+                       'report has no "micro"): rerun its command with '
+                       '--micro, which exports it without retraining.')
   except ValueError as error:
     sys.exit(f'compare_collaborative: error: {error}')
   epochs['total'] = sum(epochs.values())
@@ -883,7 +935,8 @@ def main(argv):
       {'admm_run': os.path.abspath(ADMM_RUN.value), 'dataset': FLAGS.dataset,
        'targets': targets, 'train_examples': len(x),
        'validation_examples': len(x_val)},
-      settings, frequency, epochs, clusters, CENTROID_INIT.value),
+      settings, frequency, epochs, clusters, CENTROID_INIT.value,
+      MICRO.value),
                   build_model, _log)
   by_phase = _run_tfmot(phases, dense, data, settings, targets, clusters,
                         epochs, frequency)
@@ -940,6 +993,15 @@ def main(argv):
              'otherwise now than their reports say (the run or the work '
              'folder changed since); rerun the run\'s command, or use a new '
              '--work_dir.')
+  if MICRO.value:
+    tfadmm['micro'], tfmot_side['micro'] = report['micro'], final['micro']
+    micro_line, facts['micro'] = verdict(
+        {'flash_bytes': report['micro']['flash_bytes'],
+         'accuracy': report['micro']['accuracy']},
+        {'flash_bytes': final['micro']['flash_bytes'],
+         'accuracy': final['micro']['accuracy']},
+        ACCURACY_POINTS.value, 1.0, size='flash_bytes', runtime='TFLM')
+    line += ' TFLite Micro: ' + micro_line
   result = {
       'admm_run': ADMM_RUN.value, 'tfadmm': tfadmm, 'tfmot': tfmot_side,
       'tfmot_phases': by_phase, 'comparison': facts, 'verdict': line,

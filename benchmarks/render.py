@@ -173,6 +173,10 @@ def _progressive_values(report):
     values['fewer MACs'] = report['macs']['dense'] / report['macs']['final']
     values['faster'] = (report['latency_ms']['dense'] /
                         report['latency_ms']['final'])
+  if report.get('micro'):
+    values['TFLM accuracy'] = report['micro']['accuracy']
+    values['TFLM flash bytes'] = report['micro']['flash_bytes']
+    values['TFLM arena bytes'] = report['micro']['arena_bytes']
   return values
 
 
@@ -180,7 +184,8 @@ _PROGRESSIVE_COLUMNS = [
     ('rate', _times), ('test accuracy', _pct), ('TFLite bytes', _count),
     ('TFLite gzip bytes', _count),
     ('epochs', _count), ('training min', _one), ('fewer MACs', _times),
-    ('faster', _times)]
+    ('faster', _times), ('TFLM accuracy', _pct), ('TFLM flash bytes', _count),
+    ('TFLM arena bytes', _count)]
 
 
 def _summary_lines(report):
@@ -231,14 +236,27 @@ def _storage_line(report):
           + bits + dead + biases)
 
 
+def _micro_line(micro):
+  compressed = ', '.join(f'{name} {bits}-bit' for name, bits
+                         in micro['lut_bits'].items() if bits)
+  return (f'- TFLite Micro: **{micro["flash_bytes"]:,} bytes of flash, '
+          f'{micro["arena_bytes"]:,} bytes of arena, '
+          f'{100 * micro["accuracy"]:.2f}% in the TFLM interpreter** (int8 '
+          f'file {micro["int8_bytes"]:,} bytes before LUT compression, '
+          f'{100 * micro["int8_accuracy_litert"]:.2f}% in LiteRT\'s built-in '
+          f'kernels; LUT indices: {compressed or "none"}; compressed outputs '
+          'equal the int8 file\'s: '
+          f'{"yes" if micro["outputs_equal"] else "NO"})')
+
+
 def _stage_rows(report):
   rows = [(str(s['stage'] + 1), s) for s in report['stages']]
-  if report.get('quantized'):
-    rows.append(('quantized', report['quantized']))
   if report.get('shrunk'):
     # A cut model's rate counts against the dense model's weights.
     rows.append(('cut, fine-tuned',
                  dict(report['shrunk'], rate=report['compression_rate'])))
+  if report.get('quantized'):
+    rows.append(('quantized', report['quantized']))
   return [f'| {label} | {s["rate"]:.1f}x | {100 * s["val_accuracy"]:.2f}% | '
           f'{100 * s["test_accuracy"]:.2f}% | {s["epochs"]} | '
           f'{s["seconds"]:.0f} |' for label, s in rows]
@@ -252,6 +270,7 @@ def _run_section(title, report, entry, folder):
   lines += _summary_lines(report)
   lines += [_channels_line(report)] if report.get('shrunk') else []
   lines += [_storage_line(report)] if report.get('quantized') else []
+  lines += [_micro_line(report['micro'])] if report.get('micro') else []
   lines += ['',
             '| stage | rate | val accuracy | test accuracy | epochs | seconds |',
             '|---:|---:|---:|---:|---:|---:|'] + _stage_rows(report)
@@ -385,7 +404,20 @@ def _collaborative_values(result):
               result['comparison']['gzip_ratio_tfmot_over_tfadmm'],
           'difference (points)':
               result['comparison']['accuracy_difference_points'],
-          'tfmot phases s': result['tfmot_train_seconds']}
+          'tfmot phases s': result['tfmot_train_seconds'],
+          **_collaborative_micro_values(result)}
+
+
+def _collaborative_micro_values(result):
+  if 'micro' not in result['tfadmm']:
+    return {}
+  admm, other = result['tfadmm']['micro'], result['tfmot']['micro']
+  return {'tf-admm TFLM flash bytes': admm['flash_bytes'],
+          'tf-admm TFLM accuracy': admm['accuracy'],
+          'tfmot TFLM flash bytes': other['flash_bytes'],
+          'tfmot TFLM accuracy': other['accuracy'],
+          'TFLM flash tfmot / tf-admm': result['comparison']['micro'][
+              'flash_bytes_ratio_tfmot_over_tfadmm']}
 
 
 _COLLABORATIVE_COLUMNS = [
@@ -393,7 +425,10 @@ _COLLABORATIVE_COLUMNS = [
     ('tf-admm accuracy', _pct), ('tfmot bytes', _count),
     ('tfmot gzip bytes', _count), ('tfmot accuracy', _pct),
     ('tfmot / tf-admm (rounded down)', _floor_times),
-    ('difference (points)', _points), ('tfmot phases s', _count)]
+    ('difference (points)', _points), ('tfmot phases s', _count),
+    ('tf-admm TFLM flash bytes', _count), ('tf-admm TFLM accuracy', _pct),
+    ('tfmot TFLM flash bytes', _count), ('tfmot TFLM accuracy', _pct),
+    ('TFLM flash tfmot / tf-admm', _floor_times)]
 
 
 def _side_by_side(result):
@@ -445,14 +480,29 @@ def _collaborative_result(title, folder, entry):
               f'{_points(comparison["accuracy_difference_points"])} points; '
               f'the bar ({comparison["size_bar"]}x) met: '
               f'{"yes" if comparison["bar_met"] else "no"}.'] + (
-                  _paired_line(comparison)
+                  _collaborative_micro_lines(result)
+                  + _paired_line(comparison)
                   + _phase_lines(result['tfmot_phases']) + [''])
+
+
+def _collaborative_micro_lines(result):
+  if 'micro' not in result['tfadmm']:
+    return []
+  sides = {'tf-admm': result['tfadmm']['micro'],
+           'tfmot': result['tfmot']['micro']}
+  return ['', 'TensorFlow Lite for Microcontrollers: ' + '; '.join(
+      f'{side} {m["flash_bytes"]:,} bytes of flash, {m["arena_bytes"]:,} '
+      f'of arena, {_pct(m["accuracy"])} in TFLM'
+      for side, m in sides.items()) + '. Flash tfmot / tf-admm = '
+          + _floor_times(result['comparison']['micro'][
+              'flash_bytes_ratio_tfmot_over_tfadmm']) + '.']
 
 
 def _collaborative_variant(variant, seeds, manifest):
   values = [(seed, _collaborative_values(
       _read_json(RESULTS, folder, 'results.json'))) for seed, folder in seeds]
-  lines = seed_table([(None, values)], _COLLABORATIVE_COLUMNS)
+  lines = seed_table([(None, values)],
+                     _used(_COLLABORATIVE_COLUMNS, [v for _, v in values]))
   for seed, folder in seeds:
     lines += _collaborative_result(f'{variant} seed{seed}', folder,
                                    manifest[folder])

@@ -217,3 +217,50 @@ def test_phase_inputs_change_only_with_what_each_phase_trains_with():
   assert [changed[p] == base[p] for p in collab.PHASES] == [True, False, False]
   changed = _inputs(pcqat=4)
   assert [changed[p] == base[p] for p in collab.PHASES] == [True, True, False]
+
+
+def test_a_channel_runs_fine_tuning_counts_as_retraining():
+  report = dict(_report(quantized_epochs=8, stages=(14,)),
+                shrunk={'epochs': 4})
+  admm = collab.tfadmm_epochs(_run(admm=8, retrain=6), report)
+  assert admm == {'pruning': 18, 'ramp': 8, 'retrain': 10,
+                  'quantization': 8}
+
+
+def test_micro_only_redoes_pcqat():
+  base = _inputs()
+  with_micro = collab.phase_inputs(
+      {'admm_run': '/runs/pq', 'targets': {}},
+      {'learning_rate': 1e-3, 'batch_size': 128, 'shift_pixels': 2,
+       'seed': 1}, 50, {'prune_ramp': 16, 'prune_retrain': 12, 'cluster': 3,
+                        'pcqat': 2}, {'fc1': {'clusters': 3}}, 'kmeans++',
+      micro=True)
+  assert with_micro['prune'] == base['prune']
+  assert with_micro['cluster'] == base['cluster']
+  assert with_micro['pcqat'] != base['pcqat']
+
+
+def test_flash_verdict_names_its_size_and_runtime():
+  line, facts = collab.verdict({'flash_bytes': 14000, 'accuracy': 0.9925},
+                               {'flash_bytes': 250000, 'accuracy': 0.9930},
+                               size_bar=1.0, size='flash_bytes')
+  assert line == ('tf-admm\'s file is 17.85x smaller at equal accuracy '
+                  '(within 0.1 points).')
+  assert facts['flash_bytes_ratio_tfmot_over_tfadmm'] == pytest.approx(
+      250000 / 14000)
+  line, _ = collab.verdict({'flash_bytes': 14000, 'accuracy': 0.99},
+                           {'flash_bytes': 250000, 'accuracy': 0.993},
+                           size_bar=1.0, size='flash_bytes', runtime='TFLM')
+  assert 'the TFLM accuracies differ by -0.30 points' in line
+
+
+def test_micro_rows_give_both_sides():
+  def report(flash, bits):
+    return {'flash_bytes': flash, 'arena_bytes': 13776, 'accuracy': 0.9925,
+            'int8_bytes': 19352, 'lut_bits': {'lenet5/fc1/MatMul': bits}}
+
+  rows = collab.micro_rows(report(14024, 4), report(250112, 0))
+  assert '| flash bytes (the file as stored) | 14,024 | 250,112 |' in rows
+  assert '| TFLM test accuracy | 99.25% | 99.25% |' in rows
+  assert rows[-1] == ('| LUT index bits | lenet5/fc1/MatMul 4 | '
+                      'lenet5/fc1/MatMul int8 |')

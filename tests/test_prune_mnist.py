@@ -296,8 +296,17 @@ OTHER_REFUSALS = [
      '--bias_bits: Bias bits must be'),
     (['--target_rate=1'], '1 only with --levels'),
     (['--target_macs=5'], '--target_macs needs --structure'),
-    (['--structure=channels', '--levels=ternary'],
-     '--structure=channels prunes whole channels; it does not take --levels'),
+    (['--structure=channels', '--pattern=2:4'],
+     '--structure=channels prunes whole channels; it does not take '
+     '--pattern'),
+    (['--profile=conv1:1,conv2:1'], '--profile gives no ratio for fc1, fc2'),
+    (['--profile=conv1:1,conv2:1,fc1:2,fc2:1'],
+     "--profile: 'fc1:2' needs a ratio in (0, 1]"),
+    (['--profile=fc9:1'], "--profile names 'fc9', which is not a pruned "
+     'layer of the model; they are conv1, conv2, fc1, fc2'),
+    (['--profile=conv1=1'], "--profile: 'conv1=1' is not layer:ratio"),
+    (['--profile=conv1:1', '--allocation=global'],
+     '--profile shapes --allocation=profile only'),
     (['--strategy=multi_worker'], 'reads the cluster from TF_CONFIG'),
     (['--keras=3', '--strategy=multi_worker'],
      '--strategy=multi_worker trains Keras 2 models only'),
@@ -322,7 +331,8 @@ OTHER_REFUSALS = [
 ] + [
     # Every preset's settings pass their checks, up to the bad seed.
     ([f'--preset={preset}', '--seed=-1'], 'seed must be in [0, 2**32)')
-    for preset in ('demo', 'paper', 'paper_quantized', 'binary', 'fast')
+    for preset in ('demo', 'paper', 'paper_quantized', 'binary', 'fast',
+                   'micro')
 ]
 
 
@@ -449,3 +459,41 @@ def test_channel_run_ships_a_smaller_faster_dense_model(tmp_path):
   assert final.count_params() == report['params']['final']
   assert report['tflite']['variant'] == 'int8'
   assert abs(report['tflite']['accuracy'] - report['accuracy']) <= 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('keras_version', [2, 3])
+def test_micro_run_cuts_channels_quantizes_and_ships_for_tflm(tmp_path,
+                                                              keras_version):
+  out = str(tmp_path / 'micro')
+  result = _run('--preset=micro', f'--keras={keras_version}',
+                '--train_examples=2500', '--validation_examples=500',
+                '--test_examples=1000', '--pretrain_epochs=1',
+                '--admm_epochs=1', '--retrain_epochs=1', '--finetune_epochs=1',
+                '--prune_every_steps=5', '--quantize_epochs_per_round=0.5',
+                f'--output_dir={out}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(out, 'report.json')) as f:
+    report = json.load(f)
+  # Cut first, then quantized: the small dense model's kernels on 4-bit
+  # levels (16 values a channel, no zeros left to hold).
+  assert report['macs']['final'] <= report['macs']['dense'] / 6 * 1.01
+  assert report['quantized']['parent'] == 'shrunk'
+  assert report['constraints_hold'] and report['quantized']['all_held']
+  final = keras_compat.keras_module(keras_version).models.load_model(
+      os.path.join(out, 'final.keras'))
+  for name, (_, width) in report['shrunk']['channels'].items():
+    kernel = final.get_layer(name).kernel.numpy()
+    assert kernel.shape[-1] == width
+    channels = kernel.reshape(-1, width)
+    assert max(len(np.unique(channels[:, c])) for c in range(width)) <= 16
+  micro = report['micro']
+  with open(os.path.join(out, 'tflite', 'micro.tflite'), 'rb') as f:
+    assert len(f.read()) == micro['flash_bytes']
+  assert micro['flash_bytes'] < micro['int8_bytes']
+  assert micro['outputs_equal']
+  assert micro['lut_bits'] and all(
+      bits in (0, 4) for bits in micro['lut_bits'].values())
+  assert all(micro['levels_exact'].values())
+  assert micro['accuracy'] == micro['int8_accuracy_litert']
+  assert 'TFLite Micro file:' in result.stdout

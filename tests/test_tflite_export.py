@@ -173,11 +173,16 @@ def test_command_line_converts_a_saved_model(tmp_path, pruned_lenet5):
   model.save(tmp_path / 'pruned.keras')
   result = _run_cli(f'--model={tmp_path / "pruned.keras"}',
                     f'--output_dir={tmp_path / "out"}',
-                    '--quantizations=float32,int8')
+                    '--quantizations=float32,int8', '--micro')
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads((tmp_path / 'out' / 'tflite_report.json').read_text())
   assert sorted(report) == ['dense', 'float32', 'float32_sparse', 'int8',
-                            'int8_sparse']
+                            'int8_sparse', 'micro']
+  assert (tmp_path / 'out' / 'micro.tflite').stat().st_size == (
+      report['micro']['flash_bytes'])
+  assert report['micro']['outputs_equal']
+  assert abs(report['micro']['accuracy'] - report['int8']['accuracy']) < 0.01
+  assert 'TFLite Micro file:' in result.stdout
   assert (tmp_path / 'out' / 'int8_sparse.tflite').stat().st_size == (
       report['int8_sparse']['bytes'])
   assert '| int8_sparse |' in result.stdout
@@ -323,7 +328,8 @@ def test_command_line_refuses_hostile_or_wrong_input_before_converting(
        "layer 'payload' holds Python code"),
       ([f'--model={model}', out, '--quantizations=int8',
         '--calibration_examples=0'],
-       'usage: --quantizations=int8 calibrates on --calibration_examples'),
+       'usage: --quantizations=int8 and --micro calibrate on '
+       '--calibration_examples'),
       ([f'--model={model}', f'--output_dir={tmp_path / "mine"}'],
        'holds files no export wrote (int8.tflite)'),
       ([f'--model={model}', f'--output_dir={tmp_path / "notes.txt"}'],

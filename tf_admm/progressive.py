@@ -7,14 +7,15 @@ with the mask fixed. Candidates are ranked on a validation split.
 While the pool holds fewer than `candidates` models the best child joins it;
 after that the best child replaces the parent it came from. With one
 candidate this is plain progressive pruning.
-With `quantization` (per-layer `tf_admm.constraints.Quantize`), the best
-final model (or the dense one, without stages) is then quantized with its
-zeros fixed: rounds of ADMM toward the levels, each holding a share more of
-the weights on them (`tf_admm.Rounds`), until all are held.
 With a constraint that prunes whole channels (`tf_admm.KeepChannels`), the
-best final model is instead cut down to a smaller dense model
+best final model is then cut down to a smaller dense model
 (`tf_admm.surgery`) and fine-tuned; stage rates may then count MACs
 (`Settings.rate_unit`).
+With `quantization` (per-layer `tf_admm.constraints.Quantize`), the best
+final model (the cut one, or the dense one without stages) is then
+quantized with its zeros fixed: rounds of ADMM toward the levels, each
+holding a share more of the weights on them (`tf_admm.Rounds`), until all
+are held.
 
 The steps are `tf_admm.run_steps`'; their files live in a
 `tf_admm.run_store.RunStore` (every piece written whole or not at all, so a
@@ -101,10 +102,6 @@ class ProgressiveRun:
       raise ValueError(f'{constraint!r} has levels: the stages prune, and '
                        'their masked retraining holds zeros only. Give '
                        'levels as quantization= ({layer: Quantize}).')
-    if constraint.removes_channels and quantization:
-      raise ValueError('Pruning channels and quantizing in one run is not '
-                       'supported; quantize the small model in a run of its '
-                       'own.')
     if settings.rate_unit == 'macs' and not constraint.removes_channels:
       raise ValueError('Stage rates count MACs only where whole channels '
                        'are pruned (rate_unit="macs" needs KeepChannels).')
@@ -233,14 +230,15 @@ class ProgressiveRun:
           stage, index, rates[stage], keep_ratios, self.constraint), parent)
                   for index, parent in enumerate(state['pool'] or ['dense'])]
       self._choose(state, stage, rates, children)
-    after = None  # the unit made from the best final model, if any
+    after = None  # the last unit made from the best final model, if any
+    best = state['best'][-1] if state['best'] else 'dense'
+    if self.constraint.removes_channels:
+      best = after = run_steps.run_step(
+          self.context, run_steps.Shrink(len(rates)), best)
     if self.quantization:
       after = run_steps.run_step(
           self.context, run_steps.Quantize(self.quantization, len(rates)),
-          state['best'][-1] if state['best'] else 'dense')
-    elif self.constraint.removes_channels:
-      after = run_steps.run_step(self.context, run_steps.Shrink(len(rates)),
-                                 state['best'][-1])
+          best)
     return state, dense_metrics, after
 
   def _check_files(self) -> None:
@@ -288,12 +286,14 @@ class ProgressiveRun:
 
   def _summary(self, state, dense_metrics, after=None):
     store = self.store
-    candidates = [dict(store.metrics(n), name=n) for n in store.units()
-                  if n != after]
-    final = after or state['best'][-1]
-    trained = candidates + ([store.metrics(after)] if after else [])
     quantized = after if self.quantization else None
-    shrunk = after if self.constraint.removes_channels else None
+    shrunk = (run_steps.Shrink.name if self.constraint.removes_channels
+              else None)
+    made = [unit for unit in (shrunk, quantized) if unit]
+    candidates = [dict(store.metrics(n), name=n) for n in store.units()
+                  if n not in made]
+    final = after or state['best'][-1]
+    trained = candidates + [store.metrics(unit) for unit in made]
     return {
         'final_model': store.load_model(final),
         'final_masks': store.load_masks(final),

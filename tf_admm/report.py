@@ -27,8 +27,10 @@ def build(summary: dict, tflite: dict, tflite_variant: str,
   final = summary['final_model']
   last = summary['quantized'] or (summary['stages'] or [{}])[-1]
   # A model cut down to its kept channels is an ordinary dense one: no
-  # constraint applies to its new shapes.
-  configs = {} if summary.get('shrunk') else last.get('constraints', {})
+  # pruning constraint applies to its new shapes (its levels, if quantized
+  # after the cut, do).
+  configs = ({} if summary.get('shrunk') and not summary['quantized']
+             else last.get('constraints', {}))
   # Rates count against the dense model, whose shapes a cut model lacks.
   sizes = {path: size for path, (size, _) in
            run_steps.nonzero_counts(summary['dense_model']).items()}

@@ -7,7 +7,9 @@ Prints a table of raw and gzip sizes and LiteRT accuracy on the dataset's
 test split, and writes the .tflite files and tflite_report.json. A model
 whose kernels lie on symmetric grids (quantized by tf_admm.Quantize) also
 gets the packed INT2/INT4/INT8 variants, packed_weight_only and
-packed_dynamic.
+packed_dynamic. With --micro, also the TensorFlow Lite for Microcontrollers
+file (micro.tflite; tflite_export.micro), scored in the TFLM interpreter,
+its flash and arena bytes under "micro" in tflite_report.json.
 """
 
 import os
@@ -20,6 +22,7 @@ import tensorflow as tf
 import tf_admm
 from tf_admm import dataset_flags
 from tf_admm import run_files
+from tflite_export import micro
 from tflite_export import report
 
 MODEL = flags.DEFINE_string('model', None, 'Saved Keras model (.keras, .h5 '
@@ -43,6 +46,10 @@ UNSAFE_LOAD = flags.DEFINE_bool(
 QUANTIZATIONS = flags.DEFINE_list(
     'quantizations', [q.value for q in report.Quantization],
     'Which of ' + ', '.join(q.value for q in report.Quantization) + '.')
+MICRO = flags.DEFINE_bool(
+    'micro', False, 'Also write micro.tflite for TensorFlow Lite for '
+    'Microcontrollers (full int8, kernels LUT-compressed where that stores '
+    'them smaller) and score it in the TFLM interpreter.')
 CALIBRATION_EXAMPLES = flags.DEFINE_integer(
     'calibration_examples', 500, 'Training examples that calibrate full int8.')
 # --help lists the main module's flags only: list the dataset's there too.
@@ -104,11 +111,11 @@ def main(argv):
     quantizations = [report.Quantization(q) for q in QUANTIZATIONS.value]
   except ValueError as error:
     raise app.UsageError(f'--quantizations: {error}') from None
-  if (report.Quantization.INT8 in quantizations and
+  if ((report.Quantization.INT8 in quantizations or MICRO.value) and
       CALIBRATION_EXAMPLES.value < 1):
-    raise app.UsageError('--quantizations=int8 calibrates on '
+    raise app.UsageError('--quantizations=int8 and --micro calibrate on '
                          '--calibration_examples training examples: give at '
-                         'least 1 (500 by default), or leave int8 out.')
+                         'least 1 (500 by default), or leave them out.')
   try:
     check_output_dir(OUTPUT_DIR.value)
     safe_mode = not UNSAFE_LOAD.value
@@ -121,6 +128,9 @@ def main(argv):
         data.x_train[:CALIBRATION_EXAMPLES.value])
     results = report.export_variants(model, test, calibration, dense,
                                      quantizations, OUTPUT_DIR.value)
+    micro_report = (micro.export_micro(model, data.x_test, data.y_test,
+                                       calibration, OUTPUT_DIR.value)
+                    if MICRO.value else None)
   except ValueError as error:
     raise SystemExit(f'tflite_export: error: {error}') from None
   try:
@@ -133,6 +143,9 @@ def main(argv):
   except ValueError as error:
     print(f'No packed INT2/INT4/INT8 variant: {error}')
   print(report.format_table(results))
+  if micro_report:
+    print(micro.summary_line(micro_report))
+    results['micro'] = micro_report
   if OUTPUT_DIR.value:
     path = os.path.join(OUTPUT_DIR.value, REPORT_NAME)
     run_files.write_json(path, results)

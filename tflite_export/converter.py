@@ -28,7 +28,8 @@ def convert(model,
             quantization: Quantization = Quantization.FLOAT32,
             sparse: bool = False,
             representative_data: Optional[tf.data.Dataset] = None,
-            representative_batches: int = 100) -> bytes:
+            representative_batches: int = 100,
+            integer_io: bool = False) -> bytes:
   """Converts a (stripped) model of either Keras to a TFLite flatbuffer.
 
   The file takes the model's first input with a batch dimension of any size
@@ -46,6 +47,9 @@ def convert(model,
     representative_data: for INT8: a tf.data dataset of (inputs, labels) or
       inputs, batched or not, that calibrates activation ranges.
     representative_batches: how many elements of it calibration reads.
+    integer_io: for INT8: int8 inputs and outputs too (their scales and
+      zero points in the file), as TensorFlow Lite for Microcontrollers runs
+      them; by default they keep the model's dtypes.
 
   Returns:
     The .tflite file's bytes.
@@ -57,8 +61,14 @@ def convert(model,
         f'Model {model.name!r} still has pruning wrappers (layers '
         f'{", ".join(wrapped)}): call tf_admm.strip_pruning(model) first.')
   quantization = Quantization(quantization)
+  if integer_io and quantization is not Quantization.INT8:
+    raise ValueError('integer_io=True needs Quantization.INT8: only a full '
+                     'int8 model has int8 inputs and outputs.')
   settings = _converter_settings(model, quantization, sparse,
                                  representative_data, representative_batches)
+  if integer_io:
+    settings.update(inference_input_type=tf.int8,
+                    inference_output_type=tf.int8)
   content = backends.backend_of(model).convert(
       model, settings, batch=1 if _recurrent(model) else None)
   _check_kernel_types(content, quantization)

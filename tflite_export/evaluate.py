@@ -16,13 +16,17 @@ RUNTIMES = {
 
 
 def prepared_interpreter(model_content: bytes, batch_shape,
-                         num_threads: Optional[int] = None):
+                         num_threads: Optional[int] = None,
+                         runtime: Optional[str] = None):
   """(interpreter, runtime name), allocated for inputs of `batch_shape`.
 
   Tries the default runtime (XNNPACK) first and falls back to the built-in
-  kernels when the delegate cannot run the model.
+  kernels when the delegate cannot run the model; `runtime` (a key of
+  RUNTIMES) asks for one.
   """
   for name, resolver in RUNTIMES.items():
+    if runtime not in (None, name):
+      continue
     interpreter = litert.Interpreter(
         model_content=model_content, num_threads=num_threads,
         experimental_op_resolver_type=resolver)
@@ -44,7 +48,7 @@ def prepared_interpreter(model_content: bytes, batch_shape,
   raise AssertionError('unreachable: the built-in runtime raises or returns')
 
 
-def _to_input_type(details, x):
+def to_input_type(details, x):
   """`x` as the interpreter's input: quantized where the model quantized a
   float input, else cast (token ids stay ids)."""
   scale, zero_point = details['quantization']
@@ -58,12 +62,14 @@ def _to_input_type(details, x):
 def predict(model_content: bytes,
             dataset: tf.data.Dataset,
             batch_size: int = 250,
-            num_threads: Optional[int] = None):
+            num_threads: Optional[int] = None,
+            runtime: Optional[str] = None):
   """(outputs, labels, runtime) of a .tflite model over (x, y) pairs.
 
   The dataset may be batched or not; it is run in batches of `batch_size`
   (the last one padded) so the interpreter is allocated once, or of the
-  file's own batch size where it has one (a recurrent model's).
+  file's own batch size where it has one (a recurrent model's); `runtime`
+  as `prepared_interpreter`'s.
   """
   details = litert.Interpreter(
       model_content=model_content).get_input_details()[0]
@@ -75,7 +81,7 @@ def predict(model_content: bytes,
     dataset = dataset.unbatch()
   example_shape = tuple(dataset.element_spec[0].shape)
   interpreter, runtime = prepared_interpreter(
-      model_content, (batch_size,) + example_shape, num_threads)
+      model_content, (batch_size,) + example_shape, num_threads, runtime)
   input_details = interpreter.get_input_details()[0]
   output_index = interpreter.get_output_details()[0]['index']
   outputs, labels = [], []
@@ -87,7 +93,7 @@ def predict(model_content: bytes,
     if fixed_batch:  # a fused LSTM keeps its state between invocations
       interpreter.reset_all_variables()
     interpreter.set_tensor(input_details['index'],
-                           _to_input_type(input_details, x))
+                           to_input_type(input_details, x))
     interpreter.invoke()
     outputs.append(interpreter.get_tensor(output_index)[:count].copy())
     labels.append(y)
@@ -117,7 +123,7 @@ def latency_seconds(model_content: bytes, example: np.ndarray,
       model_content, (1,) + example.shape, num_threads)
   details = interpreter.get_input_details()[0]
   interpreter.set_tensor(details['index'],
-                         _to_input_type(details, example[None]))
+                         to_input_type(details, example[None]))
   for _ in range(10):  # warm-up
     interpreter.invoke()
   times = []

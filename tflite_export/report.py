@@ -59,7 +59,7 @@ def export_variants(model,
       content = converter.convert(model, quantization, sparse,
                                     representative_data)
       if output_dir:
-        _write(os.path.join(output_dir, name + '.tflite'), content)
+        write_tflite(os.path.join(output_dir, name + '.tflite'), content)
       results[name] = _measure(content, test_data)
       results[name]['gzip_ratio'] = (results['dense']['gzip_bytes'] /
                                      results[name]['gzip_bytes'])
@@ -80,7 +80,7 @@ def export_packed(model, test_data: tf.data.Dataset, dense_gzip_bytes: int,
     result = packed.pack(float_content, mode)
     name = 'packed_' + mode.value
     if output_dir:
-      _write(os.path.join(output_dir, name + '.tflite'), result.content)
+      write_tflite(os.path.join(output_dir, name + '.tflite'), result.content)
     results[name] = dict(
         _measure(result.content, test_data),
         packed_bits={paths.get(n, n): b for n, b in result.bits.items()},
@@ -121,7 +121,7 @@ def _measure(content, test_data):
               accuracy=evaluate.top1_accuracy(outputs, labels))
 
 
-def _write(path, content):
+def write_tflite(path, content):
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   run_files.write_bytes(path, content)
 

@@ -8,7 +8,9 @@ do after training, in one place.
      (`tflite_export.report`), the packed file where the weights are on
      levels (falling back to dynamic_int8 where no kernel is on a grid),
      and a channel run's latency measured against the dense model's.
-  4. final.keras, report.json and report.md are written (`tf_admm.report`).
+  4. With `micro`, the TFLite Micro file (`tflite_export.micro`): full
+     int8, LUT-compressed, scored in the TFLM interpreter.
+  5. final.keras, report.json and report.md are written (`tf_admm.report`).
 """
 
 import os
@@ -25,6 +27,7 @@ from tf_admm import run_files
 from tf_admm import trainer
 from tf_admm import weights as weights_lib
 from tflite_export import converter
+from tflite_export import micro as micro_lib
 from tflite_export import report as tflite_report
 
 LATENCY_RUNTIME = 'LiteRT float32 .tflite, 1 thread, batch 1, median'
@@ -73,10 +76,11 @@ def _round_biases(shipped, bias_bits, accuracy, data, log):
 
 def ship(summary: dict, data, output_dir: str, info: dict,
          bias_bits: int = 0, start: float = None,
-         log: Callable[[str], None] = print) -> Shipped:
+         log: Callable[[str], None] = print, micro: bool = False) -> Shipped:
   """Ships `summary` (`ProgressiveRun.run()`'s) into `output_dir`. `info`
   adds the report's facts about the run (dataset, model, command,
-  settings, ...); `start` is when the run began (for its wall time)."""
+  settings, ...); `start` is when the run began (for its wall time);
+  `micro` adds the TFLite Micro file and the report's `micro`."""
   channels = summary['shrunk'] is not None
   final = summary['final_model']
   shipped, removed, cut = final, {}, {}
@@ -94,9 +98,9 @@ def ship(summary: dict, data, output_dir: str, info: dict,
       shipped, test, calibration, dense_model=summary['dense_model'],
       output_dir=folder)
   variant = 'int8' if channels else 'int8_sparse'
-  speed = {}
+  extras = {}
   if channels:
-    speed = dict(
+    extras = dict(
         macs=summary['shrunk']['macs'], params=summary['shrunk']['params'],
         latency_ms=tflite_report.latency_ms(
             {'dense': converter.convert(summary['dense_model']),
@@ -115,6 +119,10 @@ def ship(summary: dict, data, output_dir: str, info: dict,
           'instead: its int8 weights approximate the levels and shrink under '
           'gzip only; its accuracy is LiteRT\'s.')
       variant = 'dynamic_int8'
+  if micro:
+    extras['micro'] = micro_lib.export_micro(
+        shipped, data.x_test, data.y_test, calibration, folder)
+    log(micro_lib.summary_line(extras['micro']))
   run_files.write_atomically(os.path.join(output_dir, 'final.keras'),
                              final.save)
   report = report_lib.build(
@@ -122,7 +130,7 @@ def ship(summary: dict, data, output_dir: str, info: dict,
       wall_seconds=time.time() - (start or time.time()),
       info=dict(info, dead_units=removed,
                 shipped_widths={name: list(w) for name, w in cut.items()},
-                bias_rounding=bias_rounding, **speed))
+                bias_rounding=bias_rounding, **extras))
   table = tflite_report.format_table(tflite)
   return Shipped(report, report_lib.write(output_dir, report, table), table)
 

@@ -20,7 +20,8 @@ PRESETS = {
                  stage_factor=5.0, candidates=1, pretrain_epochs=6,
                  admm_epochs=3, retrain_epochs=2, hold_fraction=1.0,
                  quantize_epochs_per_round=2.5, quantize_updates_per_epoch=10,
-                 quantize_rho_growth=1.2, **_LENET5_PAPER_LEVELS),
+                 quantize_rho_growth=1.2, micro=True,
+                 **_LENET5_PAPER_LEVELS),
     # The seed paper's headline (167x) and beyond, within 45 minutes here.
     # Each stage's ramp is itself many small partial prunings: one 28-epoch
     # stage to 167x did as well as four 12-epoch stages (98.95% against
@@ -43,7 +44,7 @@ PRESETS = {
                             retrain_epochs=12, shift_pixels=2,
                             hold_fraction=1.0, quantize_epochs_per_round=8.0,
                             quantize_updates_per_epoch=10,
-                            quantize_rho_growth=1.06,
+                            quantize_rho_growth=1.06, micro=True,
                             **_LENET5_PAPER_LEVELS),
     # Every layer binarized ({-q, +q} per output channel), nothing pruned:
     # one 15-epoch round of ADMM with rho growing each epoch, then every
@@ -53,11 +54,24 @@ PRESETS = {
     'binary': dict(model='lenet5', target_rate=1.0, pretrain_epochs=10,
                    shift_pixels=2, levels='binary', hold_fraction=1.0,
                    quantize_epochs_per_round=15.0, quantize_rho_growth=1.5,
-                   train_scales=True),
+                   train_scales=True, micro=True),
     # Whole filters and units pruned for speed: 5x fewer MACs, cut down to a
     # smaller dense LeNet-5 and fine-tuned.
     'fast': dict(model='lenet5', structure='channels', target_macs=5.0,
                  stage_rates=['5'], candidates=1, pretrain_epochs=10,
                  admm_epochs=8, retrain_epochs=6, finetune_epochs=4,
                  shift_pixels=2),
+    # For microcontrollers: whole channels pruned to 6x fewer MACs with fc1
+    # cut hardest (its kernel is most of the flash, and TFLM decodes it into
+    # the arena), then every weight on 4-bit uniform levels, shipped as a
+    # full-int8 TFLite Micro file with LUT-compressed kernels.
+    'micro': dict(model='lenet5', structure='channels', target_macs=6.0,
+                  stage_rates=['6'], profile=['conv1:1', 'conv2:1',
+                                              'fc1:0.15'],
+                  candidates=1, pretrain_epochs=10, admm_epochs=8,
+                  retrain_epochs=6, finetune_epochs=4, shift_pixels=2,
+                  levels='uniform', bits=['4'], hold_fraction=1.0,
+                  quantize_epochs_per_round=4.0,
+                  quantize_updates_per_epoch=10, quantize_rho_growth=1.12,
+                  micro=True),
 }

@@ -84,6 +84,11 @@ STRATEGY = flags.DEFINE_enum(
     'command on each, '
     'with an --output_dir they all see; the chief writes the run). Default: '
     'one device.')
+MICRO = flags.DEFINE_bool(
+    'micro', False, 'Also export the TensorFlow Lite for Microcontrollers '
+    'file (tflite/micro.tflite: full int8, kernels LUT-compressed where that '
+    'stores them smaller) and score it in the TFLM interpreter; the report\'s '
+    '"micro" gives its flash and arena bytes. On in the quantized presets.')
 
 
 def main(argv):
@@ -114,13 +119,14 @@ def main(argv):
         return
       shipped = ship.ship(
           summary, data, output_dir, bias_bits=bias_bits, start=start,
-          log=log, info={'dataset': dataset.name,
-                         'model': run_setup.value('model'),
-                         **run_setup.test_subset(dataset, data),
-                         'keras': int(KERAS.value),
-                         'command': shlex.join(sys.argv),
-                         'preset': PRESET.value,
-                         'settings': run.description['settings']})
+          log=log, micro=run_setup.value('micro'),
+          info={'dataset': dataset.name,
+                'model': run_setup.value('model'),
+                **run_setup.test_subset(dataset, data),
+                'keras': int(KERAS.value),
+                'command': shlex.join(sys.argv),
+                'preset': PRESET.value,
+                'settings': run.description['settings']})
   except ValueError as error:
     sys.exit(f'prune_mnist: error: {error}')
   print(shipped.table)

@@ -126,10 +126,9 @@ def _check_structure():
       if FLAGS[name].present:
         raise ValueError(f'--{name} needs --structure=channels.')
     return
-  for name in ('levels', 'pattern'):
-    if value(name):
-      raise ValueError(f'--structure=channels prunes whole channels; it does '
-                       f'not take --{name}.')
+  if value('pattern'):
+    raise ValueError('--structure=channels prunes whole channels; it does '
+                     'not take --pattern.')
   if value('target_macs') is not None and FLAGS['target_rate'].present:
     raise ValueError('Give --target_macs or --target_rate, not both.')
   if FLAGS.allocation == 'global' and value('target_macs') is None:
@@ -301,6 +300,33 @@ def progressive_run(dataset, data, run_settings, quantization, folder,
       strategy=distribution, overwrite=FLAGS.overwrite)
 
 
+def _given_profile(layers):
+  """{layer: relative keep ratio} from --profile (from the flags or the
+  preset); raises ValueError naming what is wrong."""
+  flag = ("the preset's --profile" if from_preset('profile')
+          else '--profile')
+  if FLAGS.allocation != 'profile' or pattern_only():
+    raise ValueError(f'{flag} shapes --allocation=profile only, with a '
+                     'rate (not --pattern alone).')
+  profile = {}
+  for item in value('profile'):
+    layer, _, ratio = item.partition(':')
+    try:
+      profile[layer] = float(ratio)
+    except ValueError:
+      raise ValueError(f'{flag}: {item!r} is not layer:ratio (such as '
+                       'fc1:0.5).') from None
+    if layer not in layers:
+      raise ValueError(f'{flag} names {layer!r}, which is not a pruned layer '
+                       f'of the model; they are {", ".join(layers)}.')
+    if not 0 < profile[layer] <= 1:
+      raise ValueError(f'{flag}: {item!r} needs a ratio in (0, 1].')
+  missing = [layer for layer in layers if layer not in profile]
+  if missing:
+    raise ValueError(f'{flag} gives no ratio for {", ".join(missing)}.')
+  return profile
+
+
 def allocation_and_constraint(model_name, run_settings):
   """(`allocate` for ProgressiveRun, the constraint the stages train
   toward) of the flags."""
@@ -311,6 +337,8 @@ def allocation_and_constraint(model_name, run_settings):
     profile = {name: 1.0 for name in profile}
   if channels():
     profile = models.CHANNEL_PROFILES[model_name]
+  if value('profile'):
+    profile = _given_profile(list(profile))
   if run_settings.rate_unit == 'macs' and FLAGS.allocation == 'global':
     allocate = allocations.norm_allocation(list(profile), final_rate)
   elif run_settings.rate_unit == 'macs':

@@ -38,6 +38,10 @@ ALLOCATION = flags.DEFINE_enum(
     'over the pretrained weights\' LAMP scores (with --structure=channels: '
     'over the channels\' norms relative to their layer\'s, toward '
     '--target_macs).')
+PROFILE = flags.DEFINE_list(
+    'profile', None, 'With --allocation=profile: the per-layer relative keep '
+    'ratios to scale, as layer:ratio for each pruned layer (conv1:1,conv2:1,'
+    'fc1:0.15), instead of the model\'s.')
 FINETUNE_EPOCHS = flags.DEFINE_integer(
     'finetune_epochs', 2, 'With --structure=channels: epochs of training '
     'after the pruned channels are cut out.')
