@@ -620,8 +620,9 @@ def phase_inputs(start, settings, frequency, epochs, clusters, centroid_init,
   cluster = dict(prune, clusters=clusters, centroid_init=centroid_init,
                  cluster_epochs=epochs['cluster'])
   return {'prune': prune, 'cluster': cluster,
+          # Work folders from before --micro have no key: they resume.
           'pcqat': dict(cluster, pcqat_epochs=epochs['pcqat'],
-                        micro=micro)}
+                        **({'micro': True} if micro else {}))}
 
 
 class Phases:
@@ -708,7 +709,7 @@ def _run_tfmot(phases, dense, data, settings, targets, clusters, epochs,
     metrics = dict(_model_facts(qat, data), epochs=epochs['pcqat'],
                    seconds=time.time() - start,
                    tflite=_tflite_facts(content, data))
-    if phases.inputs['pcqat']['micro']:  # calibrated as the run's file
+    if phases.inputs['pcqat'].get('micro'):  # calibrated as the run's file
       metrics['micro'] = micro.export_micro(
           qat, data.x_test, data.y_test,
           tf.data.Dataset.from_tensor_slices(data.x_train[:500]))

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert import interpreter as litert
 from ai_edge_litert.tools import flatbuffer_utils
 from tflite_micro import runtime as micro_runtime
 
@@ -17,6 +18,7 @@ from tf_admm.keras_compat import keras
 from tflite_export import converter
 from tflite_export import evaluate
 from tflite_export import micro
+from tflite_export import packed
 
 
 def _levelled_model(bits=3, seed=0):
@@ -46,11 +48,18 @@ def _calibration():
   return tf.data.Dataset.from_tensor_slices(_images(100, seed=1))
 
 
+def _int8_file(model):
+  """(snapped int8 content, {kernel: exact}) of `model`, as
+  `export_micro` makes them."""
+  return micro.snap_levels(
+      micro.convert_int8(model, _calibration()),
+      packed.float_kernels_by_name(converter.convert(model)))
+
+
 @pytest.fixture(scope='module')
 def int8_file():
   """(snapped int8 content, {kernel: exact}) of the levelled model."""
-  return micro.snap_levels(micro.convert_int8(_levelled_model(),
-                                              _calibration()))
+  return _int8_file(_levelled_model())
 
 
 def _kernel_arrays(content):
@@ -58,7 +67,7 @@ def _kernel_arrays(content):
   model = flatbuffer_utils.convert_bytearray_to_object(content)
   tensors = model.subgraphs[0].tensors
   found = {}
-  for _, index, _ in micro._kernels(model):  # pylint: disable=protected-access
+  for index, _, _ in micro._kernels(model):  # pylint: disable=protected-access
     tensor = tensors[index]
     codes = np.frombuffer(bytes(model.buffers[tensor.buffer].data),
                           np.int8).reshape(tensor.shape)
@@ -102,14 +111,33 @@ def test_snapped_levels_are_exact_multiples_of_the_layers_levels(int8_file):
     # The file's kernel is [out, ...] with one scale per output channel;
     # dequantized, it is the Keras kernel (levels j * q) to float32 error.
     values = np.moveaxis(kernel, -1, 0).reshape(len(scales), -1)
-    dequantized = codes.reshape(len(scales), -1) * scales[:, None]
-    np.testing.assert_allclose(dequantized, values, rtol=1e-6, atol=1e-7)
-    # Each channel's codes are whole multiples of one step, 127 // k.
-    for row, channel in zip(codes.reshape(len(scales), -1), values):
-      k = np.abs(channel).max() / np.abs(channel[channel != 0]).min()
-      step = np.abs(row[row != 0]).min()
-      assert np.all(row % step == 0)
-      assert step == 127 // round(k) or k != round(k)
+    rows = codes.reshape(len(scales), -1).astype(np.int64)
+    np.testing.assert_allclose(rows * scales[:, None], values, rtol=1e-6,
+                               atol=1e-7)
+    for row, channel in zip(rows, values):
+      # Channel levels j * q with k * q the largest (3-bit: k <= 4): the
+      # codes are j * (127 // k), their largest k * (127 // k).
+      q = np.abs(channel[channel != 0]).min()
+      k = int(round(np.abs(channel).max() / q))
+      if np.allclose(channel / q, np.round(channel / q), atol=1e-4):
+        assert np.abs(row).max() == k * (127 // k)
+        np.testing.assert_array_equal(row, np.round(channel / q) * (127 // k))
+
+
+def test_channels_off_any_grid_are_left_as_converted():
+  model = _levelled_model()
+  kernel, bias = model.get_layer('fc1').get_weights()
+  # Two magnitudes a channel, 0.3 and 0.5 of the largest: no grid c * s
+  # holds them with the gap (0.2) as its step, so the kernel stays.
+  kernel = np.where(np.arange(kernel.shape[0])[:, None] % 2 == 0,
+                    0.3, 0.5) * np.sign(kernel)
+  model.get_layer('fc1').set_weights([kernel.astype(np.float32), bias])
+  unsnapped = micro.convert_int8(model, _calibration())
+  content, exact = _int8_file(model)
+  name = _name_of(content, 'fc1')
+  assert not exact[name]
+  np.testing.assert_array_equal(_kernel_arrays(content)[name][0],
+                                _kernel_arrays(unsnapped)[name][0])
 
 
 def test_snapping_keeps_the_models_outputs(int8_file):
@@ -125,21 +153,12 @@ def test_snapping_keeps_the_models_outputs(int8_file):
   assert np.abs(before - after).mean() < 1
 
 
-def test_grid_multiple_reads_the_converters_rounding():
-  grid = micro._grid_multiple  # pylint: disable=protected-access
-  assert grid(np.array([32, -63, 95, 127])) == 4  # 63.5 rounded down
-  assert grid(np.array([32, 64, -95, 127])) == 4
-  assert grid(np.array([-127, 127])) == 1
-  assert grid(np.array([0, 0])) is None
-  assert grid(np.array([3, 50, 77, 101, 127])) is None
-
-
 def test_lut_bytes_against_a_hand_count():
   # Two channels of 6 weights: the first holds 4 values, the second 3.
   array = np.array([[-2, -1, 1, 2, 2, 1], [5, 5, 0, -5, 0, 5]], np.int8)
   # One table per channel: stride 4, 2-bit indices.
   assert micro.lut_bytes(array, 0) == (2, math.ceil(12 * 2 / 8) + 16 + 2 * 4)
-  # One table: 6 values ({-5, -2, -1, 0, 1, 2, 5} is 7), 3-bit indices.
+  # One table: the 7 values {-5, -2, -1, 0, 1, 2, 5}, 3-bit indices.
   assert micro.lut_bytes(array, None) == (3, math.ceil(12 * 3 / 8) + 16 + 7)
 
 
@@ -169,10 +188,27 @@ def test_compressed_file_runs_in_tflm_equal_to_the_int8_file(int8_file):
 
 
 def test_no_compressible_kernel_leaves_the_file_as_it_is():
-  content = micro.convert_int8(_levelled_model(), _calibration())
-  plan = [choice for choice in micro.lut_plan(content)
-          if choice.name.endswith('out/MatMul')]
+  model = _levelled_model()
+  # fc1 off its levels: no kernel holds few values any more.
+  kernel, bias = model.get_layer('fc1').get_weights()
+  noise = np.random.default_rng(0).normal(size=kernel.shape)
+  model.get_layer('fc1').set_weights(
+      [(kernel + 0.01 * noise).astype(np.float32), bias])
+  content = micro.convert_int8(model, _calibration())
+  plan = micro.lut_plan(content)
+  assert len(plan) == 3 and all(c.bits == 0 for c in plan)
   assert micro.compress(content, plan) == content
+
+
+def test_interpreter_errors_name_the_problem():
+  with pytest.raises(ValueError, match='TFLM interpreter cannot run'):
+    micro.arena_bytes(b'not a model at all, just bytes' * 10)
+
+
+def test_without_tflite_micro_the_error_says_how_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'tflite_micro', None)
+  with pytest.raises(ValueError, match='pip install tflite-micro'):
+    micro.check_available()
 
 
 # Runs a .tflite file once in TFLM in an arena of the given size; prints
@@ -232,13 +268,23 @@ def test_export_micro_reports_and_writes(tmp_path):
   assert report['int8_bytes'] == len((tmp_path / 'micro_int8.tflite')
                                      .read_bytes())
   assert report['flash_bytes'] < report['int8_bytes']
-  assert report['outputs_equal']
+  assert report['outputs_equal'] and report['compressed']
   assert report['arena_bytes'] == micro.arena_bytes(stored)
   assert sorted(report['lut_bits'].values()) == [0, 0, 3]
   assert list(report['lut_axis'].values()) == ['per_channel']
   # Labels are the Keras model's own predictions: int8 keeps most.
   assert report['accuracy'] >= 0.9
   assert abs(report['accuracy'] - report['int8_accuracy_litert']) <= 0.02
+  # The scales a device quantizes inputs with and reads outputs by, as
+  # LiteRT reads them from the file before compression (LiteRT has no
+  # DECODE op).
+  interpreter = litert.Interpreter(
+      model_content=(tmp_path / 'micro_int8.tflite').read_bytes())
+  for side, details in (('input', interpreter.get_input_details()[0]),
+                        ('output', interpreter.get_output_details()[0])):
+    scale, zero_point = details['quantization']
+    assert report['io_quantization'][side] == {
+        'scale': pytest.approx(scale), 'zero_point': zero_point}
   # Names are stripped from the stored file: TFLM reads none.
   assert b'fc1' not in stored
   assert 'TFLM interpreter' in micro.summary_line(report)

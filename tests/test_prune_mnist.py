@@ -495,5 +495,7 @@ def test_micro_run_cuts_channels_quantizes_and_ships_for_tflm(tmp_path,
   assert micro['lut_bits'] and all(
       bits in (0, 4) for bits in micro['lut_bits'].values())
   assert all(micro['levels_exact'].values())
-  assert micro['accuracy'] == micro['int8_accuracy_litert']
+  # Both reference int8 kernels; their rounding may differ by one code,
+  # which could flip one example of the 1,000.
+  assert abs(micro['accuracy'] - micro['int8_accuracy_litert']) <= 0.001
   assert 'TFLite Micro file:' in result.stdout

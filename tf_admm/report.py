@@ -203,16 +203,16 @@ def _markdown(report, table):
                  f'{s["rate"]:.1f}x | {s["val_accuracy"]:.4f} | '
                  f'{s["test_accuracy"]:.4f} | {s["epochs"]} | '
                  f'{s["seconds"]:.0f} |')
-  if report['quantized']:
-    q = report['quantized']
-    lines.append(f'| quantized | - | {q["rate"]:.1f}x | '
-                 f'{q["val_accuracy"]:.4f} | {q["test_accuracy"]:.4f} | '
-                 f'{q["epochs"]} | {q["seconds"]:.0f} |')
+  # In the order the run makes them: cut, then quantized.
+  for label, unit in (('cut and fine-tuned', report.get('shrunk')),
+                      ('quantized', report['quantized'])):
+    if unit:
+      lines.append(f'| {label} | - | {unit["rate"]:.1f}x | '
+                   f'{unit["val_accuracy"]:.4f} | '
+                   f'{unit["test_accuracy"]:.4f} | {unit["epochs"]} | '
+                   f'{unit["seconds"]:.0f} |')
   if report.get('shrunk'):
-    cut = report['shrunk']
-    lines.append(f'| cut and fine-tuned | - | {cut["rate"]:.1f}x | '
-                 f'{cut["val_accuracy"]:.4f} | {cut["test_accuracy"]:.4f} | '
-                 f'{cut["epochs"]} | {cut["seconds"]:.0f} |')
+    cut, latency = report['shrunk'], report['latency_ms']
     lines += ['', f'- MACs: {report["macs"]["dense"]:,} dense, '
               f'{report["macs"]["final"]:,} cut '
               f'({report["macs"]["dense"] / report["macs"]["final"]:.1f}x '
@@ -220,10 +220,18 @@ def _markdown(report, table):
                   f'{layer} {after} of {before}'
                   for layer, (before, after) in cut['channels'].items()),
               f'- latency ({report["latency_runtime"]}): '
-              f'{report["latency_ms"]["dense"]:.3f} ms dense, '
-              f'{report["latency_ms"]["final"]:.3f} ms cut '
-              f'({report["latency_ms"]["dense"] / report["latency_ms"]["final"]:.1f}'
-              'x faster)']
+              f'{latency["dense"]:.3f} ms dense, {latency["final"]:.3f} ms '
+              f'cut ({latency["dense"] / latency["final"]:.1f}x faster)']
+  if report.get('micro'):
+    micro = report['micro']
+    lines += ['', f'- TFLite Micro file (tflite/micro.tflite): '
+              f'{micro["flash_bytes"]:,} bytes of flash, '
+              f'{micro["arena_bytes"]:,} bytes of arena, TFLM test accuracy '
+              f'{100 * micro["accuracy"]:.2f}%; LUT index bits: ' + ', '.join(
+                  f'{name} {bits or "int8"}'
+                  for name, bits in micro['lut_bits'].items())]
+  if report.get('micro_error'):
+    lines += ['', f'- no TFLite Micro file: {report["micro_error"]}']
   lines += ['', '| weight | entries | kept | constraint | bits | index bits |',
             '|---|---:|---:|---|---:|---:|']
   stored = report['storage']['weights']

@@ -117,6 +117,8 @@ def main(argv):
                          '--calibration_examples training examples: give at '
                          'least 1 (500 by default), or leave them out.')
   try:
+    if MICRO.value:
+      micro.check_available()
     check_output_dir(OUTPUT_DIR.value)
     safe_mode = not UNSAFE_LOAD.value
     model = load_plain_model(MODEL.value, safe_mode)

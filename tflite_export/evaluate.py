@@ -24,6 +24,9 @@ def prepared_interpreter(model_content: bytes, batch_shape,
   kernels when the delegate cannot run the model; `runtime` (a key of
   RUNTIMES) asks for one.
   """
+  if runtime not in (None, *RUNTIMES):
+    raise ValueError(f'Unknown runtime {runtime!r}; choose one of '
+                     f'{", ".join(RUNTIMES)}.')
   for name, resolver in RUNTIMES.items():
     if runtime not in (None, name):
       continue

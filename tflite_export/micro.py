@@ -1,6 +1,7 @@
 """TensorFlow Lite for Microcontrollers (TFLM) files, sized as a device
 stores them and checked in the TFLM interpreter (the `tflite-micro`
-package).
+package, published for Linux x86_64 only: elsewhere this module imports,
+and its functions say how to get it).
 
 TFLM runs full-integer int8 models; its own weight compression stores a
 kernel holding few distinct values as k-bit indices into per-channel (or
@@ -9,10 +10,10 @@ quantization leaves (a few levels per channel, 0 among them where pruned).
 
   1. `convert_int8`: full int8 with int8 inputs and outputs; a model with an
      op TFLM would run in float is refused, naming the op.
-  2. `snap_levels`: the converter's int8 grid (max |w| -> 127) rounds levels
-     k*q to uneven codes; each channel whose codes are a rounded grid of at
-     most `MAX_MULTIPLE` multiples is rescaled so its levels are exact
-     multiples of one int8 step (its bias requantized to match).
+  2. `snap_levels`: the converter maps each channel's largest weight to
+     127, so levels j*q become uneven codes round(127 j / k); each kernel
+     whose float weights lie on a grid per channel is rewritten with its
+     levels exact multiples of one int8 step (its bias requantized).
   3. `lut_plan`: per kernel, index bits for the values of each channel (or
      of the tensor, for a kernel with one scale); a kernel whose
      compression would not shrink the stored file is left int8.
@@ -28,20 +29,16 @@ import os
 import re
 import sys
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
-from tflite_micro import compression
-from tflite_micro import runtime as micro_runtime
-# The spec's dataclasses: `compression.parse_yaml` builds the same objects
-# from YAML; building them directly skips a YAML round trip.
-from tflite_micro.tensorflow.lite.micro.compression import spec as lut_spec
 
 from tflite_export import converter
 from tflite_export import evaluate
+from tflite_export import packed
 from tflite_export import report
 
 # The ops whose constant kernel (input 1) and bias (input 2) TFLM reads.
@@ -49,13 +46,33 @@ _KERNEL_OPS = {schema.BuiltinOperator.CONV_2D,
                schema.BuiltinOperator.DEPTHWISE_CONV_2D,
                schema.BuiltinOperator.FULLY_CONNECTED}
 _KERNEL_INPUT, _BIAS_INPUT = 1, 2
-# A channel's codes count as a grid of k multiples (k <= this) only where
-# every code is round(127 j / k); past a few dozen any values would pass.
-MAX_MULTIPLE = 32
-_HALF_CODE = 0.5 + 1e-6
 # LUT indices are 1-7 bits wide (the DECODE operator's limit).
 MAX_INDEX_BITS = 7
 _FLOAT_TYPES = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16}
+_MISSING = ('TFLite Micro export needs the tflite-micro package, which is '
+            'published for Linux x86_64 only (pip install tflite-micro, '
+            'pinned in constraints.txt).')
+
+
+def _tflm():
+  """(runtime, compression, spec) modules of tflite-micro; ValueError
+  saying how to get them where it is not installed."""
+  try:
+    # pylint: disable=import-outside-toplevel
+    from tflite_micro import compression
+    from tflite_micro import runtime
+    # The spec's dataclasses: `compression.parse_yaml` builds the same
+    # objects from YAML; building them directly skips a YAML round trip.
+    from tflite_micro.tensorflow.lite.micro.compression import spec
+  except ImportError:
+    raise ValueError(_MISSING) from None
+  return runtime, compression, spec
+
+
+def check_available() -> None:
+  """Raises ValueError, saying how to install it, if tflite-micro is not
+  installed: call it before work a TFLM export would end."""
+  _tflm()
 
 
 def convert_int8(model, calibration: tf.data.Dataset) -> bytes:
@@ -101,41 +118,43 @@ class LutChoice:
   lut_bytes: int  # indices + tables + DECODE header; int8_bytes if left
 
 
-def _index_bits(values_count: int) -> int:
-  return max(1, (values_count - 1).bit_length())
-
-
 def lut_bytes(array: np.ndarray, axis: Optional[int]) -> tuple:
   """(index bits, bytes stored) of `array` LUT-compressed with one table
   per slice along `axis` (None: one table); bits above MAX_INDEX_BITS mean
   it cannot be."""
-  if axis is None:
-    table = len(np.unique(array))
-    tables = 1
-  else:
-    slices = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
-    table = max(len(np.unique(s)) for s in slices)
-    tables = len(slices)
-  bits = _index_bits(table)
+  slices = _channels_first(array, axis).reshape(
+      1 if axis is None else array.shape[axis], -1)
+  table = max(len(np.unique(s)) for s in slices)
+  bits = max(1, (table - 1).bit_length())
   # 16 bytes of DECODE header, then the tables padded to one stride.
   stored = math.ceil(array.size * bits / 8) + 16 + (
-      tables * table * array.itemsize)
+      len(slices) * table * array.itemsize)
   return bits, stored
 
 
+def _channels_first(array: np.ndarray, axis: Optional[int]) -> np.ndarray:
+  """`array` with its `axis` first (None: one channel, the whole array)."""
+  return array[None] if axis is None else np.moveaxis(array, axis, 0)
+
+
 def _kernels(model):
-  """[(op, kernel tensor index, bias tensor index or -1)] of subgraph 0's
+  """[(kernel tensor index, bias tensor index or -1, the kernel's
+  quantized dimension or None where it has one scale)] of subgraph 0's
   convolutions and fully connected ops with constant kernels."""
   subgraph = model.subgraphs[0]
   found = []
   for op in subgraph.operators:
     if model.operatorCodes[op.opcodeIndex].builtinCode not in _KERNEL_OPS:
       continue
-    kernel = op.inputs[_KERNEL_INPUT]
-    if model.buffers[subgraph.tensors[kernel].buffer].data is None:
+    kernel = subgraph.tensors[op.inputs[_KERNEL_INPUT]]
+    if model.buffers[kernel.buffer].data is None:
       continue
+    quantization = kernel.quantization
+    axis = (quantization.quantizedDimension
+            if quantization is not None and quantization.scale is not None
+            and len(quantization.scale) > 1 else None)
     bias = op.inputs[_BIAS_INPUT] if len(op.inputs) > _BIAS_INPUT else -1
-    found.append((op, kernel, bias))
+    found.append((op.inputs[_KERNEL_INPUT], bias, axis))
   return found
 
 
@@ -155,13 +174,11 @@ def lut_plan(content: bytes) -> list:
   # a per-channel kernel took a LeNet-5 from 92% to 8%), so no other choice.
   model = flatbuffer_utils.convert_bytearray_to_object(content)
   choices = []
-  for _, index, _ in _kernels(model):
+  for index, _, axis in _kernels(model):
     tensor = model.subgraphs[0].tensors[index]
     if tensor.type != schema.TensorType.INT8:
       continue
     array = _array(model, tensor, np.int8)
-    axis = (tensor.quantization.quantizedDimension
-            if len(tensor.quantization.scale) > 1 else None)
     bits, stored = lut_bytes(array, axis)
     choices.append(LutChoice(index, tensor.name.decode(), bits, axis,
                              array.size, stored))
@@ -182,80 +199,64 @@ def lut_plan(content: bytes) -> list:
 def compress(content: bytes, choices: list) -> bytes:
   """`content` with the kernels `choices` compress stored as LUTs (DECODE
   ops inserted); `content` itself where none is."""
-  specs = [lut_spec.Tensor(
+  _, compression, spec = _tflm()
+  specs = [spec.Tensor(
       subgraph=0, tensor=c.tensor,
-      compression=[lut_spec.LookUpTableCompression(
+      compression=[spec.LookUpTableCompression(
           index_bitwidth=c.bits,
-          mode=(lut_spec.PerTensor() if c.axis is None
-                else lut_spec.PerChannel(axis=c.axis)))])
+          mode=(spec.PerTensor() if c.axis is None
+                else spec.PerChannel(axis=c.axis)))])
            for c in choices if c.bits]
   if not specs:
     return content
   return bytes(compression.compress(content, specs))
 
 
-def _grid_multiple(codes: np.ndarray) -> Optional[int]:
-  """The smallest k <= MAX_MULTIPLE with every nonzero |code| within half
-  a code of 127 j / k for a whole j >= 1 (the converter's rounding of
-  levels j*q with k*q the largest; float error turns its 63.5 to 63 or
-  64), or None."""
-  magnitudes = np.unique(np.abs(codes[codes != 0]))
-  if magnitudes.size == 0:
-    return None
-  for k in range(1, MAX_MULTIPLE + 1):
-    multiples = np.round(magnitudes * k / 127)
-    if (multiples >= 1).all() and (
-        np.abs(127 * multiples / k - magnitudes) <= _HALF_CODE).all():
-      return k
-  return None
-
-
-def snap_levels(content: bytes) -> tuple:
-  """(content, {kernel name: every channel exact}) with each int8 kernel
-  channel whose codes are a rounded grid of k multiples rewritten as exact
-  multiples j*(127 // k) of a step 127/(k (127 // k)) times the old one, and
-  its bias requantized to the new scale (TFLM checks bias scale = input
-  scale x kernel scale)."""
+def snap_levels(content: bytes, float_kernels: dict) -> tuple:
+  """(content, {kernel name: its levels exact}): each int8 kernel with a
+  scale per channel whose float kernel (`float_kernels`: {tensor name:
+  values} of the float file of the same model) lies on a symmetric grid in
+  every channel (`packed.grid_codes`: levels c*q) gets the codes
+  c*(127 // k), k its channel's largest |c|, at scale q / (127 // k): each
+  level an exact int8 multiple. Its bias is requantized to the new scales
+  (TFLM checks bias scale = input scale x kernel scale)."""
   model = flatbuffer_utils.convert_bytearray_to_object(content)
   subgraph = model.subgraphs[0]
   exact = {}
-  for _, index, bias_index in _kernels(model):
+  for index, bias_index, axis in _kernels(model):
     tensor = subgraph.tensors[index]
-    quantization = tensor.quantization
-    if tensor.type != schema.TensorType.INT8 or quantization is None:
+    name = tensor.name.decode()
+    if tensor.type != schema.TensorType.INT8:
       continue
-    axis = quantization.quantizedDimension if len(
-        quantization.scale) > 1 else None
-    codes = _array(model, tensor, np.int8).astype(np.int32)
-    channels = np.moveaxis(codes, axis, 0) if axis is not None else codes[
-        None]
-    scales = np.asarray(quantization.scale, np.float64)
-    factors = np.ones(len(scales))
-    all_exact = True
-    for channel, values in enumerate(channels):
-      k = _grid_multiple(values)
-      if k is None:
-        all_exact = all_exact and not np.any(values)
-        continue
-      step = 127 // k
-      values[...] = np.sign(values) * np.round(
-          np.abs(values) * k / 127) * step
-      factors[channel] = 127 / (k * step)
-    exact[tensor.name.decode()] = all_exact
-    if np.all(factors == 1):
+    kernel = float_kernels.get(name)
+    exact[name] = False
+    if axis is None or kernel is None or kernel.shape != tuple(tensor.shape):
       continue
-    snapped = (np.moveaxis(channels, 0, axis) if axis is not None
-               else channels[0])
-    model.buffers[tensor.buffer].data = snapped.astype(np.int8).tobytes()
-    quantization.scale = list((scales * factors).astype(np.float32))
+    channels = _channels_first(kernel, axis)
+    codes = packed.grid_codes(channels)
+    if codes is None:
+      continue
+    largest = np.abs(codes).max(axis=1)
+    if largest.max() > 127:
+      continue
+    steps = 127 // np.maximum(largest, 1)
+    grid = np.abs(channels.reshape(len(codes), -1)).max(axis=1) / np.maximum(
+        largest, 1)
+    old = np.asarray(tensor.quantization.scale, np.float64)
+    new = np.where(largest > 0, grid / steps, old)
+    snapped = (codes * steps[:, None]).reshape(channels.shape)
+    model.buffers[tensor.buffer].data = np.moveaxis(
+        snapped, 0, axis).astype(np.int8).tobytes()
+    tensor.quantization.scale = list(new.astype(np.float32))
     if bias_index >= 0:
       bias = subgraph.tensors[bias_index]
-      values = _array(model, bias, np.int32).astype(np.float64)
+      factors = new / old
       model.buffers[bias.buffer].data = np.round(
-          values / factors).astype(np.int32).tobytes()
+          _array(model, bias, np.int32) / factors).astype(np.int32).tobytes()
       bias.quantization.scale = list(
           (np.asarray(bias.quantization.scale, np.float64) * factors
            ).astype(np.float32))
+    exact[name] = True
   return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), exact
 
 
@@ -269,8 +270,8 @@ def strip_strings(content: bytes) -> bytes:
 
 @contextlib.contextmanager
 def _stderr_to(path: str):
-  """Sends the process's stderr (the interpreter's C++ messages) to
-  `path` while inside."""
+  """Sends the process's stderr (where the interpreter's C++ code
+  prints) to `path` while inside."""
   sys.stderr.flush()
   saved = os.dup(2)
   with open(path, 'wb') as target:
@@ -282,25 +283,45 @@ def _stderr_to(path: str):
     os.close(saved)
 
 
+def _printed(call: Callable[[], object]) -> tuple:
+  """(call()'s result, the error it raised, what TFLM printed meanwhile):
+  the result or the error is None."""
+  result = error = None
+  with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, 'stderr')
+    with _stderr_to(path):
+      try:
+        result = call()
+      except Exception as raised:  # pylint: disable=broad-except
+        # The interpreter raises RuntimeError; reading a damaged flatbuffer
+        # before it, struct.error or IndexError.
+        error = raised
+    with open(path, 'rb') as f:
+      return result, error, f.read().decode(errors='replace')
+
+
+# What TFLM prints when the arena is too small for the model.
+_ARENA_FAILURES = ('Failed to allocate', 'Failed to resize buffer')
+_ARENA_TOTAL = re.compile(r'Arena allocation total (\d+) bytes')
+
+
 def _interpreter(content: bytes):
   """A TFLM interpreter of `content` in an arena large enough: ten times
   the file, at least 1 MiB, doubled until it allocates (too small an arena
-  can crash the interpreter instead of failing, so none is tried)."""
+  can crash the interpreter instead of failing, so none is tried). Raises
+  ValueError with TFLM's message where the file cannot run."""
+  runtime, _, _ = _tflm()
   size = max(10 * len(content), 1 << 20)
-  with tempfile.TemporaryDirectory() as folder:
-    while True:
-      try:
-        with _stderr_to(os.path.join(folder, 'stderr')):
-          return micro_runtime.Interpreter.from_bytes(content,
-                                                      arena_size=size)
-      except RuntimeError:
-        size *= 2
-        if size > 1 << 30:
-          raise ValueError('The TFLM interpreter fails to allocate the file '
-                           'in any arena up to 1 GiB.') from None
-
-
-_ARENA_TOTAL = re.compile(rb'Arena allocation total (\d+) bytes')
+  while True:
+    interpreter, error, printed = _printed(
+        lambda: runtime.Interpreter.from_bytes(content, arena_size=size))
+    if error is None:
+      return interpreter
+    if not any(failure in printed for failure in _ARENA_FAILURES) or (
+        size >= 1 << 30):
+      raise ValueError(f'The TFLM interpreter cannot run the file: '
+                       f'{printed.strip() or error}')
+    size *= 2
 
 
 def arena_bytes(content: bytes) -> int:
@@ -311,12 +332,30 @@ def arena_bytes(content: bytes) -> int:
   details = interpreter.get_input_details(0)
   interpreter.set_input(np.zeros(details['shape'], details['dtype']), 0)
   interpreter.invoke()
-  with tempfile.TemporaryDirectory() as folder:
-    path = os.path.join(folder, 'allocations')
-    with _stderr_to(path):
-      interpreter.print_allocations()
-    with open(path, 'rb') as f:
-      return int(_ARENA_TOTAL.search(f.read()).group(1))
+  _, _, printed = _printed(interpreter.print_allocations)
+  total = _ARENA_TOTAL.search(printed)
+  if total is None:
+    raise ValueError('The TFLM interpreter printed no arena total: '
+                     f'{printed.strip()!r}')
+  return int(total.group(1))
+
+
+def _quantization(details) -> tuple:
+  """(scale, zero point) of a TFLM interpreter's input or output."""
+  parameters = details['quantization_parameters']
+  return (float(parameters['scales'][0]),
+          int(parameters['zero_points'][0]))
+
+
+def io_quantization(content: bytes) -> dict:
+  """{'input': {scale, zero_point}, 'output': {...}} of `content`'s first
+  input and output: how a device quantizes its inputs (q = x / scale +
+  zero_point) and reads its outputs back."""
+  interpreter = _interpreter(content)
+  return {side: dict(zip(('scale', 'zero_point'), _quantization(details)))
+          for side, details in (
+              ('input', interpreter.get_input_details(0)),
+              ('output', interpreter.get_output_details(0)))}
 
 
 def predict(content: bytes, x: np.ndarray) -> np.ndarray:
@@ -324,10 +363,8 @@ def predict(content: bytes, x: np.ndarray) -> np.ndarray:
   each example of `x`, run one at a time as a device runs them."""
   interpreter = _interpreter(content)
   details = interpreter.get_input_details(0)
-  scale, = details['quantization_parameters']['scales'] or [0.0]
-  zero_point, = details['quantization_parameters']['zero_points'] or [0]
   inputs = evaluate.to_input_type(
-      {'dtype': details['dtype'], 'quantization': (scale, zero_point)}, x)
+      {'dtype': details['dtype'], 'quantization': _quantization(details)}, x)
   outputs = []
   for example in inputs:
     interpreter.set_input(example[None], 0)
@@ -339,25 +376,36 @@ def predict(content: bytes, x: np.ndarray) -> np.ndarray:
 def export_micro(model, x_test: np.ndarray, y_test: np.ndarray,
                  calibration: tf.data.Dataset,
                  output_dir: Optional[str] = None) -> dict:
-  """Writes `micro.tflite` (LUT-compressed full int8) and `micro_int8.tflite`
-  (the same before compression) into `output_dir`, and measures them.
+  """Writes `micro.tflite` (full int8, LUT-compressed) and
+  `micro_int8.tflite` (the same before compression) into `output_dir`, and
+  measures them. Should the compressed file's outputs differ from the
+  uncompressed one's on a test example, `micro.tflite` is the uncompressed
+  file.
 
   Both files are stored without names (`strip_strings`); the report names
   kernels by their tensor names in the converted file.
 
-  Returns the report's `micro`: {flash_bytes (the file as stored),
+  Returns the report's `micro`: {flash_bytes (micro.tflite as stored),
   arena_bytes, accuracy (TFLM, on the test set), lut_bits ({kernel tensor:
-  index bits, 0 where left int8}), lut_axis ({kernel: 'per_channel' or
-  'per_tensor'}), levels_exact ({kernel: every channel's levels exact int8
-  multiples}), int8_bytes, int8_accuracy_litert (the uncompressed file in
-  LiteRT's built-in kernels), outputs_equal (TFLM's outputs of the
-  compressed file equal the uncompressed file's on every test example)}."""
-  named, exact = snap_levels(convert_int8(model, calibration))
+  index bits, 0 where stored int8}), lut_axis ({compressed kernel:
+  'per_channel' or 'per_tensor'}), levels_exact ({kernel: its levels exact
+  int8 multiples}), io_quantization (`io_quantization`), int8_bytes,
+  int8_accuracy_litert (the uncompressed file in LiteRT's built-in
+  kernels), outputs_equal (TFLM's outputs of the compressed file equal the
+  uncompressed file's on every test example), compressed (micro.tflite is
+  the compressed file)}."""
+  check_available()
+  named, exact = snap_levels(
+      convert_int8(model, calibration),
+      packed.float_kernels_by_name(converter.convert(model)))
   choices = lut_plan(named)
-  content = strip_strings(compress(named, choices))
   int8 = strip_strings(named)
+  content = strip_strings(compress(named, choices))
   outputs = predict(content, x_test)
-  uncompressed_outputs = predict(int8, x_test)
+  int8_outputs = predict(int8, x_test)
+  equal = bool(np.array_equal(outputs, int8_outputs))
+  if not equal:
+    content, outputs = int8, int8_outputs
   # LiteRT's built-in kernels: reference int8 arithmetic, as TFLM's (XNNPACK
   # rounds differently and can flip an example).
   litert = evaluate.accuracy(
@@ -370,24 +418,27 @@ def export_micro(model, x_test: np.ndarray, y_test: np.ndarray,
       'flash_bytes': len(content),
       'arena_bytes': arena_bytes(content),
       'accuracy': evaluate.top1_accuracy(outputs, y_test),
-      'lut_bits': {c.name: c.bits for c in choices},
+      'lut_bits': {c.name: c.bits if equal else 0 for c in choices},
       'lut_axis': {c.name: ('per_tensor' if c.axis is None else
-                            'per_channel') for c in choices if c.bits},
+                            'per_channel')
+                   for c in choices if c.bits and equal},
       'levels_exact': exact,
+      'io_quantization': io_quantization(content),
       'int8_bytes': len(int8),
       'int8_accuracy_litert': litert,
-      'outputs_equal': bool(np.array_equal(outputs, uncompressed_outputs)),
+      'outputs_equal': equal,
+      'compressed': equal and content != int8,
   }
 
 
-def summary_line(report: dict) -> str:
+def summary_line(micro: dict) -> str:
   """The line the main job prints about `export_micro`'s report."""
-  compressed = [name for name, bits in report['lut_bits'].items() if bits]
-  return (f'TFLite Micro file: {report["flash_bytes"]:,} bytes of flash '
-          f'({report["int8_bytes"]:,} before LUT compression of '
-          f'{len(compressed)} of {len(report["lut_bits"])} kernels), arena '
-          f'{report["arena_bytes"]:,} bytes, accuracy in the TFLM '
-          f'interpreter {100 * report["accuracy"]:.2f}% (int8 in LiteRT '
-          f'{100 * report["int8_accuracy_litert"]:.2f}%; compressed outputs '
+  compressed = [name for name, bits in micro['lut_bits'].items() if bits]
+  return (f'TFLite Micro file: {micro["flash_bytes"]:,} bytes of flash '
+          f'({micro["int8_bytes"]:,} before LUT compression of '
+          f'{len(compressed)} of {len(micro["lut_bits"])} kernels), arena '
+          f'{micro["arena_bytes"]:,} bytes, accuracy in the TFLM '
+          f'interpreter {100 * micro["accuracy"]:.2f}% (int8 in LiteRT '
+          f'{100 * micro["int8_accuracy_litert"]:.2f}%; compressed outputs '
           f'equal the int8 file\'s: '
-          f'{"yes" if report["outputs_equal"] else "NO"})')
+          f'{"yes" if micro["outputs_equal"] else "NO, so it is stored int8"})')

@@ -133,11 +133,17 @@ def _kernels(model):
   return found
 
 
+def float_kernels_by_name(content: bytes) -> dict:
+  """{tensor name: values} of the kernels `content` keeps in float32."""
+  return {tensor.name.decode(): kernel for _, _, tensor, kernel in
+          _kernels(tfl_flatbuffer_utils.read_model(content))}
+
+
 def float_kernel_sizes(content: bytes) -> dict:
   """{tensor name: element count} of the kernels `content` keeps in
   float32."""
-  return {tensor.name.decode(): kernel.size for _, _, tensor, kernel in
-          _kernels(tfl_flatbuffer_utils.read_model(content))}
+  return {name: kernel.size
+          for name, kernel in float_kernels_by_name(content).items()}
 
 
 def weight_paths(float_content: bytes, model) -> dict:

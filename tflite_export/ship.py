@@ -120,9 +120,13 @@ def ship(summary: dict, data, output_dir: str, info: dict,
           'gzip only; its accuracy is LiteRT\'s.')
       variant = 'dynamic_int8'
   if micro:
-    extras['micro'] = micro_lib.export_micro(
-        shipped, data.x_test, data.y_test, calibration, folder)
-    log(micro_lib.summary_line(extras['micro']))
+    try:
+      extras['micro'] = micro_lib.export_micro(
+          shipped, data.x_test, data.y_test, calibration, folder)
+      log(micro_lib.summary_line(extras['micro']))
+    except ValueError as error:  # after training: report it, ship the rest
+      extras['micro_error'] = str(error)
+      log(f'no TFLite Micro file: {error}')
   run_files.write_atomically(os.path.join(output_dir, 'final.keras'),
                              final.save)
   report = report_lib.build(

@@ -107,6 +107,7 @@ def main(argv):
     quantization = run_setup.quantization(
         list(models.keep_ratio_profile(run_setup.value('model'))))
     bias_bits = run_setup.bias_bits()
+    micro = run_setup.micro(log)
     output_dir = run_setup.output_dir()
     dataset, data = run_setup.data()
     run = run_setup.progressive_run(dataset, data, settings, quantization,
@@ -119,7 +120,7 @@ def main(argv):
         return
       shipped = ship.ship(
           summary, data, output_dir, bias_bits=bias_bits, start=start,
-          log=log, micro=run_setup.value('micro'),
+          log=log, micro=micro,
           info={'dataset': dataset.name,
                 'model': run_setup.value('model'),
                 **run_setup.test_subset(dataset, data),

@@ -18,6 +18,7 @@ from tf_admm import progressive
 from tf_admm import run_settings
 
 from tf_admm.main_job.presets import PRESETS
+from tflite_export import micro as micro_lib
 
 FLAGS = flags.FLAGS
 
@@ -269,6 +270,22 @@ def test_subset(dataset, data) -> dict:
   return {}
 
 
+def micro(log) -> bool:
+  """Whether to export the TFLite Micro file: --micro (refused where
+  tflite-micro is missing), or the preset's (then skipped there, saying
+  so)."""
+  if not value('micro'):
+    return False
+  try:
+    micro_lib.check_available()
+  except ValueError as error:
+    if FLAGS['micro'].present:
+      raise ValueError(f'--micro: {error}') from None
+    log(f'no TFLite Micro file for this preset: {error}')
+    return False
+  return True
+
+
 def bias_bits() -> int:
   """--bias_bits, checked (0: float32 biases)."""
   bits = value('bias_bits')
@@ -295,7 +312,10 @@ def progressive_run(dataset, data, run_settings, quantization, folder,
       description={'model': model_name, 'dataset': dataset.name,
                    'train_examples': len(data.x_train),
                    **test_subset(dataset, data),
-                   'allocation': FLAGS.allocation},
+                   'allocation': FLAGS.allocation,
+                   # Runs from before the flag resume without the key.
+                   **({'profile': value('profile')} if value('profile')
+                      else {})},
       log=log, constraint=constraint, quantization=quantization,
       strategy=distribution, overwrite=FLAGS.overwrite)
 
