@@ -75,6 +75,20 @@ def _check_tflite_export(printed, tmp_path):
   assert 'Lambda' in printed[-1]
 
 
+def _check_micro(printed, tmp_path):
+  flash, arena, accuracy, lut_bits = printed[-1].split(' ', 3)
+  assert int(flash) == (tmp_path / 'micro' / 'micro.tflite').stat().st_size
+  assert int(flash) < (tmp_path / 'micro' / 'micro_int8.tflite').stat(
+      ).st_size
+  assert 0 < int(arena) < 64 * 1024
+  assert float(accuracy) > 0.9  # in the TFLM interpreter
+  # conv (200 codes) stays int8; fc1's 36,864 take 4-bit indices.
+  bits = ast.literal_eval(lut_bits)
+  assert sorted(bits.values()) == [0, 0, 4] or sorted(bits.values()) == [
+      0, 4, 4]
+  assert [b for name, b in bits.items() if 'fc1' in name] == [4]
+
+
 # What each block prints, checked: {(guide, index of the block among the
 # guide's python blocks): check(printed lines, the folder it ran in)}.
 CHECKS = {
@@ -82,6 +96,7 @@ CHECKS = {
     ('quantization.md', 0): _check_quantization,
     ('channels.md', 0): _check_channels,
     ('tflite_export.md', 0): _check_tflite_export,
+    ('micro.md', 0): _check_micro,
 }
 
 
