@@ -355,8 +355,9 @@ def _floor2(value) -> str:
 def verdict(admm, tfmot_side, accuracy_points=0.1, size_bar=1.5,
             size='gzip_bytes', runtime='LiteRT'):
   """(one-line verdict, facts) from each side's {size, 'accuracy'} (test
-  accuracy in `runtime`, a fraction). The facts name the size ratio
-  'gzip_ratio_tfmot_over_tfadmm', or '<size>_ratio_tfmot_over_tfadmm'."""
+  accuracy in `runtime`, a fraction); `size_bar` None: no bar, only the
+  comparison. The facts name the size ratio 'gzip_ratio_tfmot_over_tfadmm',
+  or '<size>_ratio_tfmot_over_tfadmm'."""
   ratio = tfmot_side[size] / admm[size]
   difference = 100 * (admm['accuracy'] - tfmot_side['accuracy'])
   equal = abs(difference) <= accuracy_points + 1e-9
@@ -368,28 +369,32 @@ def verdict(admm, tfmot_side, accuracy_points=0.1, size_bar=1.5,
            'accuracy_difference_points': difference,
            'accuracy_within_points': equal,
            'accuracy_points': accuracy_points, 'size_bar': size_bar,
-           'bar_met': bool((equal or ahead) and ratio >= size_bar)}
+           'bar_met': None if size_bar is None else bool(
+               (equal or ahead) and ratio >= size_bar)}
   # Rounded down, so that a ratio just under the bar never reads as it.
   smaller = (f'tf-admm\'s file is {_floor2(ratio)}x smaller' if ratio >= 1
              else f'tf-admm\'s file is {_floor2(1 / ratio)}x LARGER')
+  versus = (f'(tf-admm {100 * admm["accuracy"]:.2f}%, tfmot '
+            f'{100 * tfmot_side["accuracy"]:.2f}%)')
   if equal:
     line = (f'{smaller} at equal accuracy (within {accuracy_points:g} '
             'points)')
-    if ratio < size_bar:
+    if size_bar is not None and ratio < size_bar:
       line += (f'; the bar of {size_bar:g}x is not met (it needs at most '
                f'{math.floor(tfmot_side[size] / size_bar):,} bytes)')
+  elif ahead and size_bar is None:
+    line = (f'{smaller} and {difference:.2f} points ahead on the test set '
+            f'{versus}')
   elif facts['bar_met']:  # ahead on accuracy
     line = (f'{smaller} and {difference:.2f} points ahead on the test set '
-            f'(tf-admm {100 * admm["accuracy"]:.2f}%, tfmot '
-            f'{100 * tfmot_side["accuracy"]:.2f}%): smaller by the bar and '
-            f'no less accurate, so the bar of {size_bar:g}x is met')
+            f'{versus}: smaller by the bar and no less accurate, so the bar '
+            f'of {size_bar:g}x is met')
   else:
     line = (f'{smaller}, but the {runtime} accuracies differ by '
-            f'{difference:+.2f} points (tf-admm '
-            f'{100 * admm["accuracy"]:.2f}%, tfmot '
-            f'{100 * tfmot_side["accuracy"]:.2f}%), more than '
-            f'{accuracy_points:g}: no equal-accuracy comparison, the bar of '
-            f'{size_bar:g}x is not met')
+            f'{difference:+.2f} points {versus}, more than '
+            f'{accuracy_points:g}: no equal-accuracy comparison')
+    if size_bar is not None:
+      line += f', the bar of {size_bar:g}x is not met'
   return line + '.', facts
 
 
@@ -1001,7 +1006,7 @@ def main(argv):
          'accuracy': report['micro']['accuracy']},
         {'flash_bytes': final['micro']['flash_bytes'],
          'accuracy': final['micro']['accuracy']},
-        ACCURACY_POINTS.value, 1.0, size='flash_bytes', runtime='TFLM')
+        ACCURACY_POINTS.value, None, size='flash_bytes', runtime='TFLM')
     line += ' TFLite Micro: ' + micro_line
   result = {
       'admm_run': ADMM_RUN.value, 'tfadmm': tfadmm, 'tfmot': tfmot_side,

@@ -243,15 +243,23 @@ def test_micro_only_redoes_pcqat():
 def test_flash_verdict_names_its_size_and_runtime():
   line, facts = collab.verdict({'flash_bytes': 14000, 'accuracy': 0.9925},
                                {'flash_bytes': 250000, 'accuracy': 0.9930},
-                               size_bar=1.0, size='flash_bytes')
+                               size_bar=None, size='flash_bytes')
   assert line == ('tf-admm\'s file is 17.85x smaller at equal accuracy '
                   '(within 0.1 points).')
   assert facts['flash_bytes_ratio_tfmot_over_tfadmm'] == pytest.approx(
       250000 / 14000)
+  assert facts['bar_met'] is None
   line, _ = collab.verdict({'flash_bytes': 14000, 'accuracy': 0.99},
                            {'flash_bytes': 250000, 'accuracy': 0.993},
-                           size_bar=1.0, size='flash_bytes', runtime='TFLM')
-  assert 'the TFLM accuracies differ by -0.30 points' in line
+                           size_bar=None, size='flash_bytes', runtime='TFLM')
+  assert line == ('tf-admm\'s file is 17.85x smaller, but the TFLM accuracies '
+                  'differ by -0.30 points (tf-admm 99.00%, tfmot 99.30%), '
+                  'more than 0.1: no equal-accuracy comparison.')
+  line, _ = collab.verdict({'flash_bytes': 14000, 'accuracy': 0.995},
+                           {'flash_bytes': 250000, 'accuracy': 0.993},
+                           size_bar=None, size='flash_bytes', runtime='TFLM')
+  assert line == ('tf-admm\'s file is 17.85x smaller and 0.20 points ahead '
+                  'on the test set (tf-admm 99.50%, tfmot 99.30%).')
 
 
 def test_micro_rows_give_both_sides():
