@@ -45,7 +45,7 @@ def test_results_are_study_variant_seed_folders():
   assert sorted(os.listdir(_RESULTS)) == sorted(
       list(render.STUDIES) + ['manifest.json'])
   folders = _result_folders()
-  assert len(folders) == 51
+  assert len(folders) == 53
   for folder in folders:
     # Beside the seeds, a variant has at most its hand-written ABOUT.md.
     assert re.fullmatch(r'seed\d+', os.path.basename(folder)), folder
