@@ -107,6 +107,7 @@ from tf_admm import trainer
 from tf_admm.keras_compat import keras
 from tflite_export import evaluate
 from tflite_export import micro
+from tflite_export import micro_flag
 from tflite_export import report as tflite_report
 
 ADMM_RUN = flags.DEFINE_string(
@@ -157,12 +158,8 @@ ACCURACY_POINTS = flags.DEFINE_float(
 SIZE_BAR = flags.DEFINE_float(
     'size_bar', 1.5, 'tfmot gzip / tf-admm gzip the verdict asks for.')
 
-MICRO = flags.DEFINE_bool(
-    'micro', False, 'Also convert tfmot\'s PCQAT model for TensorFlow Lite '
-    'for Microcontrollers as the run\'s micro.tflite was '
-    '(tflite_export.micro: full int8, LUT-compressed kernels, scored in the '
-    'TFLM interpreter) and compare the flash bytes at TFLM accuracy; the run '
-    'must have been made with --micro.')
+# --micro, shared with the main job and the export.
+flags.adopt_module_key_flags(micro_flag)
 
 FLAGS = flags.FLAGS
 
@@ -889,7 +886,7 @@ def main(argv):
                           PCQAT_EPOCHS.value)
     total, validation = split_sizes(run, report, TRAIN_EXAMPLES.value,
                                     VALIDATION_EXAMPLES.value)
-    if MICRO.value and 'micro' not in report:
+    if micro_flag.MICRO.value and 'micro' not in report:
       raise ValueError(f'{ADMM_RUN.value!r} has no TFLite Micro file (its '
                        'report has no "micro"): rerun its command with '
                        '--micro, which exports it without retraining.')
@@ -942,7 +939,7 @@ def main(argv):
        'targets': targets, 'train_examples': len(x),
        'validation_examples': len(x_val)},
       settings, frequency, epochs, clusters, CENTROID_INIT.value,
-      MICRO.value),
+      micro_flag.MICRO.value),
                   build_model, _log)
   by_phase = _run_tfmot(phases, dense, data, settings, targets, clusters,
                         epochs, frequency)
@@ -999,7 +996,7 @@ def main(argv):
              'otherwise now than their reports say (the run or the work '
              'folder changed since); rerun the run\'s command, or use a new '
              '--work_dir.')
-  if MICRO.value:
+  if micro_flag.MICRO.value:
     tfadmm['micro'], tfmot_side['micro'] = report['micro'], final['micro']
     micro_line, facts['micro'] = verdict(
         {'flash_bytes': report['micro']['flash_bytes'],

@@ -19,6 +19,7 @@ from tflite_export import converter
 from tflite_export import evaluate
 from tflite_export import micro
 from tflite_export import packed
+from tflite_export import tflm
 
 
 def _levelled_model(bits=3, seed=0):
@@ -144,8 +145,8 @@ def test_snapping_keeps_the_models_outputs(int8_file):
   model = _levelled_model()
   unsnapped = micro.convert_int8(model, _calibration())
   x = _images()
-  before = micro.predict(unsnapped, x).astype(np.int32)
-  after = micro.predict(int8_file[0], x).astype(np.int32)
+  before = tflm.predict(unsnapped, x).astype(np.int32)
+  after = tflm.predict(int8_file[0], x).astype(np.int32)
   # Snapping moves codes by at most half a code and requantizes biases;
   # through two layers the int8 outputs (codes up to ±127) move by a few
   # codes at most, and by under one on average.
@@ -183,8 +184,8 @@ def test_compressed_file_runs_in_tflm_equal_to_the_int8_file(int8_file):
   compressed = micro.compress(content, micro.lut_plan(content))
   assert len(compressed) < len(content)
   x = _images()
-  np.testing.assert_array_equal(micro.predict(compressed, x),
-                                micro.predict(content, x))
+  np.testing.assert_array_equal(tflm.predict(compressed, x),
+                                tflm.predict(content, x))
 
 
 def test_no_compressible_kernel_leaves_the_file_as_it_is():
@@ -202,13 +203,13 @@ def test_no_compressible_kernel_leaves_the_file_as_it_is():
 
 def test_interpreter_errors_name_the_problem():
   with pytest.raises(ValueError, match='TFLM interpreter cannot run'):
-    micro.arena_bytes(b'not a model at all, just bytes' * 10)
+    tflm.arena_bytes(b'not a model at all, just bytes' * 10)
 
 
 def test_without_tflite_micro_the_error_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, 'tflite_micro', None)
   with pytest.raises(ValueError, match='pip install tflite-micro'):
-    micro.check_available()
+    tflm.check_available()
 
 
 # Runs a .tflite file once in TFLM in an arena of the given size; prints
@@ -238,7 +239,7 @@ def test_arena_is_the_smallest_the_interpreter_runs_in(int8_file, tmp_path):
   content = micro.compress(int8_file[0], micro.lut_plan(int8_file[0]))
   path = tmp_path / 'micro.tflite'
   path.write_bytes(content)
-  arena = micro.arena_bytes(content)
+  arena = tflm.arena_bytes(content)
   # TFLM aligns the arena's start to 16 bytes: give it that much slack.
   assert _runs_in(path, arena + 16)
   assert not _runs_in(path, arena - 16)
@@ -252,10 +253,10 @@ def test_tflm_agrees_with_litert_reference_kernels(int8_file):
       content, tf.data.Dataset.from_tensor_slices((x, labels)),
       runtime='builtin')
   assert runtime == 'builtin'
-  tflm = micro.predict(content, x).astype(np.int32)
+  micro_outputs = tflm.predict(content, x).astype(np.int32)
   # Both run reference int8 arithmetic; rounding may differ by one code.
-  assert np.abs(tflm - litert.astype(np.int32)).max() <= 1
-  assert np.mean(tflm.argmax(-1) == litert.argmax(-1)) >= 0.95
+  assert np.abs(micro_outputs - litert.astype(np.int32)).max() <= 1
+  assert np.mean(micro_outputs.argmax(-1) == litert.argmax(-1)) >= 0.95
 
 
 def test_export_micro_reports_and_writes(tmp_path):
@@ -269,7 +270,7 @@ def test_export_micro_reports_and_writes(tmp_path):
                                      .read_bytes())
   assert report['flash_bytes'] < report['int8_bytes']
   assert report['outputs_equal'] and report['compressed']
-  assert report['arena_bytes'] == micro.arena_bytes(stored)
+  assert report['arena_bytes'] == tflm.arena_bytes(stored)
   assert sorted(report['lut_bits'].values()) == [0, 0, 3]
   assert list(report['lut_axis'].values()) == ['per_channel']
   # Labels are the Keras model's own predictions: int8 keeps most.

@@ -23,7 +23,9 @@ import tf_admm
 from tf_admm import dataset_flags
 from tf_admm import run_files
 from tflite_export import micro
+from tflite_export import micro_flag
 from tflite_export import report
+from tflite_export import tflm
 
 MODEL = flags.DEFINE_string('model', None, 'Saved Keras model (.keras, .h5 '
                             'or SavedModel folder of tf_keras, or .keras of '
@@ -46,14 +48,11 @@ UNSAFE_LOAD = flags.DEFINE_bool(
 QUANTIZATIONS = flags.DEFINE_list(
     'quantizations', [q.value for q in report.Quantization],
     'Which of ' + ', '.join(q.value for q in report.Quantization) + '.')
-MICRO = flags.DEFINE_bool(
-    'micro', False, 'Also write micro.tflite for TensorFlow Lite for '
-    'Microcontrollers (full int8, kernels LUT-compressed where that stores '
-    'them smaller) and score it in the TFLM interpreter.')
 CALIBRATION_EXAMPLES = flags.DEFINE_integer(
     'calibration_examples', 500, 'Training examples that calibrate full int8.')
 # --help lists the main module's flags only: list the dataset's there too.
 flags.adopt_module_key_flags(dataset_flags)
+flags.adopt_module_key_flags(micro_flag)
 
 
 def load_plain_model(path, safe_mode=True):
@@ -111,14 +110,15 @@ def main(argv):
     quantizations = [report.Quantization(q) for q in QUANTIZATIONS.value]
   except ValueError as error:
     raise app.UsageError(f'--quantizations: {error}') from None
-  if ((report.Quantization.INT8 in quantizations or MICRO.value) and
+  micro_asked = micro_flag.MICRO.value
+  if ((report.Quantization.INT8 in quantizations or micro_asked) and
       CALIBRATION_EXAMPLES.value < 1):
     raise app.UsageError('--quantizations=int8 and --micro calibrate on '
                          '--calibration_examples training examples: give at '
                          'least 1 (500 by default), or leave them out.')
   try:
-    if MICRO.value:
-      micro.check_available()
+    if micro_asked:
+      tflm.check_available()
     check_output_dir(OUTPUT_DIR.value)
     safe_mode = not UNSAFE_LOAD.value
     model = load_plain_model(MODEL.value, safe_mode)
@@ -132,7 +132,7 @@ def main(argv):
                                      quantizations, OUTPUT_DIR.value)
     micro_report = (micro.export_micro(model, data.x_test, data.y_test,
                                        calibration, OUTPUT_DIR.value)
-                    if MICRO.value else None)
+                    if micro_asked else None)
   except ValueError as error:
     raise SystemExit(f'tflite_export: error: {error}') from None
   try:

@@ -1,7 +1,5 @@
 """TensorFlow Lite for Microcontrollers (TFLM) files, sized as a device
-stores them and checked in the TFLM interpreter (the `tflite-micro`
-package, published for Linux x86_64 only: elsewhere this module imports,
-and its functions say how to get it).
+stores them and checked in the TFLM interpreter (`tflite_export.tflm`).
 
 TFLM runs full-integer int8 models; its own weight compression stores a
 kernel holding few distinct values as k-bit indices into per-channel (or
@@ -22,14 +20,10 @@ quantization leaves (a few levels per channel, 0 among them where pruned).
      TFLM against the uncompressed file.
 """
 
-import contextlib
 import dataclasses
 import math
 import os
-import re
-import sys
-import tempfile
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -40,6 +34,7 @@ from tflite_export import converter
 from tflite_export import evaluate
 from tflite_export import packed
 from tflite_export import report
+from tflite_export import tflm
 
 # The ops whose constant kernel (input 1) and bias (input 2) TFLM reads.
 _KERNEL_OPS = {schema.BuiltinOperator.CONV_2D,
@@ -49,32 +44,6 @@ _KERNEL_INPUT, _BIAS_INPUT = 1, 2
 # LUT indices are 1-7 bits wide (the DECODE operator's limit).
 MAX_INDEX_BITS = 7
 _FLOAT_TYPES = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16}
-_MISSING = ('TFLite Micro export needs the tflite-micro package, which is '
-            'published for Linux x86_64 only (pip install tflite-micro, '
-            'pinned in constraints.txt).')
-
-
-def _tflm():
-  """(runtime, compression, spec) modules of tflite-micro; ValueError
-  saying how to get them where it is not installed."""
-  try:
-    # pylint: disable=import-outside-toplevel
-    from tflite_micro import compression
-    from tflite_micro import runtime
-    # The spec's dataclasses: `compression.parse_yaml` builds the same
-    # objects from YAML; building them directly skips a YAML round trip.
-    from tflite_micro.tensorflow.lite.micro.compression import spec
-  except ImportError:
-    raise ValueError(_MISSING) from None
-  return runtime, compression, spec
-
-
-def check_available() -> None:
-  """Raises ValueError, saying how to install it, if tflite-micro is not
-  installed: call it before work a TFLM export would end."""
-  _tflm()
-
-
 def convert_int8(model, calibration: tf.data.Dataset) -> bytes:
   """The full-integer int8 file of `model` (int8 inputs and outputs) that
   TFLM runs; raises ValueError naming an op left in float."""
@@ -199,7 +168,7 @@ def lut_plan(content: bytes) -> list:
 def compress(content: bytes, choices: list) -> bytes:
   """`content` with the kernels `choices` compress stored as LUTs (DECODE
   ops inserted); `content` itself where none is."""
-  _, compression, spec = _tflm()
+  _, compression, spec = tflm.modules()
   specs = [spec.Tensor(
       subgraph=0, tensor=c.tensor,
       compression=[spec.LookUpTableCompression(
@@ -268,111 +237,6 @@ def strip_strings(content: bytes) -> bytes:
   return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-@contextlib.contextmanager
-def _stderr_to(path: str):
-  """Sends the process's stderr (where the interpreter's C++ code
-  prints) to `path` while inside."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with open(path, 'wb') as target:
-    os.dup2(target.fileno(), 2)
-  try:
-    yield
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-
-
-def _printed(call: Callable[[], object]) -> tuple:
-  """(call()'s result, the error it raised, what TFLM printed meanwhile):
-  the result or the error is None."""
-  result = error = None
-  with tempfile.TemporaryDirectory() as folder:
-    path = os.path.join(folder, 'stderr')
-    with _stderr_to(path):
-      try:
-        result = call()
-      except Exception as raised:  # pylint: disable=broad-except
-        # The interpreter raises RuntimeError; reading a damaged flatbuffer
-        # before it, struct.error or IndexError.
-        error = raised
-    with open(path, 'rb') as f:
-      return result, error, f.read().decode(errors='replace')
-
-
-# What TFLM prints when the arena is too small for the model.
-_ARENA_FAILURES = ('Failed to allocate', 'Failed to resize buffer')
-_ARENA_TOTAL = re.compile(r'Arena allocation total (\d+) bytes')
-
-
-def _interpreter(content: bytes):
-  """A TFLM interpreter of `content` in an arena large enough: ten times
-  the file, at least 1 MiB, doubled until it allocates (too small an arena
-  can crash the interpreter instead of failing, so none is tried). Raises
-  ValueError with TFLM's message where the file cannot run."""
-  runtime, _, _ = _tflm()
-  size = max(10 * len(content), 1 << 20)
-  while True:
-    interpreter, error, printed = _printed(
-        lambda: runtime.Interpreter.from_bytes(content, arena_size=size))
-    if error is None:
-      return interpreter
-    if not any(failure in printed for failure in _ARENA_FAILURES) or (
-        size >= 1 << 30):
-      raise ValueError(f'The TFLM interpreter cannot run the file: '
-                       f'{printed.strip() or error}')
-    size *= 2
-
-
-def arena_bytes(content: bytes) -> int:
-  """The tensor arena the TFLM interpreter uses to run `content`: the RAM a
-  device gives it (TFLM's RecordingMicroAllocator's total, after one
-  inference)."""
-  interpreter = _interpreter(content)
-  details = interpreter.get_input_details(0)
-  interpreter.set_input(np.zeros(details['shape'], details['dtype']), 0)
-  interpreter.invoke()
-  _, _, printed = _printed(interpreter.print_allocations)
-  total = _ARENA_TOTAL.search(printed)
-  if total is None:
-    raise ValueError('The TFLM interpreter printed no arena total: '
-                     f'{printed.strip()!r}')
-  return int(total.group(1))
-
-
-def _quantization(details) -> tuple:
-  """(scale, zero point) of a TFLM interpreter's input or output."""
-  parameters = details['quantization_parameters']
-  return (float(parameters['scales'][0]),
-          int(parameters['zero_points'][0]))
-
-
-def io_quantization(content: bytes) -> dict:
-  """{'input': {scale, zero_point}, 'output': {...}} of `content`'s first
-  input and output: how a device quantizes its inputs (q = x / scale +
-  zero_point) and reads its outputs back."""
-  interpreter = _interpreter(content)
-  return {side: dict(zip(('scale', 'zero_point'), _quantization(details)))
-          for side, details in (
-              ('input', interpreter.get_input_details(0)),
-              ('output', interpreter.get_output_details(0)))}
-
-
-def predict(content: bytes, x: np.ndarray) -> np.ndarray:
-  """The TFLM interpreter's outputs (as stored: int8 for an int8 file) for
-  each example of `x`, run one at a time as a device runs them."""
-  interpreter = _interpreter(content)
-  details = interpreter.get_input_details(0)
-  inputs = evaluate.to_input_type(
-      {'dtype': details['dtype'], 'quantization': _quantization(details)}, x)
-  outputs = []
-  for example in inputs:
-    interpreter.set_input(example[None], 0)
-    interpreter.invoke()
-    outputs.append(interpreter.get_output(0)[0].copy())
-  return np.stack(outputs)
-
-
 def export_micro(model, x_test: np.ndarray, y_test: np.ndarray,
                  calibration: tf.data.Dataset,
                  output_dir: Optional[str] = None) -> dict:
@@ -389,20 +253,20 @@ def export_micro(model, x_test: np.ndarray, y_test: np.ndarray,
   arena_bytes, accuracy (TFLM, on the test set), lut_bits ({kernel tensor:
   index bits, 0 where stored int8}), lut_axis ({compressed kernel:
   'per_channel' or 'per_tensor'}), levels_exact ({kernel: its levels exact
-  int8 multiples}), io_quantization (`io_quantization`), int8_bytes,
+  int8 multiples}), io_quantization (`tflm.io_quantization`), int8_bytes,
   int8_accuracy_litert (the uncompressed file in LiteRT's built-in
   kernels), outputs_equal (TFLM's outputs of the compressed file equal the
   uncompressed file's on every test example), compressed (micro.tflite is
   the compressed file)}."""
-  check_available()
+  tflm.check_available()
   named, exact = snap_levels(
       convert_int8(model, calibration),
       packed.float_kernels_by_name(converter.convert(model)))
   choices = lut_plan(named)
   int8 = strip_strings(named)
   content = strip_strings(compress(named, choices))
-  outputs = predict(content, x_test)
-  int8_outputs = predict(int8, x_test)
+  outputs = tflm.predict(content, x_test)
+  int8_outputs = tflm.predict(int8, x_test)
   equal = bool(np.array_equal(outputs, int8_outputs))
   if not equal:
     content, outputs = int8, int8_outputs
@@ -416,14 +280,14 @@ def export_micro(model, x_test: np.ndarray, y_test: np.ndarray,
     report.write_tflite(os.path.join(output_dir, 'micro_int8.tflite'), int8)
   return {
       'flash_bytes': len(content),
-      'arena_bytes': arena_bytes(content),
+      'arena_bytes': tflm.arena_bytes(content),
       'accuracy': evaluate.top1_accuracy(outputs, y_test),
       'lut_bits': {c.name: c.bits if equal else 0 for c in choices},
       'lut_axis': {c.name: ('per_tensor' if c.axis is None else
                             'per_channel')
                    for c in choices if c.bits and equal},
       'levels_exact': exact,
-      'io_quantization': io_quantization(content),
+      'io_quantization': tflm.io_quantization(content),
       'int8_bytes': len(int8),
       'int8_accuracy_litert': litert,
       'outputs_equal': equal,

@@ -25,6 +25,7 @@ from tf_admm.main_job import presets
 from tf_admm.main_job import quantization_flags  # pylint: disable=unused-import
 from tf_admm.main_job import run_setup
 from tf_admm.main_job import training_flags  # pylint: disable=unused-import
+from tflite_export import micro_flag
 from tflite_export import ship
 
 PRESET = flags.DEFINE_enum('preset', None, list(presets.PRESETS),
@@ -77,6 +78,8 @@ KERAS = flags.DEFINE_enum(
     'retraining through tfmot\'s pruning wrappers) or 3 (`import keras`, '
     'TensorFlow backend; masks held by constraints, export through Keras 3\'s '
     'LiteRT export). Keras 3 runs default to runs/<preset or model>_keras3.')
+# --micro, shared with the other scripts: listed in --help as this one's.
+flags.adopt_module_key_flags(micro_flag)
 STRATEGY = flags.DEFINE_enum(
     'strategy', None, ['mirrored', 'multi_worker'],
     'Train under tf.distribute: mirrored (every GPU of this machine), or '
@@ -84,13 +87,6 @@ STRATEGY = flags.DEFINE_enum(
     'command on each, '
     'with an --output_dir they all see; the chief writes the run). Default: '
     'one device.')
-MICRO = flags.DEFINE_bool(
-    'micro', False, 'Also export the TensorFlow Lite for Microcontrollers '
-    'file (tflite/micro.tflite: full int8, kernels LUT-compressed where that '
-    'stores them smaller) and score it in the TFLM interpreter; the report\'s '
-    '"micro" gives its flash and arena bytes. On in the quantized presets.')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')

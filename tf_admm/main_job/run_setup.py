@@ -18,7 +18,7 @@ from tf_admm import progressive
 from tf_admm import run_settings
 
 from tf_admm.main_job.presets import PRESETS
-from tflite_export import micro as micro_lib
+from tflite_export import tflm
 
 FLAGS = flags.FLAGS
 
@@ -277,7 +277,7 @@ def micro(log) -> bool:
   if not value('micro'):
     return False
   try:
-    micro_lib.check_available()
+    tflm.check_available()
   except ValueError as error:
     if FLAGS['micro'].present:
       raise ValueError(f'--micro: {error}') from None
