@@ -137,10 +137,11 @@ def lut_plan(content: bytes) -> list:
   quantization (one per channel along its quantized dimension where it has
   a scale per channel, else one). A kernel is compressed only where the
   stored file (`strip_strings`) comes out smaller with it: its DECODE op,
-  output and ancillary tensors cost 240-530 bytes on LeNet-5."""
+  output and ancillary tensors cost a few hundred bytes."""
   # TFLM's DECODE (0.dev20261023) decodes a table that does not follow the
   # kernel's quantization into wrong values (measured: a per-tensor table of
-  # a per-channel kernel took a LeNet-5 from 92% to 8%), so no other choice.
+  # a per-channel kernel took a small CNN's accuracy to chance), so no other
+  # choice.
   model = flatbuffer_utils.convert_bytearray_to_object(content)
   choices = []
   for index, _, axis in _kernels(model):

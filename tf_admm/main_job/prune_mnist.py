@@ -87,6 +87,8 @@ STRATEGY = flags.DEFINE_enum(
     'command on each, '
     'with an --output_dir they all see; the chief writes the run). Default: '
     'one device.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
